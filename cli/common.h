@@ -1,0 +1,42 @@
+// Helpers shared by the jitprof subcommands: number formatting, reporting of
+// reader diagnostics, and Python source lines for display.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "binio/binio.h"
+
+namespace jitprof::cli {
+
+// 1234567 -> "1,234,567"
+std::string with_commas(std::uint64_t value);
+// 0.4567 -> "45.7%"
+std::string percent(double part, double whole);
+std::string hex(std::uint64_t value);
+
+// Prints warnings and the error of a reader to stderr; returns the exit code
+// the command should end with (1 when reading stopped at malformed input).
+int report_diagnostics(const std::string& file, const std::vector<binio::Diagnostic>& warnings,
+                       const std::optional<binio::Diagnostic>& error);
+nlohmann::json diagnostics_json(const std::vector<binio::Diagnostic>& warnings,
+                                const std::optional<binio::Diagnostic>& error);
+
+// Reads Python source files on demand to show the line a merge point names.
+class SourceCache {
+ public:
+  // The stripped text of `line` in `file`, or nullopt when unreadable.
+  std::optional<std::string> line(const std::string& file, std::int64_t line);
+  // Records a line known from elsewhere (a jitlog's SOURCE_CODE records).
+  void remember(const std::string& file, std::uint32_t line, const std::string& text);
+
+ private:
+  std::map<std::string, std::optional<std::vector<std::string>>> files_;
+};
+
+}  // namespace jitprof::cli

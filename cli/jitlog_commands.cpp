@@ -1,0 +1,302 @@
+// `jitprof jitlog FILE` and `jitprof trace FILE ID`.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+#include <iostream>
+
+#include "commands.h"
+#include "common.h"
+#include "jitlog/disassembler.h"
+#include "jitlog/jitlog.h"
+
+namespace jitprof::cli {
+namespace {
+
+using jitlog::Forest;
+using jitlog::MergePoint;
+using jitlog::Operation;
+using jitlog::Stage;
+using jitlog::StageKind;
+using jitlog::Trace;
+using nlohmann::json;
+
+std::string location(const MergePoint* point) {
+  if (point == nullptr) return "-";
+  return fmt::format("{} at {}:{}", point->function, point->file, point->line);
+}
+
+json location_json(const MergePoint* point) {
+  if (point == nullptr) return nullptr;
+  return {{"function", point->function}, {"file", point->file},       {"line", point->line},
+          {"bytecode_index", point->bytecode_index}, {"opcode", point->opcode}, {"inline_depth", point->inline_depth}};
+}
+
+std::string op_text(const Operation& op) {
+  std::string args;
+  for (const auto& arg : op.args) args += (args.empty() ? "" : ", ") + arg;
+  if (!op.descr.empty()) args += (args.empty() ? "descr=" : ", descr=") + op.descr;
+  std::string text = op.result == "?" ? fmt::format("{}({})", op.name, args)
+                                      : fmt::format("{} = {}({})", op.result, op.name, args);
+  if (!op.failargs.empty()) {
+    std::string failargs;
+    for (const auto& arg : op.failargs) failargs += (failargs.empty() ? "" : ", ") + arg;
+    text += fmt::format(" [{}]", failargs);
+  }
+  return text;
+}
+
+bool same_line(const MergePoint* a, const MergePoint* b) {
+  return a && b && a->file == b->file && a->line == b->line && a->function == b->function;
+}
+
+struct Counts {
+  std::size_t loops = 0, bridges = 0, aborted = 0, merge_points = 0, code_bytes = 0;
+  std::size_t guards = 0, call_assemblers = 0, linked_bridges = 0;
+  std::array<std::size_t, 3> ops{};  // by StageKind
+};
+
+Counts count(const Forest& forest) {
+  Counts counts;
+  for (const Trace& trace : forest.traces) {
+    (trace.kind == jitlog::TraceKind::Loop ? counts.loops : counts.bridges)++;
+    counts.aborted += trace.aborted;
+    counts.linked_bridges += trace.parent_guard.has_value();
+    if (trace.code) counts.code_bytes += trace.code->end - trace.code->start;
+    // Count each stage kind once: unrolled loops log the noopt stage twice.
+    for (StageKind kind : {StageKind::NoOpt, StageKind::Opt, StageKind::Asm}) {
+      const Stage* stage = trace.stage(kind);
+      if (stage == nullptr) continue;
+      counts.ops[static_cast<std::size_t>(kind)] += stage->ops.size();
+      counts.merge_points += stage->merge_points.size();
+    }
+    if (const Stage* stage = trace.stage(StageKind::Asm)) {
+      for (const Operation& op : stage->ops) {
+        counts.guards += op.is_guard();
+        counts.call_assemblers += op.is_call_assembler();
+      }
+    }
+  }
+  return counts;
+}
+
+std::vector<const Trace*> hottest(const Forest& forest, std::size_t limit) {
+  std::vector<const Trace*> order;
+  for (const Trace& trace : forest.traces) order.push_back(&trace);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Trace* a, const Trace* b) { return a->executions() > b->executions(); });
+  if (order.size() > limit) order.resize(limit);
+  return order;
+}
+
+json trace_summary_json(const Trace& trace) {
+  json item = {{"id", trace.id},
+               {"type", jitlog::trace_kind_name(trace.kind)},
+               {"jitdriver", trace.jitdriver},
+               {"entries", trace.entry_count},
+               {"label_passes", trace.label_count},
+               {"executions", trace.executions()},
+               {"aborted", trace.aborted},
+               {"source", location_json(trace.source())}};
+  item["code"] = trace.code ? json{{"start", trace.code->start}, {"end", trace.code->end}} : json(nullptr);
+  item["parent"] = trace.parent_guard
+                       ? json{{"trace", trace.parent_guard->trace_id}, {"op_index", trace.parent_guard->op_index}}
+                       : json(nullptr);
+  return item;
+}
+
+}  // namespace
+
+int run_jitlog_summary(const JitlogOptions& options) {
+  const Forest forest = jitlog::read_jitlog(options.file);
+  const Counts counts = count(forest);
+  std::size_t credited = 0;
+  for (const auto& counter : forest.counters) credited += counter.matched;
+  const auto hot = hottest(forest, options.top);
+
+  if (options.json) {
+    json out = {{"file", options.file},
+                {"bytes", forest.bytes_read},
+                {"records", forest.records},
+                {"version", forest.header.version},
+                {"machine", forest.header.machine},
+                {"word_size", forest.header.word_size},
+                {"op_names", forest.header.op_names.size()},
+                {"traces", forest.traces.size()},
+                {"loops", counts.loops},
+                {"bridges", counts.bridges},
+                {"aborted", counts.aborted},
+                {"ops", {{"noopt", counts.ops[0]},
+                         {"opt", counts.ops[1]},
+                         {"asm", counts.ops[2]}}},
+                {"merge_points", counts.merge_points},
+                {"code_bytes", counts.code_bytes},
+                {"guards", counts.guards},
+                {"bridges_linked_to_guards", counts.linked_bridges},
+                {"call_assembler_sites", counts.call_assemblers},
+                {"redirects", forest.redirects.size()},
+                {"tmp_callbacks", forest.tmp_callbacks.size()},
+                {"counters", forest.counters.size()},
+                {"counters_credited", credited}};
+    out["hottest"] = json::array();
+    for (const Trace* trace : hot) out["hottest"].push_back(trace_summary_json(*trace));
+    out.update(diagnostics_json(forest.warnings, forest.error));
+    std::cout << out.dump(2) << "\n";
+    return report_diagnostics(options.file, forest.warnings, forest.error);
+  }
+
+  std::cout << fmt::format("jitlog {} ({} bytes, {} records)\n", options.file, with_commas(forest.bytes_read),
+                           with_commas(forest.records));
+  std::cout << fmt::format("format version {}, {} ({}-bit), {} op names in the header\n", forest.header.version,
+                           forest.header.machine, forest.header.word_size * 8, forest.header.op_names.size());
+  std::cout << fmt::format("traces: {} ({} loops, {} bridges, {} aborted)\n", forest.traces.size(), counts.loops,
+                           counts.bridges, counts.aborted);
+  std::cout << fmt::format("ops: {} noopt, {} opt, {} asm; {} merge points; {} bytes of machine code\n",
+                           with_commas(counts.ops[0]), with_commas(counts.ops[1]),
+                           with_commas(counts.ops[2]), with_commas(counts.merge_points),
+                           with_commas(counts.code_bytes));
+  std::cout << fmt::format(
+      "links: {} guards, {} bridges attached to their guard, {} call_assembler sites, {} redirects, {} tmp callbacks\n",
+      counts.guards, counts.linked_bridges, counts.call_assemblers, forest.redirects.size(),
+      forest.tmp_callbacks.size());
+  std::cout << fmt::format("counters: {} ({} credited to a trace)\n", forest.counters.size(), credited);
+  if (!hot.empty()) {
+    std::cout << fmt::format("\nhottest traces (entries + label passes):\n");
+    std::cout << fmt::format("{:>6}  {:<6}  {:>13}  {:>13}  {}\n", "id", "type", "entries", "label passes",
+                             "source");
+    for (const Trace* trace : hot) {
+      std::string note = trace->aborted ? " (aborted)" : "";
+      if (trace->parent_guard) note += fmt::format(" (from trace {})", trace->parent_guard->trace_id);
+      std::cout << fmt::format("{:>6}  {:<6}  {:>13}  {:>13}  {}{}\n", trace->id,
+                               jitlog::trace_kind_name(trace->kind), with_commas(trace->entry_count),
+                               with_commas(trace->label_count), location(trace->source()), note);
+    }
+  }
+  return report_diagnostics(options.file, forest.warnings, forest.error);
+}
+
+int run_trace(const TraceOptions& options) {
+  const Forest forest = jitlog::read_jitlog(options.file);
+  const Trace* trace = forest.find(options.id);
+  if (trace == nullptr) {
+    int status = report_diagnostics(options.file, forest.warnings, forest.error);
+    std::string ids;
+    for (const Trace* each : hottest(forest, 10)) ids += fmt::format(" {}", each->id);
+    std::cerr << fmt::format("jitprof: error: {} has no trace {} ({} traces; hottest:{})\n", options.file,
+                             options.id, forest.traces.size(), ids.empty() ? " none" : ids);
+    return status ? status : 1;
+  }
+  const StageKind kind = options.stage;
+  const Stage* stage = trace->stage(kind);
+  if (stage == nullptr) {
+    std::string have;
+    for (const Stage& each : trace->stages) have += fmt::format(" {}", jitlog::stage_name(each.kind));
+    std::cerr << fmt::format("jitprof: error: trace {} has no {} stage (it has:{})\n", trace->id,
+                             jitlog::stage_name(kind), have.empty() ? " none" : have);
+    return 1;
+  }
+  std::optional<jitlog::Disassembler> disassembler;
+  if (options.disassemble && trace->code) disassembler.emplace(forest.header.machine, forest.header.word_size);
+  const auto sources = jitlog::op_sources(*trace, *stage);
+  SourceCache source_cache;
+  for (const auto& [file, lines] : forest.source_code)
+    for (const auto& [number, line] : lines) source_cache.remember(file, number, line.text);
+
+  if (options.json) {
+    json out = trace_summary_json(*trace);
+    out["stage"] = jitlog::stage_name(kind);
+    out["input_args"] = stage->input_args;
+    out["ops"] = json::array();
+    for (std::size_t i = 0; i < stage->ops.size(); ++i) {
+      const Operation& op = stage->ops[i];
+      json item = {{"index", i},       {"opnum", op.opnum},   {"name", op.name},
+                   {"result", op.result}, {"args", op.args},  {"descr", op.descr},
+                   {"failargs", op.failargs}, {"source", location_json(sources[i])}};
+      item["descr_number"] = op.descr_number ? json(*op.descr_number) : json(nullptr);
+      item["bridge"] = op.bridge ? json(*op.bridge) : json(nullptr);
+      item["target_trace"] = op.target_trace ? json(*op.target_trace) : json(nullptr);
+      item["counter"] = op.counter;
+      if (op.code && trace->code) {
+        item["address"] = trace->code->start + op.code->offset;
+        item["code_size"] = op.code->bytes.size();
+        if (disassembler) {
+          item["instructions"] = json::array();
+          for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset))
+            item["instructions"].push_back(
+                {{"address", insn.address}, {"size", insn.size}, {"mnemonic", insn.mnemonic}, {"operands", insn.operands}});
+        }
+      }
+      out["ops"].push_back(std::move(item));
+    }
+    out["merge_points"] = json::array();
+    for (const MergePoint& point : stage->merge_points) {
+      json item = location_json(&point);
+      item["op_index"] = point.op_index;
+      out["merge_points"].push_back(std::move(item));
+    }
+    out.update(diagnostics_json(forest.warnings, forest.error));
+    std::cout << out.dump(2) << "\n";
+    return report_diagnostics(options.file, forest.warnings, forest.error);
+  }
+
+  std::cout << fmt::format("trace {}: {}{}{}, {} entries, {} label passes{}\n", trace->id,
+                           jitlog::trace_kind_name(trace->kind),
+                           trace->logged_as_bridge && trace->kind == jitlog::TraceKind::Loop
+                               ? " (compiled from the interpreter as an entry bridge)"
+                               : "",
+                           trace->jitdriver.empty() ? "" : fmt::format(", jitdriver {}", trace->jitdriver),
+                           with_commas(trace->entry_count), with_commas(trace->label_count),
+                           trace->aborted ? ", ABORTED" : "");
+  std::cout << fmt::format("source: {}\n", location(trace->source()));
+  if (trace->parent_guard) {
+    const Trace* parent = forest.find(trace->parent_guard->trace_id);
+    const Stage* parent_stage = parent ? parent->stage(StageKind::Asm) : nullptr;
+    std::string guard_name = parent_stage && trace->parent_guard->op_index < parent_stage->ops.size()
+                                 ? parent_stage->ops[trace->parent_guard->op_index].name
+                                 : "guard";
+    std::cout << fmt::format("leaves from: {} (op {}) of trace {}, descr {}\n", guard_name,
+                             trace->parent_guard->op_index, trace->parent_guard->trace_id, hex(trace->start_descr));
+  }
+  if (trace->code)
+    std::cout << fmt::format("machine code: {}..{} ({} bytes)\n", hex(trace->code->start), hex(trace->code->end),
+                             with_commas(trace->code->end - trace->code->start));
+  std::size_t passes = 0;
+  for (const Stage& each : trace->stages) passes += each.kind == kind;
+  std::cout << fmt::format("stage {}: {} ops, {} merge points{}\n", jitlog::stage_name(kind), stage->ops.size(),
+                           stage->merge_points.size(),
+                           passes > 1 ? fmt::format(" (logged {} times; the last is shown)", passes) : "");
+  std::string inputs;
+  for (const auto& arg : stage->input_args) inputs += (inputs.empty() ? "" : ", ") + arg;
+  std::cout << fmt::format("inputs: [{}]\n\n", inputs);
+
+  const MergePoint* shown = nullptr;
+  for (std::size_t i = 0; i < stage->ops.size(); ++i) {
+    const Operation& op = stage->ops[i];
+    const MergePoint* point = sources[i];
+    // Stages with merge points show each one; the asm stage, whose positions
+    // are borrowed from the opt stage, shows only changes of line.
+    const bool borrowed = stage->merge_points.empty();
+    if (point != nullptr && point != shown && !(borrowed && same_line(point, shown))) {
+      const std::string indent(2 * point->inline_depth, ' ');
+      auto text = source_cache.line(point->file, point->line);
+      std::cout << fmt::format("  {}# {}:{} in {} #{} {}{}\n", indent,
+                               std::filesystem::path(point->file).filename().string(), point->line, point->function,
+                               point->bytecode_index, point->opcode, text ? "  | " + *text : "");
+    }
+    shown = point ? point : shown;
+    std::string address = op.code && trace->code ? fmt::format("+{:<5}", op.code->offset) : std::string(6, ' ');
+    std::string note;
+    if (op.bridge) note += fmt::format("  -> bridge {}", *op.bridge);
+    if (op.target_trace) note += fmt::format("  -> trace {}", *op.target_trace);
+    if (op.counter) note += fmt::format("  ({} {})", with_commas(op.counter), op.is_guard() ? "failures" : "passes");
+    std::cout << fmt::format("  {} {:>4}  {}{}\n", address, i, op_text(op), note);
+    if (disassembler && op.code) {
+      for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset))
+        std::cout << fmt::format("                {:x}  {} {}\n", insn.address, insn.mnemonic, insn.operands);
+    }
+  }
+  return report_diagnostics(options.file, forest.warnings, forest.error);
+}
+
+}  // namespace jitprof::cli

@@ -1,0 +1,83 @@
+// jitprof: wires the readers to the command line.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <iostream>
+
+#include "binio/binio.h"
+#include "commands.h"
+
+namespace {
+
+// Accepts "0x1f" as well as decimal ids.
+std::uint64_t parse_trace_id(const std::string& text) {
+  std::size_t used = 0;
+  const std::uint64_t value = std::stoull(text, &used, 0);
+  if (used != text.size()) throw std::invalid_argument(text);
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace jitprof::cli;
+  CLI::App app{"jitprof: profile PyPy programs across Python code, JIT traces and native code"};
+  app.set_version_flag("--version", std::string("jitprof ") + JITPROF_VERSION);
+  app.require_subcommand(1);
+
+  JitlogOptions jitlog_options;
+  auto* jitlog_cmd = app.add_subcommand("jitlog", "Summarize a PyPy jitlog: traces, ops, links, hottest traces");
+  jitlog_cmd->add_option("FILE", jitlog_options.file, "jitlog file (JITLOG=... or _jitlog.enable), may be gzipped")
+      ->required()
+      ->check(CLI::ExistingFile);
+  jitlog_cmd->add_option("--top", jitlog_options.top, "how many of the hottest traces to list")->capture_default_str();
+  jitlog_cmd->add_flag("--json", jitlog_options.json, "print JSON for scripts");
+
+  TraceOptions trace_options;
+  std::string trace_id_text;
+  std::string stage_text = "opt";
+  auto* trace_cmd = app.add_subcommand("trace", "Show one trace: ops, merge points and source, guards and bridges");
+  trace_cmd->add_option("FILE", trace_options.file, "jitlog file")->required()->check(CLI::ExistingFile);
+  trace_cmd->add_option("ID", trace_id_text, "trace id (decimal or 0x hex), as listed by 'jitprof jitlog'")
+      ->required();
+  trace_cmd->add_option("--stage", stage_text, "which optimization stage to show")
+      ->check(CLI::IsMember({"noopt", "opt", "asm"}))
+      ->capture_default_str();
+  trace_cmd->add_flag("--asm", trace_options.disassemble,
+                      "interleave the disassembled machine code (implies --stage asm unless --stage is given)");
+  trace_cmd->add_flag("--json", trace_options.json, "print JSON for scripts");
+
+  ProfileOptions profile_options;
+  auto* profile_cmd = app.add_subcommand("profile", "Summarize a vmprof profile: header, samples, top functions");
+  profile_cmd->add_option("FILE", profile_options.file, "vmprof profile (_vmprof.enable), may be gzipped")
+      ->required()
+      ->check(CLI::ExistingFile);
+  profile_cmd->add_option("--top", profile_options.top, "how many functions to list")->capture_default_str();
+  profile_cmd->add_flag("--json", profile_options.json, "print JSON for scripts");
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*jitlog_cmd) return run_jitlog_summary(jitlog_options);
+    if (*trace_cmd) {
+      try {
+        trace_options.id = parse_trace_id(trace_id_text);
+      } catch (const std::exception&) {
+        std::cerr << fmt::format("jitprof: error: trace id '{}' is not a number\n", trace_id_text);
+        return 2;
+      }
+      const bool stage_given = trace_cmd->count("--stage") > 0;
+      if (trace_options.disassemble && !stage_given) stage_text = "asm";
+      trace_options.stage = *jitprof::jitlog::parse_stage_name(stage_text);
+      return run_trace(trace_options);
+    }
+    if (*profile_cmd) return run_profile(profile_options);
+  } catch (const jitprof::binio::InputError& error) {
+    std::cerr << "jitprof: error: " << error.what() << "\n";
+    return 1;
+  } catch (const std::exception& error) {
+    std::cerr << "jitprof: error: " << error.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
