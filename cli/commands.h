@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "jitlog/jitlog.h"
 
@@ -29,8 +30,24 @@ struct ProfileOptions {
   bool json = false;
 };
 
+struct RecordOptions {
+  std::vector<std::string> command;
+  std::string output = "jitprof.jprof";
+  unsigned rate_hz = 1000;
+  bool pypy = false;
+  bool no_pypy = false;
+  bool quiet = false;
+};
+
+struct InfoOptions {
+  std::string file;
+  bool json = false;
+};
+
 int run_jitlog_summary(const JitlogOptions& options);
 int run_trace(const TraceOptions& options);
 int run_profile(const ProfileOptions& options);
+int run_record(const RecordOptions& options);
+int run_info(const InfoOptions& options);
 
 }  // namespace jitprof::cli

@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "bundle/bundle.h"
+
 #include <fmt/format.h>
 
 #include <fstream>
@@ -8,10 +10,14 @@
 namespace jitprof::cli {
 
 std::string with_commas(std::uint64_t value) {
-  std::string digits = std::to_string(value);
-  for (int pos = static_cast<int>(digits.size()) - 3; pos > 0; pos -= 3)
-    digits.insert(static_cast<std::size_t>(pos), ",");
-  return digits;
+  const std::string digits = std::to_string(value);
+  std::string grouped;
+  grouped.reserve(digits.size() + digits.size() / 3);
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
+    grouped += digits[i];
+  }
+  return grouped;
 }
 
 std::string percent(double part, double whole) {
@@ -39,6 +45,27 @@ nlohmann::json diagnostics_json(const std::vector<binio::Diagnostic>& warnings,
   result["error"] = error ? nlohmann::json{{"offset", error->offset}, {"message", error->message}}
                           : nlohmann::json(nullptr);
   return result;
+}
+
+namespace {
+
+// The bundle's own problems are reported here; the section's by the caller.
+std::vector<std::uint8_t> bundle_section(const std::string& file, bundle::SectionType type) {
+  const bundle::Bundle read = bundle::read_bundle(file);
+  report_diagnostics(file, read.warnings, read.error);
+  return read.stream(type);
+}
+
+}  // namespace
+
+jitlog::Forest load_jitlog(const std::string& file) {
+  if (bundle::is_bundle(file)) return jitlog::parse_jitlog(bundle_section(file, bundle::sections::kJitlog));
+  return jitlog::read_jitlog(file);
+}
+
+vmprof::Profile load_profile(const std::string& file) {
+  if (bundle::is_bundle(file)) return vmprof::parse_profile(bundle_section(file, bundle::sections::kVmprof));
+  return vmprof::read_profile(file);
 }
 
 std::optional<std::string> SourceCache::line(const std::string& file, std::int64_t line) {

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "binio/binio.h"
+#include "jitlog/jitlog.h"
+#include "vmprof/profile.h"
 
 namespace jitprof::cli {
 
@@ -19,6 +21,10 @@ std::string with_commas(std::uint64_t value);
 // 0.4567 -> "45.7%"
 std::string percent(double part, double whole);
 std::string hex(std::uint64_t value);
+
+// Reads a jitlog or vmprof profile from its own file or from a bundle's section.
+jitlog::Forest load_jitlog(const std::string& file);
+vmprof::Profile load_profile(const std::string& file);
 
 // Prints warnings and the error of a reader to stderr; returns the exit code
 // the command should end with (1 when reading stopped at malformed input).

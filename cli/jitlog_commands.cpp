@@ -109,7 +109,7 @@ json trace_summary_json(const Trace& trace) {
 }  // namespace
 
 int run_jitlog_summary(const JitlogOptions& options) {
-  const Forest forest = jitlog::read_jitlog(options.file);
+  const Forest forest = load_jitlog(options.file);
   const Counts counts = count(forest);
   std::size_t credited = 0;
   for (const auto& counter : forest.counters) credited += counter.matched;
@@ -177,7 +177,7 @@ int run_jitlog_summary(const JitlogOptions& options) {
 }
 
 int run_trace(const TraceOptions& options) {
-  const Forest forest = jitlog::read_jitlog(options.file);
+  const Forest forest = load_jitlog(options.file);
   const Trace* trace = forest.find(options.id);
   if (trace == nullptr) {
     int status = report_diagnostics(options.file, forest.warnings, forest.error);

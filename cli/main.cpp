@@ -55,6 +55,25 @@ int main(int argc, char** argv) {
   profile_cmd->add_option("--top", profile_options.top, "how many functions to list")->capture_default_str();
   profile_cmd->add_flag("--json", profile_options.json, "print JSON for scripts");
 
+  RecordOptions record_options;
+  auto* record_cmd = app.add_subcommand(
+      "record", "Run a program under PyPy with its jitlog and vmprof on, and write one bundle file");
+  record_cmd->add_option("-o,--output", record_options.output, "bundle to write")->capture_default_str();
+  record_cmd->add_option("--rate", record_options.rate_hz, "samples per second")
+      ->check(CLI::Range(2u, 1000000u))
+      ->capture_default_str();
+  record_cmd->add_flag("--pypy", record_options.pypy, "the target is PyPy even if its name does not say so");
+  record_cmd->add_flag("--no-pypy", record_options.no_pypy, "do not switch on PyPy's logs");
+  record_cmd->add_flag("-q,--quiet", record_options.quiet, "no status line and no summary");
+  record_cmd->add_option("COMMAND", record_options.command, "the program and its arguments, after --")->required();
+  record_cmd->footer("Example: jitprof record -o app.jprof -- pypy3 app.py ARGS...\n"
+                     "jitprof exits with the target's exit status (128 + N when it died by signal N).");
+
+  InfoOptions info_options;
+  auto* info_cmd = app.add_subcommand("info", "Show a bundle's manifest and sections");
+  info_cmd->add_option("FILE", info_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  info_cmd->add_flag("--json", info_options.json, "print JSON for scripts");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -72,9 +91,8 @@ int main(int argc, char** argv) {
       return run_trace(trace_options);
     }
     if (*profile_cmd) return run_profile(profile_options);
-  } catch (const jitprof::binio::InputError& error) {
-    std::cerr << "jitprof: error: " << error.what() << "\n";
-    return 1;
+    if (*record_cmd) return run_record(record_options);
+    if (*info_cmd) return run_info(info_options);
   } catch (const std::exception& error) {
     std::cerr << "jitprof: error: " << error.what() << "\n";
     return 1;

@@ -94,7 +94,7 @@ std::string mode_text(const vmprof::Header& header) {
 }  // namespace
 
 int run_profile(const ProfileOptions& options) {
-  const Profile profile = vmprof::read_profile(options.file);
+  const Profile profile = load_profile(options.file);
   const Summary summary = summarize(profile);
   std::vector<std::pair<std::uint64_t, FunctionCounts>> ranked(summary.functions.begin(), summary.functions.end());
   std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {

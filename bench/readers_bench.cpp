@@ -1,0 +1,113 @@
+// Throughput of the jitlog and vmprof readers on large inputs built from the
+// real fixtures, printed as a ratio to a baseline run in the same process: a
+// plain pass over the same bytes (the cost of touching the input at all).
+//
+//   build/bench/readers_bench [MEGABYTES]
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <numeric>
+#include <vector>
+
+#include "jitlog/jitlog.h"
+#include "vmprof/profile.h"
+
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+using Clock = std::chrono::steady_clock;
+
+Bytes load(const std::string& name) {
+  Bytes bytes;
+  jitprof::binio::read_file_chunks(std::string(JITPROF_FIXTURES) + "/" + name,
+                                   [&](std::span<const std::uint8_t> chunk) {
+                                     bytes.insert(bytes.end(), chunk.begin(), chunk.end());
+                                   });
+  return bytes;
+}
+
+// The jitlog header is one record: marker, version, word flag, machine, op table.
+std::size_t jitlog_header_size(const Bytes& log) {
+  jitprof::binio::ByteCursor in(log, 0);
+  in.bytes(4);
+  in.bytes(in.u32le());
+  in.bytes(1);
+  const std::uint16_t count = in.u16le();
+  for (std::uint16_t i = 0; i < count; ++i) {
+    in.u16le();
+    in.bytes(in.u32le());
+  }
+  return in.position();
+}
+
+// The header once, then the traces of a real log repeated up to `target` bytes.
+Bytes big_jitlog(std::size_t target) {
+  const Bytes log = load("recursion.jitlog.gz");
+  const std::size_t header = jitlog_header_size(log);
+  Bytes big(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(header));
+  while (big.size() < target) big.insert(big.end(), log.begin() + static_cast<std::ptrdiff_t>(header), log.end());
+  return big;
+}
+
+// A real profile's records, with its samples repeated up to `target` bytes.
+Bytes big_profile(std::size_t target) {
+  const Bytes profile = load("hotloop_native_mem.prof.gz");
+  const auto parsed = jitprof::vmprof::parse_profile(profile);
+  Bytes big(profile.begin(), profile.begin() + static_cast<std::ptrdiff_t>(parsed.samples.front().file_offset));
+  const std::size_t first = parsed.samples.front().file_offset;
+  const std::size_t last_end = parsed.samples.back().file_offset + 1 + 8 * (2 + parsed.samples.back().depth * 2 + 2);
+  while (big.size() < target)
+    big.insert(big.end(), profile.begin() + static_cast<std::ptrdiff_t>(first),
+               profile.begin() + static_cast<std::ptrdiff_t>(last_end));
+  return big;
+}
+
+template <class Work>
+double best_seconds(Work&& work, int repeats = 5) {
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = Clock::now();
+    work();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return best;
+}
+
+void report(const char* name, const Bytes& input, double baseline, double parse, const std::string& detail) {
+  const double megabytes = double(input.size()) / 1e6;
+  fmt::print("{:<8} {:8.1f} MB  baseline {:8.1f} MB/s  reader {:8.1f} MB/s  reader/baseline time {:6.1f}x  ({})\n",
+             name, megabytes, megabytes / baseline, megabytes / parse, parse / baseline, detail);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::size_t megabytes = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 64;
+  const std::size_t target = megabytes << 20;
+  volatile std::uint64_t sink = 0;
+  auto baseline = [&](const Bytes& input) {
+    return best_seconds([&] { sink = sink + std::accumulate(input.begin(), input.end(), std::uint64_t{0}); });
+  };
+
+  const Bytes log = big_jitlog(target);
+  std::size_t traces = 0;
+  const double log_parse = best_seconds([&] {
+    jitprof::jitlog::JitlogReader reader;
+    for (std::size_t at = 0; at < log.size(); at += 1 << 20)
+      reader.feed(std::span(log).subspan(at, std::min<std::size_t>(1 << 20, log.size() - at)));
+    traces = reader.finish().traces.size();
+  });
+  report("jitlog", log, baseline(log), log_parse, fmt::format("{} traces", traces));
+
+  const Bytes profile = big_profile(target);
+  std::size_t samples = 0;
+  const double profile_parse = best_seconds([&] {
+    jitprof::vmprof::ProfileReader reader;
+    for (std::size_t at = 0; at < profile.size(); at += 1 << 20)
+      reader.feed(std::span(profile).subspan(at, std::min<std::size_t>(1 << 20, profile.size() - at)));
+    samples = reader.finish().samples.size();
+  });
+  report("vmprof", profile, baseline(profile), profile_parse, fmt::format("{} samples", samples));
+  return 0;
+}

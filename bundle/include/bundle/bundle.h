@@ -1,0 +1,100 @@
+// The jitprof bundle (*.jprof): one file holding everything a recording
+// produced (manifest, PyPy's jitlog and vmprof profile as written, samples,
+// memory maps, symbols, crash record).
+//
+// Layout: an 8-byte magic and a u16 format version, then frames appended one
+// after the other:
+//   u32 section type (four characters), u32 flags, u64 data length,
+//   u64 stored length, u32 CRC-32 of the stored bytes, stored bytes.
+// A section is a stream: all frames of one type, concatenated in file order,
+// so the jitlog can be appended as PyPy writes it. Every frame is written
+// whole and flushed, so a bundle cut short by a crash reads up to its last
+// complete frame. Document-like sections (the manifest) use their last frame.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "binio/binio.h"
+
+namespace jitprof::bundle {
+
+constexpr std::uint16_t kFormatVersion = 1;
+
+// Four characters, e.g. "JLOG", packed little-endian into a u32.
+struct SectionType {
+  std::uint32_t code;
+  static constexpr SectionType from(const char (&name)[5]) {
+    return {static_cast<std::uint32_t>(static_cast<unsigned char>(name[0])) |
+            static_cast<std::uint32_t>(static_cast<unsigned char>(name[1])) << 8 |
+            static_cast<std::uint32_t>(static_cast<unsigned char>(name[2])) << 16 |
+            static_cast<std::uint32_t>(static_cast<unsigned char>(name[3])) << 24};
+  }
+  std::string name() const;
+  friend bool operator==(SectionType, SectionType) = default;
+};
+
+namespace sections {
+inline constexpr SectionType kManifest = SectionType::from("MANI");  // JSON document
+inline constexpr SectionType kJitlog = SectionType::from("JLOG");    // PyPy's jitlog bytes
+inline constexpr SectionType kVmprof = SectionType::from("VMPF");    // PyPy's vmprof profile bytes
+}  // namespace sections
+
+struct Frame {
+  SectionType type;
+  std::uint64_t file_offset;  // of the frame header
+  std::vector<std::uint8_t> data;
+};
+
+struct Bundle {
+  std::uint16_t version = 0;
+  std::vector<Frame> frames;
+  std::uint64_t bytes_read = 0;
+  std::vector<binio::Diagnostic> warnings;  // e.g. a frame cut short at the end
+  std::optional<binio::Diagnostic> error;   // corrupt frame: reading stopped there
+
+  // All frames of `type` concatenated, in file order.
+  std::vector<std::uint8_t> stream(SectionType type) const;
+  // The newest frame of `type`, or nullptr.
+  const Frame* latest(SectionType type) const;
+  bool has(SectionType type) const { return latest(type) != nullptr; }
+};
+
+class BundleWriter {
+ public:
+  // Creates (truncates) `path` and writes the file header. Throws binio::InputError on failure.
+  explicit BundleWriter(const std::filesystem::path& path, int compression_level = 6);
+  ~BundleWriter();
+  BundleWriter(const BundleWriter&) = delete;
+  BundleWriter& operator=(const BundleWriter&) = delete;
+
+  // Appends one frame, compressed when that makes it smaller, and hands it to
+  // the kernel before returning, so that it survives a crash of this process.
+  void append(SectionType type, std::span<const std::uint8_t> data);
+  void append(SectionType type, const std::string& text);
+  // fsync: the frames written so far survive a crash of the machine too.
+  void sync();
+  std::uint64_t bytes_written() const { return offset_; }
+
+ private:
+  int fd_ = -1;
+  int level_;
+  std::uint64_t offset_ = 0;
+  std::filesystem::path path_;
+};
+
+// Limit on one frame's data, so a corrupt length cannot make the reader allocate much.
+constexpr std::uint64_t kMaxFrameBytes = std::uint64_t{256} << 20;
+
+// True when the file starts with the bundle magic.
+bool is_bundle(const std::filesystem::path& path);
+
+Bundle parse_bundle(std::span<const std::uint8_t> bytes);
+// Throws binio::InputError when the file cannot be read.
+Bundle read_bundle(const std::filesystem::path& path);
+
+}  // namespace jitprof::bundle

@@ -1,0 +1,227 @@
+#include "bundle/bundle.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace jitprof::bundle {
+namespace {
+
+constexpr std::array<std::uint8_t, 8> kMagic = {0x89, 'J', 'P', 'R', 'O', 'F', '\r', '\n'};
+constexpr std::uint32_t kFlagZlib = 1;
+constexpr std::size_t kFrameHeaderBytes = 4 + 4 + 8 + 8 + 4;
+
+void put_le(std::vector<std::uint8_t>& out, std::uint64_t value, std::size_t width) {
+  for (std::size_t i = 0; i < width; ++i) out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
+}
+
+std::uint32_t crc_of(std::span<const std::uint8_t> bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // crc32 takes a uInt length: feed large buffers in pieces.
+  for (std::size_t at = 0; at < bytes.size(); at += 1u << 30) {
+    const std::size_t piece = std::min<std::size_t>(bytes.size() - at, 1u << 30);
+    crc = crc32(crc, bytes.data() + at, static_cast<uInt>(piece));
+  }
+  return static_cast<std::uint32_t>(crc);
+}
+
+void write_all(int fd, const std::uint8_t* data, std::size_t size, const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t wrote = ::write(fd, data, size);
+    if (wrote < 0) {
+      if (errno == EINTR) continue;
+      throw binio::InputError(fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
+    }
+    data += wrote;
+    size -= static_cast<std::size_t>(wrote);
+  }
+}
+
+}  // namespace
+
+std::string SectionType::name() const {
+  std::string text;
+  for (int i = 0; i < 4; ++i) {
+    const auto c = static_cast<char>((code >> (8 * i)) & 0xff);
+    text += (c >= 0x20 && c < 0x7f) ? std::string(1, c) : fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+  }
+  return text;
+}
+
+std::vector<std::uint8_t> Bundle::stream(SectionType type) const {
+  std::vector<std::uint8_t> joined;
+  for (const Frame& frame : frames)
+    if (frame.type == type) joined.insert(joined.end(), frame.data.begin(), frame.data.end());
+  return joined;
+}
+
+const Frame* Bundle::latest(SectionType type) const {
+  for (auto it = frames.rbegin(); it != frames.rend(); ++it)
+    if (it->type == type) return &*it;
+  return nullptr;
+}
+
+BundleWriter::BundleWriter(const std::filesystem::path& path, int compression_level)
+    : level_(compression_level), path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw binio::InputError(fmt::format("cannot create {}: {}", path.string(), std::strerror(errno)));
+  std::vector<std::uint8_t> header(kMagic.begin(), kMagic.end());
+  put_le(header, kFormatVersion, 2);
+  write_all(fd_, header.data(), header.size(), path_);
+  offset_ = header.size();
+}
+
+BundleWriter::~BundleWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void BundleWriter::append(SectionType type, std::span<const std::uint8_t> data) {
+  std::vector<std::uint8_t> stored(compressBound(static_cast<uLong>(data.size())));
+  uLongf stored_size = static_cast<uLongf>(stored.size());
+  std::uint32_t flags = 0;
+  if (compress2(stored.data(), &stored_size, data.data(), static_cast<uLong>(data.size()), level_) == Z_OK &&
+      stored_size < data.size()) {
+    stored.resize(stored_size);
+    flags = kFlagZlib;
+  } else {
+    stored.assign(data.begin(), data.end());
+  }
+  // Header and payload go out in one buffer: a frame is never half-announced.
+  std::vector<std::uint8_t> frame;
+  frame.reserve(kFrameHeaderBytes + stored.size());
+  put_le(frame, type.code, 4);
+  put_le(frame, flags, 4);
+  put_le(frame, data.size(), 8);
+  put_le(frame, stored.size(), 8);
+  put_le(frame, crc_of(stored), 4);
+  frame.insert(frame.end(), stored.begin(), stored.end());
+  write_all(fd_, frame.data(), frame.size(), path_);
+  offset_ += frame.size();
+}
+
+void BundleWriter::append(SectionType type, const std::string& text) {
+  append(type, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+}
+
+void BundleWriter::sync() {
+  if (::fsync(fd_) != 0) throw binio::InputError(fmt::format("cannot sync {}: {}", path_.string(), std::strerror(errno)));
+}
+
+namespace {
+
+class FrameParser {
+ public:
+  explicit FrameParser(Bundle& bundle) : bundle_(bundle) {}
+
+  void parse(binio::ByteCursor& in) {
+    if (!saw_header_) {
+      parse_file_header(in);
+      return;
+    }
+    const std::uint64_t at = in.offset();
+    Frame frame;
+    frame.type = SectionType{in.u32le()};
+    frame.file_offset = at;
+    const std::uint32_t flags = in.u32le();
+    const std::uint64_t size = in.u64le();
+    const std::uint64_t stored_size = in.u64le();
+    const std::uint32_t crc = in.u32le();
+    if (flags & ~kFlagZlib) in.fail_at(at + 4, fmt::format("unknown frame flags 0x{:x}", flags));
+    if (size > kMaxFrameBytes || stored_size > kMaxFrameBytes)
+      in.fail_at(at + 8, fmt::format("frame of {} bytes exceeds the limit of {}", std::max(size, stored_size),
+                                     kMaxFrameBytes));
+    if (!(flags & kFlagZlib) && size != stored_size)
+      in.fail_at(at + 8, fmt::format("uncompressed frame declares {} bytes but stores {}", size, stored_size));
+    const auto stored = in.bytes(stored_size);
+    if (crc_of(stored) != crc)
+      in.fail_at(at, fmt::format("{} frame is corrupt (CRC mismatch)", frame.type.name()));
+    if (flags & kFlagZlib) {
+      frame.data.resize(size);
+      uLongf inflated = static_cast<uLongf>(size);
+      if (uncompress(frame.data.data(), &inflated, stored.data(), static_cast<uLong>(stored.size())) != Z_OK ||
+          inflated != size)
+        in.fail_at(at, fmt::format("{} frame does not inflate to its declared {} bytes", frame.type.name(), size));
+    } else {
+      frame.data.assign(stored.begin(), stored.end());
+    }
+    bundle_.frames.push_back(std::move(frame));
+  }
+
+ private:
+  void parse_file_header(binio::ByteCursor& in) {
+    const auto magic = in.bytes(kMagic.size());
+    if (!std::equal(magic.begin(), magic.end(), kMagic.begin())) in.fail_at(0, "not a jitprof bundle (bad magic)");
+    bundle_.version = in.u16le();
+    if (bundle_.version != kFormatVersion)
+      in.fail_at(8, fmt::format("bundle format version {} is not supported (this jitprof reads {})",
+                                bundle_.version, kFormatVersion));
+    saw_header_ = true;
+  }
+
+  Bundle& bundle_;
+  bool saw_header_ = false;
+};
+
+// Reads chunks through a RecordBuffer so a large bundle is never held twice.
+class StreamingReader {
+ public:
+  void feed(std::span<const std::uint8_t> chunk) {
+    if (bundle_.error) return;
+    buffer_.append(chunk);
+    try {
+      buffer_.drain([&](binio::ByteCursor& in) { parser_.parse(in); });
+    } catch (const binio::ParseError& error) {
+      bundle_.error = binio::Diagnostic{error.offset(), error.detail()};
+    }
+  }
+
+  Bundle finish() {
+    bundle_.bytes_read = buffer_.consumed_offset() + buffer_.pending_size();
+    if (!bundle_.error && buffer_.pending_size() > 0) {
+      const std::uint64_t at = buffer_.consumed_offset();
+      if (bundle_.version == 0)
+        bundle_.error = binio::Diagnostic{0, "too short for a jitprof bundle"};
+      else
+        bundle_.warnings.push_back({at, fmt::format("truncated: incomplete frame at byte offset {} ({} bytes); "
+                                                    "the frames before it were read",
+                                                    at, buffer_.pending_size())});
+    }
+    if (!bundle_.error && bundle_.version == 0) bundle_.error = binio::Diagnostic{0, "empty file: not a jitprof bundle"};
+    return std::move(bundle_);
+  }
+
+ private:
+  Bundle bundle_;
+  binio::RecordBuffer buffer_;
+  FrameParser parser_{bundle_};
+};
+
+}  // namespace
+
+bool is_bundle(const std::filesystem::path& path) {
+  std::array<char, kMagic.size()> head{};
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(head.data(), head.size())) return false;
+  return std::equal(head.begin(), head.end(), kMagic.begin(),
+                    [](char c, std::uint8_t m) { return static_cast<std::uint8_t>(c) == m; });
+}
+
+Bundle parse_bundle(std::span<const std::uint8_t> bytes) {
+  StreamingReader reader;
+  reader.feed(bytes);
+  return reader.finish();
+}
+
+Bundle read_bundle(const std::filesystem::path& path) {
+  StreamingReader reader;
+  binio::read_file_chunks(path, [&](std::span<const std::uint8_t> chunk) { reader.feed(chunk); });
+  return reader.finish();
+}
+
+}  // namespace jitprof::bundle

@@ -1,0 +1,145 @@
+// The bundle container: frames round-trip, streams concatenate, and a file
+// cut short or corrupted reads up to the damage with its offset named.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include "bundle/bundle.h"
+
+namespace fs = std::filesystem;
+using namespace jitprof;
+using bundle::SectionType;
+
+namespace {
+
+constexpr SectionType kNotes = SectionType::from("NOTE");
+
+std::vector<std::uint8_t> file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::vector<std::uint8_t> pattern(std::size_t size, std::uint32_t seed) {
+  std::mt19937 random(seed);
+  std::vector<std::uint8_t> bytes(size);
+  // Half compressible text, half noise: exercises both frame encodings.
+  for (std::size_t i = 0; i < size; ++i)
+    bytes[i] = i < size / 2 ? static_cast<std::uint8_t>('a' + i % 7) : static_cast<std::uint8_t>(random());
+  return bytes;
+}
+
+class BundleFile : public ::testing::Test {
+ protected:
+  fs::path path_ = fs::temp_directory_path() / ("bundle-test-" + std::to_string(::getpid()) + ".jprof");
+  void TearDown() override { fs::remove(path_); }
+
+  // Writes: manifest v1, jitlog part 1, a noise frame, jitlog part 2, manifest v2.
+  std::vector<std::uint8_t> write_sample(const std::vector<std::uint8_t>& part1,
+                                         const std::vector<std::uint8_t>& part2) {
+    bundle::BundleWriter writer(path_);
+    writer.append(bundle::sections::kManifest, std::string(R"({"state":"recording"})"));
+    writer.append(bundle::sections::kJitlog, part1);
+    writer.append(kNotes, pattern(3000, 7));
+    writer.append(bundle::sections::kJitlog, part2);
+    writer.append(bundle::sections::kManifest, std::string(R"({"state":"complete"})"));
+    writer.sync();
+    EXPECT_EQ(writer.bytes_written(), fs::file_size(path_));
+    return file_bytes(path_);
+  }
+};
+
+std::string text(const std::vector<std::uint8_t>& bytes) { return {bytes.begin(), bytes.end()}; }
+
+TEST_F(BundleFile, StreamsConcatenateAndDocumentsUseTheirLatestFrame) {
+  const auto part1 = pattern(100000, 1), part2 = pattern(5, 2);
+  write_sample(part1, part2);
+  const bundle::Bundle read = bundle::read_bundle(path_);
+  ASSERT_FALSE(read.error) << read.error->message;
+  EXPECT_TRUE(read.warnings.empty());
+  EXPECT_EQ(read.version, bundle::kFormatVersion);
+  ASSERT_EQ(read.frames.size(), 5u);
+  auto jitlog = read.stream(bundle::sections::kJitlog);
+  std::vector<std::uint8_t> expected = part1;
+  expected.insert(expected.end(), part2.begin(), part2.end());
+  EXPECT_EQ(jitlog, expected);
+  EXPECT_EQ(text(read.latest(bundle::sections::kManifest)->data), R"({"state":"complete"})");
+  EXPECT_EQ(read.stream(kNotes), pattern(3000, 7));
+  EXPECT_FALSE(read.has(bundle::sections::kVmprof));
+  EXPECT_EQ(kNotes.name(), "NOTE");
+}
+
+TEST_F(BundleFile, CompressibleDataIsStoredCompressed) {
+  bundle::BundleWriter writer(path_);
+  writer.append(bundle::sections::kJitlog, std::vector<std::uint8_t>(1 << 20, 'x'));
+  EXPECT_LT(fs::file_size(path_), 20000u);
+  const auto read = bundle::read_bundle(path_);
+  EXPECT_EQ(read.stream(bundle::sections::kJitlog), std::vector<std::uint8_t>(1 << 20, 'x'));
+}
+
+TEST_F(BundleFile, EveryCutReadsTheCompleteFramesBeforeIt) {
+  const auto whole = write_sample(pattern(2000, 3), pattern(900, 4));
+  const auto full = bundle::parse_bundle(whole);
+  ASSERT_EQ(full.frames.size(), 5u);
+  for (std::size_t cut = 10; cut < whole.size(); ++cut) {
+    const auto prefix = bundle::parse_bundle(std::span(whole).first(cut));
+    ASSERT_FALSE(prefix.error) << "cut at " << cut;
+    std::size_t complete = 0;
+    while (complete < full.frames.size() && full.frames[complete].file_offset < cut &&
+           (complete + 1 == full.frames.size() ? whole.size() : full.frames[complete + 1].file_offset) <= cut)
+      ++complete;
+    ASSERT_EQ(prefix.frames.size(), complete) << "cut at " << cut;
+    const bool on_boundary = complete < full.frames.size() && full.frames[complete].file_offset == cut;
+    if (on_boundary) {
+      EXPECT_TRUE(prefix.warnings.empty()) << "cut at " << cut;
+    } else {
+      ASSERT_EQ(prefix.warnings.size(), 1u) << "cut at " << cut;
+      EXPECT_EQ(prefix.warnings[0].offset, full.frames[complete].file_offset);
+    }
+  }
+}
+
+TEST_F(BundleFile, CorruptFrameIsAnErrorAtItsOffset) {
+  auto whole = write_sample(pattern(2000, 3), pattern(900, 4));
+  const auto full = bundle::parse_bundle(whole);
+  const std::uint64_t third = full.frames[2].file_offset;
+  whole[third + 40] ^= 0x55;  // inside the stored bytes of the third frame
+  const auto damaged = bundle::parse_bundle(whole);
+  ASSERT_TRUE(damaged.error);
+  EXPECT_EQ(damaged.error->offset, third);
+  EXPECT_NE(damaged.error->message.find("CRC"), std::string::npos);
+  EXPECT_EQ(damaged.frames.size(), 2u);
+}
+
+TEST_F(BundleFile, AbsurdFrameLengthIsRefusedWithoutAllocating) {
+  auto whole = write_sample(pattern(10, 3), pattern(10, 4));
+  const std::uint64_t first = bundle::parse_bundle(whole).frames[0].file_offset;
+  for (int i = 0; i < 8; ++i) whole[first + 8 + i] = 0xff;  // data length
+  const auto damaged = bundle::parse_bundle(whole);
+  ASSERT_TRUE(damaged.error);
+  EXPECT_EQ(damaged.error->offset, first + 8);
+  EXPECT_TRUE(damaged.frames.empty());
+}
+
+TEST(Bundle, OtherFilesAreNotBundles) {
+  const std::string jitlog_like = "\x1e\x04\x00\x00";
+  const auto read = bundle::parse_bundle(std::span(reinterpret_cast<const std::uint8_t*>(jitlog_like.data()), 4));
+  ASSERT_TRUE(read.error);
+  EXPECT_EQ(read.error->offset, 0u);
+  const auto empty = bundle::parse_bundle({});
+  ASSERT_TRUE(empty.error);
+  EXPECT_NE(empty.error->message.find("empty"), std::string::npos);
+}
+
+TEST(Bundle, UnwritablePathIsAClearError) {
+  try {
+    bundle::BundleWriter writer("/nonexistent-dir/x.jprof");
+    FAIL() << "expected an error";
+  } catch (const binio::InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("/nonexistent-dir/x.jprof"), std::string::npos);
+  }
+}
+
+}  // namespace

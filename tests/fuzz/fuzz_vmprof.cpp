@@ -1,0 +1,58 @@
+// libFuzzer target for the vmprof profile reader.
+//
+// Besides "no crash, no sanitizer report" it checks what the reader promises:
+// diagnostics point inside the input, samples point inside the frames, and
+// feeding the input in chunks gives the same result as feeding it at once.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <span>
+
+#include "vmprof/profile.h"
+
+namespace {
+
+namespace vmp = jitprof::vmprof;
+
+void check(bool condition, const char* what) {
+  if (!condition) {
+    std::fprintf(stderr, "fuzz_vmprof: %s\n", what);
+    __builtin_trap();
+  }
+}
+
+void check_invariants(const vmp::Profile& profile, std::size_t size) {
+  check(profile.bytes_read == size, "bytes_read differs from the input size");
+  if (profile.error) check(profile.error->offset <= size, "error offset past the input");
+  for (const auto& warning : profile.warnings) check(warning.offset <= size, "warning offset past the input");
+  for (const auto& sample : profile.samples) {
+    check(sample.file_offset < size, "sample offset past the input");
+    check(sample.first_frame + sample.depth <= profile.frames.size(), "sample frames out of range");
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::uint8_t> input(data, size);
+  const vmp::Profile whole = vmp::parse_profile(input);
+  check_invariants(whole, size);
+
+  // The chunk size comes from the input, so the fuzzer explores splits too.
+  const std::size_t chunk = size == 0 ? 1 : 1 + data[size - 1] % 64;
+  vmp::ProfileReader reader;
+  for (std::size_t at = 0; at < size; at += chunk) reader.feed(input.subspan(at, std::min(chunk, size - at)));
+  const vmp::Profile chunked = reader.finish();
+  check(chunked.samples.size() == whole.samples.size(), "chunked feeding changed the samples");
+  check(chunked.frames.size() == whole.frames.size(), "chunked feeding changed the frames");
+  check(chunked.code_names.size() == whole.code_names.size(), "chunked feeding changed the code names");
+  check(chunked.error.has_value() == whole.error.has_value(), "chunked feeding changed the error");
+  if (chunked.error && whole.error) {
+    check(chunked.error->offset == whole.error->offset, "chunked feeding moved the error");
+  }
+  check(chunked.warnings.size() == whole.warnings.size(), "chunked feeding changed the warnings");
+  for (std::size_t i = 0; i < whole.warnings.size() && i < chunked.warnings.size(); ++i)
+    check(chunked.warnings[i].message == whole.warnings[i].message, "chunked feeding changed a warning");
+  return 0;
+}

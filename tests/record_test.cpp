@@ -1,0 +1,162 @@
+// End-to-end: `jitprof record` runs real pypy3 programs and writes bundles
+// that `jitprof info`, `jitlog` and `profile` read back.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "test_process.h"
+
+namespace fs = std::filesystem;
+using jitprof::testing::Result;
+using nlohmann::json;
+
+namespace {
+
+class Record : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("jitprof-record-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  Result run(const std::vector<std::string>& argv) const { return jitprof::testing::run_command(argv, dir_); }
+
+  std::string program(const std::string& name, const std::string& text) const {
+    std::ofstream(path(name)) << text;
+    return path(name);
+  }
+
+  Result record(const std::string& bundle, std::vector<std::string> command) const {
+    std::vector<std::string> argv = {JITPROF_BIN, "record", "-q", "-o", bundle, "--"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return run(argv);
+  }
+
+  json info(const std::string& bundle) const {
+    const Result result = run({JITPROF_BIN, "info", "--json", bundle});
+    EXPECT_EQ(result.status, 0) << result.err;
+    return json::parse(result.out);
+  }
+
+  fs::path dir_;
+};
+
+const std::string kHotLoop = std::string(JITPROF_SOURCE_DIR) + "/tests/programs/hotloop.py";
+
+TEST_F(Record, HotLoopBundleHoldsBothLogsAndNamesF) {
+  const Result plain = run({JITPROF_PYPY, kHotLoop, "6000000"});
+  const std::string bundle = path("hot.jprof");
+  const Result recorded = record(bundle, {JITPROF_PYPY, kHotLoop, "6000000"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  EXPECT_EQ(recorded.out, plain.out);  // the program's output is untouched
+  EXPECT_EQ(recorded.err, plain.err);
+
+  const json summary = info(bundle);
+  EXPECT_EQ(summary["manifest"]["state"], "complete");
+  EXPECT_EQ(summary["manifest"]["exit"]["code"], 0);
+  EXPECT_EQ(summary["manifest"]["command"][1], kHotLoop);
+  EXPECT_TRUE(summary["warnings"].empty());
+  EXPECT_TRUE(summary["jitlog"]["present"].get<bool>());
+  EXPECT_GE(summary["jitlog"]["loops"].get<int>(), 1);
+  EXPECT_GE(summary["jitlog"]["bridges"].get<int>(), 1);
+  EXPECT_GT(summary["vmprof"]["samples"].get<int>(), 10);
+  EXPECT_EQ(summary["manifest"]["sections"]["jitlog_bytes"].get<std::uint64_t>() > 0, true);
+
+  const Result jitlog = run({JITPROF_BIN, "jitlog", "--json", bundle});
+  ASSERT_EQ(jitlog.status, 0) << jitlog.err;
+  const json hottest = json::parse(jitlog.out)["hottest"][0];
+  EXPECT_EQ(hottest["source"]["function"], "f");
+  EXPECT_EQ(hottest["source"]["line"], 12);
+
+  const Result profile = run({JITPROF_BIN, "profile", "--json", bundle});
+  ASSERT_EQ(profile.status, 0) << profile.err;
+  EXPECT_EQ(json::parse(profile.out)["functions"][0]["name"], "f");
+}
+
+TEST_F(Record, ArgvEnvironmentAndExitStatusAreTheProgramsOwn) {
+  const std::string script = program("argv.py",
+                                     "import os, sys\n"
+                                     "print(sys.argv[1:])\n"
+                                     "print(sorted(k for k in os.environ if 'JIT' in k or 'PYTHONPATH' in k))\n"
+                                     "print([p for p in sys.path if 'jitprof-site' in p])\n"
+                                     "sys.stderr.write('to stderr\\n')\n"
+                                     "sys.exit(3)\n");
+  const Result plain = run({JITPROF_PYPY, script, "a b", "--flag", ""});
+  const Result recorded = record(path("argv.jprof"), {JITPROF_PYPY, script, "a b", "--flag", ""});
+  EXPECT_EQ(plain.status, 3);
+  EXPECT_EQ(recorded.status, 3);
+  EXPECT_EQ(recorded.out, plain.out);
+  EXPECT_EQ(recorded.out, "['a b', '--flag', '']\n[]\n[]\n");
+  EXPECT_EQ(recorded.err, "to stderr\n");
+  EXPECT_EQ(info(path("argv.jprof"))["manifest"]["exit"]["code"], 3);
+}
+
+TEST_F(Record, AbortIsRecordedAsSigabrtAndTheBundleStillReads) {
+  const std::string script = program("abort.py",
+                                     "import os\n"
+                                     "def spin(n):\n"
+                                     "    s = 0\n"
+                                     "    for i in range(n):\n"
+                                     "        s += i & 5\n"
+                                     "    return s\n"
+                                     "print(spin(3000000))\n"
+                                     "os.abort()\n");
+  const Result recorded = record(path("abort.jprof"), {JITPROF_PYPY, script});
+  EXPECT_EQ(recorded.status, 128 + SIGABRT);
+  const json summary = info(path("abort.jprof"));
+  EXPECT_EQ(summary["manifest"]["state"], "complete");
+  EXPECT_EQ(summary["manifest"]["exit"]["signal"], SIGABRT);
+  EXPECT_EQ(summary["manifest"]["exit"]["signal_name"], "SIGABRT");
+  EXPECT_GE(summary["jitlog"]["loops"].get<int>(), 1);
+  EXPECT_TRUE(summary["jitlog"]["diagnostics"]["error"].is_null());
+}
+
+TEST_F(Record, SegfaultKeepsTheTracesCompiledBeforeIt) {
+  const std::string script = program("segv.py",
+                                     "import ctypes\n"
+                                     "def spin(n):\n"
+                                     "    s = 0\n"
+                                     "    for i in range(n):\n"
+                                     "        s += i % 3\n"
+                                     "    return s\n"
+                                     "print(spin(3000000))\n"
+                                     "ctypes.memset(0, 1, 8)\n");
+  const Result recorded = record(path("segv.jprof"), {JITPROF_PYPY, script});
+  EXPECT_EQ(recorded.status, 128 + SIGSEGV);
+  EXPECT_EQ(info(path("segv.jprof"))["manifest"]["exit"]["signal_name"], "SIGSEGV");
+  // No counters after a crash: every trace ties, so list them all.
+  const Result jitlog = run({JITPROF_BIN, "jitlog", "--json", "--top", "100000", path("segv.jprof")});
+  ASSERT_EQ(jitlog.status, 0) << jitlog.err;
+  bool found_spin = false;
+  const json summary = json::parse(jitlog.out);
+  for (const auto& trace : summary["hottest"])
+    found_spin |= trace["source"].is_object() && trace["source"]["function"] == "spin";
+  EXPECT_TRUE(found_spin);
+}
+
+TEST_F(Record, MissingProgramIsAClearError) {
+  const Result recorded = record(path("none.jprof"), {"no-such-program-xyz"});
+  EXPECT_NE(recorded.status, 0);
+  EXPECT_NE(recorded.err.find("cannot run no-such-program-xyz"), std::string::npos) << recorded.err;
+}
+
+TEST_F(Record, CutBundleReadsUpToItsLastCompleteFrame) {
+  const std::string bundle = path("cut.jprof");
+  ASSERT_EQ(record(bundle, {JITPROF_PYPY, kHotLoop, "1000000"}).status, 0);
+  const std::string bytes = jitprof::testing::slurp(bundle);
+  std::ofstream(path("cut2.jprof"), std::ios::binary) << bytes.substr(0, bytes.size() - 10);
+  const Result result = run({JITPROF_BIN, "info", "--json", path("cut2.jprof")});
+  EXPECT_EQ(result.status, 0) << result.err;
+  const json summary = json::parse(result.out);
+  ASSERT_EQ(summary["warnings"].size(), 1u);
+  EXPECT_NE(summary["warnings"][0]["message"].get<std::string>().find("truncated"), std::string::npos);
+  // The last frame, the final manifest, is lost: the first one says the recording had begun.
+  EXPECT_EQ(summary["manifest"]["state"], "recording");
+}
+
+}  // namespace
