@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "binio/binio.h"
 #include "jitlog/disassembler.h"
 #include "jitlog/jitlog.h"
@@ -2360,7 +2362,8 @@ TEST_P(JitlogFixture, DisassemblyOfEachOpIsContiguousAndCoversItsBytes) {
 }
 
 TEST_P(JitlogFixture, PlainAndGzipInputGiveTheSameForest) {
-  const auto plain = std::filesystem::temp_directory_path() / ("jitlog_test_" + GetParam() + ".jitlog");
+  const auto plain = std::filesystem::temp_directory_path() /
+                     ("jitlog_test_" + std::to_string(::getpid()) + "_" + GetParam() + ".jitlog");
   {
     std::ofstream out(plain, std::ios::binary);
     const Bytes& data = fixture_bytes(GetParam());
