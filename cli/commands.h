@@ -37,6 +37,8 @@ struct RecordOptions {
   bool pypy = false;
   bool no_pypy = false;
   bool quiet = false;
+  bool no_perf = false;
+  bool children = false;
 };
 
 struct InfoOptions {

@@ -59,12 +59,15 @@ int main(int argc, char** argv) {
   auto* record_cmd = app.add_subcommand(
       "record", "Run a program under PyPy with its jitlog and vmprof on, and write one bundle file");
   record_cmd->add_option("-o,--output", record_options.output, "bundle to write")->capture_default_str();
-  record_cmd->add_option("--rate", record_options.rate_hz, "samples per second")
+  record_cmd->add_option("--rate", record_options.rate_hz, "samples per second of CPU time, per thread")
       ->check(CLI::Range(2u, 1000000u))
       ->capture_default_str();
   record_cmd->add_flag("--pypy", record_options.pypy, "the target is PyPy even if its name does not say so");
   record_cmd->add_flag("--no-pypy", record_options.no_pypy, "do not switch on PyPy's logs");
   record_cmd->add_flag("-q,--quiet", record_options.quiet, "no status line and no summary");
+  record_cmd->add_flag("--no-perf", record_options.no_perf,
+                       "do not sample with perf_event_open; keep only PyPy's own sampling (vmprof)");
+  record_cmd->add_flag("--children", record_options.children, "also keep samples of child processes");
   record_cmd->add_option("COMMAND", record_options.command, "the program and its arguments, after --")->required();
   record_cmd->footer("Example: jitprof record -o app.jprof -- pypy3 app.py ARGS...\n"
                      "jitprof exits with the target's exit status (128 + N when it died by signal N).");

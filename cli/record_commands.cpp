@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <iostream>
+#include <sstream>
+#include <sys/mman.h>
 
 #include "bundle/bundle.h"
+#include "bundle/samples.h"
 #include "commands.h"
 #include "common.h"
 #include "jitlog/jitlog.h"
@@ -24,6 +27,9 @@ int run_record(const RecordOptions& options) {
   if (options.pypy) settings.pypy = true;
   if (options.no_pypy) settings.pypy = false;
   settings.progress = ::isatty(STDERR_FILENO) && !options.quiet;
+  settings.perf = !options.no_perf;
+  settings.children = options.children;
+  settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::Outcome outcome = record::record(settings);
   if (!options.quiet) {
     std::cerr << fmt::format("jitprof: recorded {:.2f} s: jitlog {} bytes, vmprof {} bytes", outcome.seconds,
@@ -33,6 +39,54 @@ int run_record(const RecordOptions& options) {
   }
   return outcome.exit_code;
 }
+
+namespace {
+
+struct AddressRange {
+  std::uint64_t start, end;
+};
+
+// Anonymous executable mappings: where PyPy's JIT puts machine code.
+std::vector<AddressRange> jit_regions(const bundle::Bundle& read) {
+  std::vector<AddressRange> regions;
+  const auto maps = read.stream(bundle::sections::kMaps);
+  std::istringstream lines(std::string(maps.begin(), maps.end()));
+  for (std::string line; std::getline(lines, line);) {
+    const json mapping = json::parse(line, nullptr, false);
+    if (!mapping.is_object()) continue;
+    const std::string path = mapping.value("path", "");
+    const bool anonymous = path.empty() || path == "//anon" || path.starts_with("[anon");
+    if (anonymous && (mapping.value("prot", 0u) & PROT_EXEC))
+      regions.push_back({mapping.value("start", std::uint64_t{0}),
+                         mapping.value("start", std::uint64_t{0}) + mapping.value("length", std::uint64_t{0})});
+  }
+  return regions;
+}
+
+struct SampleSummary {
+  std::size_t samples = 0, in_kernel = 0, in_jit_code = 0, in_traces = 0, unique_stacks = 0;
+};
+
+SampleSummary summarize_samples(const bundle::Bundle& read, const jitlog::Forest& forest) {
+  SampleSummary summary;
+  const bundle::SampleTable table = bundle::decode_samples(read.stream(bundle::sections::kSamples));
+  const auto regions = jit_regions(read);
+  summary.samples = table.rows.size();
+  summary.unique_stacks = table.stacks.size();
+  for (const auto& row : table.rows) {
+    summary.in_kernel += row.kernel_stack != bundle::SampleTable::kNoStack;
+    if (row.user_stack == bundle::SampleTable::kNoStack || table.stacks[row.user_stack].empty()) continue;
+    const std::uint64_t ip = table.stacks[row.user_stack].front();
+    const bool in_jit = std::any_of(regions.begin(), regions.end(),
+                                    [ip](const AddressRange& r) { return ip >= r.start && ip < r.end; });
+    if (!in_jit) continue;
+    ++summary.in_jit_code;
+    summary.in_traces += forest.trace_at_address(ip) != nullptr;
+  }
+  return summary;
+}
+
+}  // namespace
 
 int run_info(const InfoOptions& options) {
   const bundle::Bundle read = bundle::read_bundle(options.file);
@@ -59,6 +113,7 @@ int run_info(const InfoOptions& options) {
       has_vmprof ? vmprof::parse_profile(read.stream(bundle::sections::kVmprof)) : vmprof::Profile{};
   std::size_t loops = 0;
   for (const auto& trace : forest.traces) loops += trace.kind == jitlog::TraceKind::Loop;
+  const SampleSummary samples = summarize_samples(read, forest);
   const double duration = manifest.is_object() ? manifest.value("duration_s", 0.0) : 0.0;
 
   if (options.json) {
@@ -70,6 +125,11 @@ int run_info(const InfoOptions& options) {
                      {"diagnostics", diagnostics_json(forest.warnings, forest.error)}};
     out["vmprof"] = {{"present", has_vmprof}, {"samples", profile.samples.size()}, {"code_objects", profile.code_names.size()},
                      {"diagnostics", diagnostics_json(profile.warnings, profile.error)}};
+    out["samples"] = {{"count", samples.samples},
+                      {"in_kernel", samples.in_kernel},
+                      {"in_jit_code", samples.in_jit_code},
+                      {"in_jitlog_traces", samples.in_traces},
+                      {"unique_stacks", samples.unique_stacks}};
     out.update(diagnostics_json(read.warnings, read.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, read.warnings, read.error);
@@ -88,10 +148,20 @@ int run_info(const InfoOptions& options) {
       std::cout << "state: INCOMPLETE (the recording did not finish; what was written before is below)\n";
     else
       std::cout << fmt::format("duration: {:.3f} s\n", duration);
-    if (manifest.contains("sampling")) {
-      const auto& sampling = manifest["sampling"];
-      std::cout << fmt::format("sampling: {} at {} Hz{}", sampling.value("source", "?"), sampling.value("rate_hz", 0),
-                               sampling.value("native_frames", false) ? " with native frames" : "");
+    const json perf = manifest.value("perf", json(nullptr));
+    if (perf.is_object() && perf.contains("refused"))
+      std::cout << fmt::format("perf sampling: refused: {}\n", perf.value("refused", ""));
+    else if (perf.is_object())
+      std::cout << fmt::format("perf sampling: {} at {} Hz: {} samples, {:.0f}/s of target CPU time ({:.3f} s), {} lost\n",
+                               perf.value("event", "?"), perf.value("rate_hz", 0), with_commas(perf.value("samples", std::uint64_t{0})),
+                               perf.value("achieved_hz", 0.0), manifest.value("target_cpu_s", 0.0),
+                               with_commas(perf.value("lost", std::uint64_t{0})));
+    else
+      std::cout << "perf sampling: off\n";
+    if (manifest.contains("vmprof")) {
+      const auto& vmprof = manifest["vmprof"];
+      std::cout << fmt::format("vmprof sampling: {} Hz{}", vmprof.value("rate_hz", 0),
+                               vmprof.value("native_frames", false) ? " with native frames" : "");
       if (duration > 0) std::cout << fmt::format(", achieved {:.0f} samples/s", double(profile.samples.size()) / duration);
       std::cout << "\n";
     }
@@ -109,6 +179,11 @@ int run_info(const InfoOptions& options) {
   std::cout << "sections:\n";
   for (const auto& [name, summary] : sections)
     std::cout << fmt::format("  {}  {:>4} frames  {:>12} bytes\n", name, summary.frames, with_commas(summary.bytes));
+  if (samples.samples > 0)
+    std::cout << fmt::format(
+        "perf samples: {} ({} in the kernel), {} in JIT code, of which {} ({}) at an address inside a jitlog trace\n",
+        with_commas(samples.samples), with_commas(samples.in_kernel), with_commas(samples.in_jit_code),
+        with_commas(samples.in_traces), percent(double(samples.in_traces), double(samples.in_jit_code)));
   if (has_jitlog)
     std::cout << fmt::format("jitlog: {} traces ({} loops, {} bridges)\n", forest.traces.size(), loops,
                              forest.traces.size() - loops);

@@ -6,7 +6,11 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include "bundle/bundle.h"
+#include "bundle/samples.h"
+#include "jitlog/jitlog.h"
 #include "test_process.h"
 
 namespace fs = std::filesystem;
@@ -76,6 +80,78 @@ TEST_F(Record, HotLoopBundleHoldsBothLogsAndNamesF) {
   const Result profile = run({JITPROF_BIN, "profile", "--json", bundle});
   ASSERT_EQ(profile.status, 0) << profile.err;
   EXPECT_EQ(json::parse(profile.out)["functions"][0]["name"], "f");
+}
+
+TEST_F(Record, PerfSamplesFollowCpuTimeAndJitSamplesLandInsideTraces) {
+  const std::string bundle = path("perf.jprof");
+  ASSERT_EQ(record(bundle, {JITPROF_PYPY, kHotLoop, "20000000"}).status, 0);
+  const json summary = info(bundle);
+  const json& perf = summary["manifest"]["perf"];
+  ASSERT_TRUE(perf.is_object()) << summary.dump();
+  EXPECT_EQ(perf["rate_hz"], 1000);
+  EXPECT_EQ(perf["lost"], 0);
+  // cpu-clock fires per CPU-nanosecond of the target: rate x CPU time, within 10%.
+  const double expected = 1000 * summary["manifest"]["target_cpu_s"].get<double>();
+  const auto samples = summary["samples"]["count"].get<double>();
+  EXPECT_NEAR(samples, expected, 0.1 * expected);
+  EXPECT_EQ(samples, perf["samples"].get<double>());
+
+  // The hot loop runs in JIT code: those samples carry their exact IP, and each
+  // lies inside the machine code of a trace the jitlog describes.
+  EXPECT_GT(summary["samples"]["in_jit_code"].get<double>(), 0.5 * samples);
+  EXPECT_EQ(summary["samples"]["in_jitlog_traces"], summary["samples"]["in_jit_code"]);
+
+  // Checked again here from the sections themselves, with the hot loop's trace.
+  const auto read = jitprof::bundle::read_bundle(bundle);
+  const auto forest = jitprof::jitlog::parse_jitlog(read.stream(jitprof::bundle::sections::kJitlog));
+  const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
+  ASSERT_FALSE(table.error);
+  std::size_t in_f_loop = 0;
+  for (const auto& row : table.rows) {
+    if (row.user_stack == jitprof::bundle::SampleTable::kNoStack) continue;
+    const auto* trace = forest.trace_at_address(table.stacks[row.user_stack].front());
+    in_f_loop += trace && trace->source() && trace->source()->function == "f";
+  }
+  EXPECT_GT(in_f_loop, table.rows.size() / 2);
+}
+
+TEST_F(Record, EveryThreadIsSampled) {
+  const std::string script = program("threads.py",
+                                     "import threading\n"
+                                     "def spin(n):\n"
+                                     "    s = 0\n"
+                                     "    for i in range(n):\n"
+                                     "        s += i % 7\n"
+                                     "    return s\n"
+                                     "threads = [threading.Thread(target=spin, args=(40000000,)) for _ in range(4)]\n"
+                                     "for t in threads: t.start()\n"
+                                     "for t in threads: t.join()\n"
+                                     "print('done')\n");
+  const std::string bundle = path("threads.jprof");
+  ASSERT_EQ(record(bundle, {JITPROF_PYPY, script}).status, 0);
+  const auto read = jitprof::bundle::read_bundle(bundle);
+  const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
+  ASSERT_FALSE(table.error);
+  std::map<std::uint32_t, std::size_t> per_thread;
+  for (const auto& row : table.rows) ++per_thread[row.tid];
+  // The main thread and the four workers (PyPy's GIL makes them take turns).
+  std::size_t busy = 0;
+  for (const auto& [tid, count] : per_thread) busy += count >= 10;
+  EXPECT_GE(busy, 4u) << per_thread.size() << " threads seen";
+  const json summary = info(bundle);
+  const double expected = 1000 * summary["manifest"]["target_cpu_s"].get<double>();
+  EXPECT_NEAR(double(table.rows.size()), expected, 0.1 * expected);
+}
+
+TEST_F(Record, NoPerfKeepsPyPysOwnSamplingOnly) {
+  const std::string bundle = path("noperf.jprof");
+  const Result recorded = run({JITPROF_BIN, "record", "-q", "--no-perf", "-o", bundle, "--", JITPROF_PYPY, kHotLoop,
+                               "3000000"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const json summary = info(bundle);
+  EXPECT_TRUE(summary["manifest"]["perf"].is_null());
+  EXPECT_EQ(summary["samples"]["count"], 0);
+  EXPECT_GT(summary["vmprof"]["samples"].get<int>(), 0);
 }
 
 TEST_F(Record, ArgvEnvironmentAndExitStatusAreTheProgramsOwn) {

@@ -51,10 +51,16 @@ const Trace* Forest::find(std::uint64_t id) const {
 }
 
 const Trace* Forest::trace_at_address(std::uint64_t address) const {
+  // Ranges may overlap when freed code was reused: among the traces whose
+  // range holds the address, the one compiled last is live.
+  auto after = std::upper_bound(index_by_code_start.begin(), index_by_code_start.end(), address,
+                                [&](std::uint64_t value, std::size_t i) { return value < traces[i].code->start; });
   const Trace* newest = nullptr;
-  for (const Trace& trace : traces)
-    if (trace.code && trace.code->contains(address) && (!newest || trace.code_sequence > newest->code_sequence))
-      newest = &trace;
+  for (auto it = after; it != index_by_code_start.begin();) {
+    const Trace& trace = traces[*--it];
+    if (trace.code->start + longest_code <= address) break;
+    if (trace.code->contains(address) && (!newest || trace.code_sequence > newest->code_sequence)) newest = &trace;
+  }
   return newest;
 }
 

@@ -17,8 +17,12 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <sys/resource.h>
 
 #include "bundle/bundle.h"
+#include "bundle/samples.h"
+#include "sampler/sampler.h"
 
 namespace jitprof::record {
 namespace {
@@ -193,6 +197,76 @@ class SignalGuard {
   struct sigaction old_int_ {}, old_quit_ {}, old_term_ {}, old_hup_ {};
 };
 
+// Receives perf records on the sampler's reader thread and keeps them, in
+// their bundle encodings, until the recorder's loop takes them.
+class SampleCollector : public sampler::Listener {
+ public:
+  SampleCollector(pid_t target, bool children) : target_(target), children_(children) {}
+
+  void on_sample(const sampler::Sample& sample) override {
+    if (!children_ && sample.pid != static_cast<std::uint32_t>(target_)) return;
+    bundle::NativeSample out;
+    out.time_ns = sample.time_ns;
+    out.pid = sample.pid;
+    out.tid = sample.tid;
+    out.cpu = sample.cpu;
+    if (sample.in_kernel) out.kernel_stack = sample.kernel_callchain;
+    if (sample.has_user_registers) {
+      // Only the exact user IP for now: user frames need the DWARF and JIT unwinder.
+      out.user_stack = {sample.user_registers[sampler::kRip]};
+      out.unwind_stop = bundle::UnwindStop::NoUnwindInfo;
+    } else {
+      out.unwind_stop = bundle::UnwindStop::NoUserStack;
+    }
+    std::lock_guard lock(mutex_);
+    encoder_.add(out);
+    ++kept_;
+  }
+
+  void on_mapping(const sampler::Mapping& mapping) override {
+    const nlohmann::json line = {{"t", mapping.time_ns},       {"pid", mapping.pid},   {"tid", mapping.tid},
+                                 {"start", mapping.start},     {"length", mapping.length},
+                                 {"offset", mapping.file_offset}, {"prot", mapping.prot}, {"flags", mapping.flags},
+                                 {"major", mapping.major},     {"minor", mapping.minor}, {"inode", mapping.inode},
+                                 {"path", mapping.path}};
+    std::lock_guard lock(mutex_);
+    maps_ += line.dump() + "\n";
+  }
+
+  void on_task(const sampler::TaskEvent& event) override {
+    static constexpr const char* kKinds[] = {"fork", "exit", "comm", "exec"};
+    const nlohmann::json line = {{"t", event.time_ns},   {"kind", kKinds[static_cast<int>(event.kind)]},
+                                 {"pid", event.pid},     {"tid", event.tid},
+                                 {"ppid", event.parent_pid}, {"ptid", event.parent_tid},
+                                 {"comm", event.comm}};
+    std::lock_guard lock(mutex_);
+    tasks_ += line.dump() + "\n";
+  }
+
+  void flush_into(bundle::BundleWriter& writer) {
+    std::lock_guard lock(mutex_);
+    const auto samples = encoder_.take();
+    if (!samples.empty()) writer.append(bundle::sections::kSamples, samples);
+    if (!maps_.empty()) writer.append(bundle::sections::kMaps, maps_);
+    if (!tasks_.empty()) writer.append(bundle::sections::kTasks, tasks_);
+    maps_.clear();
+    tasks_.clear();
+  }
+
+  std::uint64_t kept() const {
+    std::lock_guard lock(mutex_);
+    return kept_;
+  }
+
+ private:
+  const pid_t target_;
+  const bool children_;
+  mutable std::mutex mutex_;
+  bundle::SampleEncoder encoder_;
+  std::string maps_, tasks_;
+  std::uint64_t kept_ = 0;
+};
+
 class Recorder {
  public:
   explicit Recorder(const Options& options) : options_(options), writer_(options.output) {}
@@ -210,19 +284,30 @@ class Recorder {
     std::optional<SiteDir> site;
     if (pypy) {
       native_ = libunwind_loads();
-      manifest_["sampling"] = {{"source", "vmprof"}, {"rate_hz", options_.rate_hz}, {"native_frames", native_}};
+      manifest_["vmprof"] = {{"rate_hz", options_.rate_hz}, {"native_frames", native_}};
       site.emplace();
     }
     writer_.append(bundle::sections::kManifest, manifest_.dump());
 
     Pipe exec_errors;  // carries errno from a failed exec; closes on a successful one
+    Pipe go;           // the child execs once the sampler follows it
     const auto started = Clock::now();
     const pid_t child = ::fork();
     if (child < 0) fail("cannot fork: " + errno_text());
-    if (child == 0) exec_target(pypy, site ? site->path : std::filesystem::path{}, exec_errors.write_end);
+    if (child == 0) {
+      char byte = 0;
+      if (::read(go.read_end, &byte, 1) != 1) ::_exit(127);  // jitprof died before the start
+      exec_target(pypy, site ? site->path : std::filesystem::path{}, exec_errors.write_end);
+    }
     exec_errors.close_write();
+    go.close_read();
     for (Stream& stream : streams_) stream.pipe.close_write();
+    start_sampler(child, pypy);
+    const char byte = 1;
+    if (::write(go.write_end, &byte, 1) != 1) fail("cannot start the target: " + errno_text());
+    go.close_write();
     if (int child_errno = 0; ::read(exec_errors.read_end, &child_errno, sizeof child_errno) == sizeof child_errno) {
+      if (sampler_) sampler_->stop();
       ::waitpid(child, nullptr, 0);
       fail(fmt::format("cannot run {}: {}", options_.command.front(), std::strerror(child_errno)));
     }
@@ -249,6 +334,30 @@ class Recorder {
   }
 
  private:
+  void start_sampler(pid_t child, bool pypy) {
+    if (!options_.perf) {
+      manifest_["perf"] = nullptr;
+      return;
+    }
+    sampler::Settings settings;
+    settings.rate_hz = options_.rate_hz;
+    try {
+      sampler_ = sampler::Sampler::for_process_at_exec(child, settings);
+    } catch (const sampler::SamplerError& error) {
+      if (options_.notice)
+        options_.notice(error.what() + std::string(pypy ? "; recording with PyPy's own sampling (vmprof) only"
+                                                        : "; no samples will be recorded"));
+      manifest_["perf"] = {{"refused", error.what()}};
+      return;
+    }
+    collector_.emplace(child, options_.children);
+    sampler_->start(*collector_);
+    manifest_["perf"] = {{"event", "cpu-clock"},
+                         {"rate_hz", options_.rate_hz},
+                         {"kernel_frames", sampler_->kernel_frames()},
+                         {"children", options_.children}};
+  }
+
   [[noreturn]] void exec_target(bool pypy, const std::filesystem::path& site_dir, int error_fd) {
     if (pypy) {
       const int jitlog_fd = streams_[0].pipe.write_end;
@@ -311,7 +420,7 @@ class Recorder {
       }
       if (!status) {
         int raw = 0;
-        if (::waitpid(child, &raw, WNOHANG) == child) {
+        if (::wait4(child, &raw, WNOHANG, &usage_) == child) {
           status = raw;
           exited_at = Clock::now();
         }
@@ -319,25 +428,26 @@ class Recorder {
       // Frames go out at least twice a second, so a crash of jitprof itself
       // loses at most half a second of logs.
       if (Clock::now() - last_flush > std::chrono::milliseconds(500)) {
-        flush(false);
+        flush();
         last_flush = Clock::now();
       }
       if (options_.progress) show_progress(started);
     }
     if (!status) {
       int raw = 0;
-      ::waitpid(child, &raw, 0);
+      ::wait4(child, &raw, 0, &usage_);
       status = raw;
     }
-    flush(true);
+    if (sampler_) sampler_->stop();  // drains what the kernel still holds
+    flush();
     if (options_.progress) std::cerr << "\r\033[K";
     return *status;
   }
 
-  void flush(bool all) {
+  void flush() {
+    if (collector_) collector_->flush_into(writer_);
     for (Stream& stream : streams_) {
       if (stream.pending.empty()) continue;
-      if (!all && stream.pending.size() < 4096 && stream.open) continue;
       writer_.append(stream.section, stream.pending);
       stream.pending.clear();
     }
@@ -363,12 +473,26 @@ class Recorder {
       manifest_["exit"]["signal_name"] = signal_name(*outcome.signal);
     }
     manifest_["sections"] = {{"jitlog_bytes", outcome.jitlog_bytes}, {"vmprof_bytes", outcome.vmprof_bytes}};
+    const double cpu_seconds = double(usage_.ru_utime.tv_sec) + double(usage_.ru_utime.tv_usec) / 1e6 +
+                               double(usage_.ru_stime.tv_sec) + double(usage_.ru_stime.tv_usec) / 1e6;
+    manifest_["target_cpu_s"] = cpu_seconds;
+    if (sampler_) {
+      const sampler::Stats stats = sampler_->stats();
+      manifest_["perf"]["samples"] = collector_->kept();
+      manifest_["perf"]["samples_all_processes"] = stats.samples;
+      manifest_["perf"]["lost"] = stats.lost;
+      manifest_["perf"]["throttled"] = stats.throttled;
+      manifest_["perf"]["achieved_hz"] = cpu_seconds > 0 ? double(collector_->kept()) / cpu_seconds : 0.0;
+    }
     writer_.append(bundle::sections::kManifest, manifest_.dump());
     writer_.sync();
   }
 
   const Options& options_;
   bundle::BundleWriter writer_;
+  std::unique_ptr<sampler::Sampler> sampler_;
+  std::optional<SampleCollector> collector_;
+  rusage usage_{};
   std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};
   nlohmann::json manifest_;
   double start_unix_ = 0;

@@ -165,8 +165,10 @@ struct Forest {
   // The newest trace whose machine code contains `address`.
   const Trace* trace_at_address(std::uint64_t address) const;
 
-  // Filled by finish(): id -> index into traces.
+  // Filled by finish(): id -> index into traces; traces with code by start address.
   std::unordered_map<std::uint64_t, std::size_t> index_by_id;
+  std::vector<std::size_t> index_by_code_start;
+  std::uint64_t longest_code = 0;
 };
 
 // For each op of `stage` (a stage of `trace`), the merge point its code comes

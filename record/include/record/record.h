@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -18,6 +19,9 @@ struct Options {
   unsigned rate_hz = 1000;           // vmprof sampling rate
   std::optional<bool> pypy;          // enable PyPy's logs; by default when the program is pypy/pypy3
   bool progress = false;             // a one-line status on stderr while recording
+  bool perf = true;                  // sample with perf_event_open (else PyPy's vmprof only)
+  bool children = false;             // keep samples of child processes too
+  std::function<void(const std::string&)> notice;  // one-line messages for the user
 };
 
 struct Outcome {

@@ -1,0 +1,241 @@
+#include "bundle/samples.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace jitprof::bundle {
+namespace {
+
+constexpr std::uint8_t kTagStack = 1;
+constexpr std::uint8_t kTagSample = 2;
+constexpr std::uint8_t kLastUnwindStop = static_cast<std::uint8_t>(UnwindStop::BadFrame);
+constexpr std::size_t kMaxVarintBytes = 10;
+
+void put_varint(std::vector<std::uint8_t>& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out.push_back(static_cast<std::uint8_t>(value | 0x80));
+    value >>= 7;
+  }
+  out.push_back(static_cast<std::uint8_t>(value));
+}
+
+// `difference` is a two's-complement (wrapping) difference of two u64.
+std::uint64_t zigzag(std::uint64_t difference) { return (difference << 1) ^ (0 - (difference >> 63)); }
+std::uint64_t unzigzag(std::uint64_t value) { return (value >> 1) ^ (0 - (value & 1)); }
+
+// Decodes into a table; on the first problem records it in table.error and stops.
+class Decoder {
+ public:
+  Decoder(std::span<const std::uint8_t> stream, SampleTable& table)
+      : begin_(stream.data()), end_(stream.data() + stream.size()), table_(table) {}
+
+  void run() {
+    p_ = begin_;
+    while (p_ != end_) {
+      record_ = p_;
+      const std::uint8_t tag = *p_++;
+      bool ok;
+      if (tag == kTagSample)
+        ok = sample();
+      else if (tag == kTagStack)
+        ok = stack();
+      else
+        ok = fail(record_, fmt::format("unknown record tag {}", tag));
+      if (!ok) return;
+    }
+  }
+
+ private:
+  bool fail(const std::uint8_t* at, std::string message) {
+    table_.error = binio::Diagnostic{static_cast<std::uint64_t>(at - begin_), std::move(message)};
+    return false;
+  }
+
+  bool truncated() {
+    const bool is_sample = *record_ == kTagSample;
+    return fail(record_, fmt::format("truncated: {} record at offset {} is cut short by the end of the stream",
+                                     is_sample ? "sample" : "stack", record_ - begin_));
+  }
+
+  bool varint(std::uint64_t& out) {
+    if (p_ != end_ && *p_ < 0x80) {  // the common case: one byte
+      out = *p_++;
+      return true;
+    }
+    const std::uint8_t* start = p_;
+    std::uint64_t value = 0;
+    for (std::size_t i = 0; i < kMaxVarintBytes; ++i) {
+      if (p_ == end_) return truncated();
+      const std::uint8_t byte = *p_++;
+      value |= static_cast<std::uint64_t>(byte & 0x7f) << (7 * i);
+      if (!(byte & 0x80)) {
+        if (i == kMaxVarintBytes - 1 && byte > 1) return fail(start, "varint exceeds 64 bits");
+        out = value;
+        return true;
+      }
+    }
+    return fail(start, fmt::format("varint longer than {} bytes", kMaxVarintBytes));
+  }
+
+  bool u32_field(std::uint32_t& out, const char* what) {
+    const std::uint8_t* at = p_;
+    std::uint64_t value;
+    if (!varint(value)) return false;
+    if (value > 0xffffffffu) return fail(at, fmt::format("{} {} is out of range", what, value));
+    out = static_cast<std::uint32_t>(value);
+    return true;
+  }
+
+  bool stack_field(std::uint32_t& out, const char* what) {
+    const std::uint8_t* at = p_;
+    std::uint64_t value;
+    if (!varint(value)) return false;
+    if (value > table_.stacks.size())
+      return fail(at, fmt::format("{} stack id {} is not defined ({} stacks so far)", what, value - 1,
+                                  table_.stacks.size()));
+    out = value == 0 ? SampleTable::kNoStack : static_cast<std::uint32_t>(value - 1);
+    return true;
+  }
+
+  bool sample() {
+    std::uint64_t time_delta;
+    SampleTable::Row row;
+    if (!varint(time_delta) || !u32_field(row.pid, "pid") || !u32_field(row.tid, "tid") ||
+        !u32_field(row.cpu, "cpu") || !stack_field(row.kernel_stack, "kernel") ||
+        !stack_field(row.user_stack, "user"))
+      return false;
+    if (p_ == end_) return truncated();
+    if (*p_ > kLastUnwindStop) return fail(p_, fmt::format("unknown unwind stop {}", *p_));
+    row.unwind_stop = static_cast<UnwindStop>(*p_++);
+    time_ += unzigzag(time_delta);
+    row.time_ns = time_;
+    table_.rows.push_back(row);
+    return true;
+  }
+
+  bool stack() {
+    const std::uint8_t* at = p_;
+    std::uint64_t count;
+    if (!varint(count)) return false;
+    if (count > kMaxStackDepth)
+      return fail(at, fmt::format("stack of {} frames exceeds the limit of {}", count, kMaxStackDepth));
+    if (table_.stacks.size() >= SampleTable::kNoStack) return fail(record_, "too many stacks");
+    std::vector<std::uint64_t> frames;
+    // Every address takes at least one byte: a lying count cannot make us allocate much.
+    frames.reserve(std::min<std::uint64_t>(count, static_cast<std::uint64_t>(end_ - p_)));
+    std::uint64_t address = 0;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint64_t delta;
+      if (!varint(delta)) return false;
+      address += unzigzag(delta);
+      frames.push_back(address);
+    }
+    table_.stacks.push_back(std::move(frames));
+    return true;
+  }
+
+  const std::uint8_t* begin_;
+  const std::uint8_t* end_;
+  const std::uint8_t* p_ = nullptr;
+  const std::uint8_t* record_ = nullptr;
+  std::uint64_t time_ = 0;
+  SampleTable& table_;
+};
+
+}  // namespace
+
+const char* unwind_stop_name(UnwindStop stop) {
+  switch (stop) {
+    case UnwindStop::Complete: return "complete";
+    case UnwindStop::NoUserStack: return "no user stack";
+    case UnwindStop::NoUnwindInfo: return "no unwind info";
+    case UnwindStop::UnreadableMemory: return "unreadable memory";
+    case UnwindStop::JitFrame: return "jit frame";
+    case UnwindStop::DepthLimit: return "depth limit";
+    case UnwindStop::BadFrame: return "bad frame";
+  }
+  return "unknown";
+}
+
+std::size_t SampleEncoder::StackHash::operator()(const std::vector<std::uint64_t>& stack) const noexcept {
+  std::uint64_t hash = stack.size();
+  for (const std::uint64_t address : stack) {
+    hash = (hash ^ address) * 0x9e3779b97f4a7c15u;
+    hash ^= hash >> 29;
+  }
+  return static_cast<std::size_t>(hash);
+}
+
+void SampleEncoder::define(std::span<const std::uint64_t> stack) {
+  out_.push_back(kTagStack);
+  put_varint(out_, stack.size());
+  std::uint64_t previous = 0;
+  for (const std::uint64_t address : stack) {
+    put_varint(out_, zigzag(address - previous));
+    previous = address;
+  }
+}
+
+std::uint64_t SampleEncoder::reference(const std::vector<std::uint64_t>& stack) {
+  if (stack.empty()) return 0;
+  if (ids_.size() >= SampleTable::kNoStack) throw std::length_error("too many distinct stacks for one recording");
+  const auto [it, inserted] = ids_.try_emplace(stack, static_cast<std::uint32_t>(ids_.size()));
+  if (inserted) define(stack);
+  return std::uint64_t{it->second} + 1;
+}
+
+void SampleEncoder::add(const NativeSample& sample) {
+  const auto clipped = [](const std::vector<std::uint64_t>& stack) {
+    return std::vector<std::uint64_t>(stack.begin(), stack.begin() + kMaxStackDepth);
+  };
+  UnwindStop stop = sample.unwind_stop;
+  const std::uint64_t kernel = sample.kernel_stack.size() > kMaxStackDepth ? reference(clipped(sample.kernel_stack))
+                                                                          : reference(sample.kernel_stack);
+  std::uint64_t user;
+  if (sample.user_stack.size() > kMaxStackDepth) {
+    user = reference(clipped(sample.user_stack));
+    if (stop == UnwindStop::Complete) stop = UnwindStop::DepthLimit;
+  } else {
+    user = reference(sample.user_stack);
+  }
+  out_.push_back(kTagSample);
+  put_varint(out_, zigzag(sample.time_ns - previous_time_));
+  previous_time_ = sample.time_ns;
+  put_varint(out_, sample.pid);
+  put_varint(out_, sample.tid);
+  put_varint(out_, sample.cpu);
+  put_varint(out_, kernel);
+  put_varint(out_, user);
+  out_.push_back(static_cast<std::uint8_t>(stop));
+  ++samples_;
+}
+
+std::vector<std::uint8_t> SampleEncoder::take() {
+  std::vector<std::uint8_t> bytes;
+  bytes.swap(out_);
+  return bytes;
+}
+
+NativeSample SampleTable::sample(std::size_t row) const {
+  const Row& r = rows.at(row);
+  NativeSample out;
+  out.time_ns = r.time_ns;
+  out.pid = r.pid;
+  out.tid = r.tid;
+  out.cpu = r.cpu;
+  if (r.kernel_stack != kNoStack) out.kernel_stack = stacks.at(r.kernel_stack);
+  if (r.user_stack != kNoStack) out.user_stack = stacks.at(r.user_stack);
+  out.unwind_stop = r.unwind_stop;
+  return out;
+}
+
+SampleTable decode_samples(std::span<const std::uint8_t> stream) {
+  SampleTable table;
+  Decoder(stream, table).run();
+  return table;
+}
+
+}  // namespace jitprof::bundle

@@ -1,0 +1,345 @@
+#include "sampler/sampler.h"
+
+#include <asm/perf_regs.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/perf_event.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace jitprof::sampler {
+namespace {
+
+int perf_event_open(perf_event_attr& attr, pid_t pid, int cpu) {
+  return static_cast<int>(::syscall(SYS_perf_event_open, &attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC));
+}
+
+std::vector<int> online_cpus() {
+  // "0-1,4,6-7"
+  std::ifstream in("/sys/devices/system/cpu/online");
+  std::string text;
+  std::getline(in, text);
+  std::vector<int> cpus;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t end = text.find(',', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string part = text.substr(at, end - at);
+    const std::size_t dash = part.find('-');
+    const int first = std::stoi(part.substr(0, dash));
+    const int last = dash == std::string::npos ? first : std::stoi(part.substr(dash + 1));
+    for (int cpu = first; cpu <= last; ++cpu) cpus.push_back(cpu);
+    at = end + 1;
+  }
+  if (cpus.empty())
+    for (long cpu = 0; cpu < ::sysconf(_SC_NPROCESSORS_ONLN); ++cpu) cpus.push_back(static_cast<int>(cpu));
+  return cpus;
+}
+
+int read_paranoid() {
+  std::ifstream in("/proc/sys/kernel/perf_event_paranoid");
+  int level = 2;
+  in >> level;
+  return level;
+}
+
+std::string refusal_message(int error) {
+  const int paranoid = read_paranoid();
+  if (error == EACCES || error == EPERM)
+    return fmt::format(
+        "perf_event_open was refused ({}; kernel.perf_event_paranoid = {}). Fix: run jitprof as root or with "
+        "CAP_PERFMON, or lower the setting: sudo sysctl kernel.perf_event_paranoid=1",
+        std::strerror(error), paranoid);
+  if (error == ENOSYS)
+    return "perf_event_open is not available (ENOSYS: kernel without perf events, or blocked by seccomp in this "
+           "container). Fix: allow the perf_event_open syscall in the container's seccomp profile";
+  if (error == ENOENT || error == EOPNOTSUPP)
+    return fmt::format("the cpu-clock software event is not supported here ({})", std::strerror(error));
+  return fmt::format("perf_event_open failed: {}", std::strerror(error));
+}
+
+// Reads fields of a perf record in order, without running past its end.
+class RecordReader {
+ public:
+  RecordReader(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
+  bool has(std::size_t bytes) const { return pos_ + bytes <= size_; }
+  std::uint64_t u64() { return take<std::uint64_t>(); }
+  std::uint32_t u32() { return take<std::uint32_t>(); }
+  std::span<const std::uint8_t> bytes(std::size_t count) {
+    if (!has(count)) throw std::out_of_range("perf record too short");
+    std::span<const std::uint8_t> view(data_ + pos_, count);
+    pos_ += count;
+    return view;
+  }
+  std::string c_string(std::size_t max) {
+    const std::size_t limit = std::min(max, size_ - pos_);
+    const auto* start = reinterpret_cast<const char*>(data_ + pos_);
+    std::string text(start, strnlen(start, limit));
+    pos_ += (text.size() + 8) & ~std::size_t{7};  // NUL-terminated, padded to 8 bytes
+    return text;
+  }
+  std::size_t position() const { return pos_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  template <class T>
+  T take() {
+    if (!has(sizeof(T))) throw std::out_of_range("perf record too short");
+    T value;
+    std::memcpy(&value, data_ + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return value;
+  }
+  const std::uint8_t* data_;
+  std::size_t size_;
+  std::size_t pos_ = 0;
+};
+
+// Sample-id trailer of non-sample records (sample_id_all): TID, TIME, CPU.
+constexpr std::size_t kSampleIdBytes = 8 + 8 + 8;
+
+std::uint64_t trailer_time(const std::uint8_t* record, std::size_t size) {
+  if (size < sizeof(perf_event_header) + kSampleIdBytes) return 0;
+  std::uint64_t time = 0;
+  std::memcpy(&time, record + size - 16, sizeof time);
+  return time;
+}
+
+}  // namespace
+
+struct Sampler::Ring {
+  int fd = -1;
+  void* base = MAP_FAILED;
+  std::size_t mapped = 0;
+  std::size_t data_size = 0;
+  std::vector<std::uint8_t> scratch;  // for records that wrap around the ring's end
+
+  ~Ring() {
+    if (base != MAP_FAILED) ::munmap(base, mapped);
+    if (fd >= 0) ::close(fd);
+  }
+  perf_event_mmap_page* page() const { return static_cast<perf_event_mmap_page*>(base); }
+  const std::uint8_t* data() const { return static_cast<const std::uint8_t*>(base) + page()->data_offset; }
+};
+
+std::unique_ptr<Sampler> Sampler::for_process_at_exec(pid_t pid, const Settings& settings) {
+  if (settings.rate_hz == 0) throw SamplerError("the sampling rate must be positive");
+  if (settings.ring_pages == 0 || !std::has_single_bit(settings.ring_pages))
+    throw SamplerError("the ring buffer size must be a power of two pages");
+  std::unique_ptr<Sampler> sampler(new Sampler());
+  sampler->register_mask_ = ((std::uint64_t{1} << (PERF_REG_X86_IP + 1)) - 1) |
+                            (std::uint64_t{0xff} << PERF_REG_X86_R8);
+  sampler->sample_type_ = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CPU |
+                          PERF_SAMPLE_PERIOD | PERF_SAMPLE_CALLCHAIN | PERF_SAMPLE_REGS_USER |
+                          PERF_SAMPLE_STACK_USER;
+
+  perf_event_attr attr{};
+  attr.size = sizeof attr;
+  attr.type = PERF_TYPE_SOFTWARE;
+  attr.config = PERF_COUNT_SW_CPU_CLOCK;
+  attr.sample_period = std::max<std::uint64_t>(1, 1'000'000'000ull / settings.rate_hz);  // nanoseconds
+  attr.sample_type = sampler->sample_type_;
+  attr.sample_regs_user = sampler->register_mask_;
+  attr.sample_stack_user = settings.user_stack_bytes & ~7u;
+  // The kernel's user callchain walks frame pointers, which PyPy's JIT code and
+  // libpypy do not keep: user frames come from the registers and stack copy.
+  attr.exclude_callchain_user = 1;
+  attr.disabled = 1;
+  attr.enable_on_exec = 1;
+  attr.inherit = 1;
+  attr.mmap = 1;
+  attr.mmap2 = 1;
+  attr.comm = 1;
+  attr.comm_exec = 1;
+  attr.task = 1;
+  attr.sample_id_all = 1;
+  attr.exclude_hv = 1;
+  attr.use_clockid = 1;
+  attr.clockid = CLOCK_MONOTONIC;
+  attr.watermark = 1;
+  attr.wakeup_watermark = static_cast<std::uint32_t>(settings.ring_pages * ::sysconf(_SC_PAGESIZE) / 4);
+
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  for (int cpu : online_cpus()) {
+    auto ring = std::make_unique<Ring>();
+    ring->fd = perf_event_open(attr, pid, cpu);
+    if (ring->fd < 0 && (errno == EACCES || errno == EPERM) && !attr.exclude_kernel) {
+      // Unprivileged users may still sample their own processes' user space.
+      attr.exclude_kernel = 1;
+      sampler->kernel_frames_ = false;
+      ring->fd = perf_event_open(attr, pid, cpu);
+    }
+    if (ring->fd < 0) throw SamplerError(refusal_message(errno));
+    ring->mapped = (1 + settings.ring_pages) * page;
+    ring->data_size = settings.ring_pages * page;
+    ring->base = ::mmap(nullptr, ring->mapped, PROT_READ | PROT_WRITE, MAP_SHARED, ring->fd, 0);
+    if (ring->base == MAP_FAILED)
+      throw SamplerError(fmt::format("cannot map the perf ring buffer of CPU {}: {}", cpu, std::strerror(errno)));
+    sampler->rings_.push_back(std::move(ring));
+  }
+  sampler->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return sampler;
+}
+
+Sampler::~Sampler() {
+  stop();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void Sampler::start(Listener& listener) {
+  reader_ = std::thread([this, &listener] { run(listener); });
+}
+
+void Sampler::stop() {
+  if (!reader_.joinable()) return;
+  stopping_ = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto ignored = ::write(wake_fd_, &one, sizeof one);
+  reader_.join();
+}
+
+Stats Sampler::stats() const {
+  Stats stats;
+  stats.samples = samples_;
+  stats.lost = lost_;
+  stats.throttled = throttled_;
+  stats.records = records_;
+  return stats;
+}
+
+void Sampler::run(Listener& listener) {
+  std::vector<pollfd> fds;
+  for (const auto& ring : rings_) fds.push_back({ring->fd, POLLIN, 0});
+  fds.push_back({wake_fd_, POLLIN, 0});
+  while (!stopping_) {
+    // The timeout bounds how stale the data is when the watermark is not reached.
+    ::poll(fds.data(), fds.size(), 100);
+    for (const auto& ring : rings_) drain(*ring, listener);
+  }
+  for (const auto& ring : rings_) drain(*ring, listener);
+}
+
+void Sampler::drain(Ring& ring, Listener& listener) {
+  perf_event_mmap_page* header = ring.page();
+  const std::uint64_t head = __atomic_load_n(&header->data_head, __ATOMIC_ACQUIRE);
+  std::uint64_t tail = header->data_tail;
+  const std::uint8_t* data = ring.data();
+  const std::size_t mask = ring.data_size - 1;
+  while (tail < head) {
+    perf_event_header record_header;
+    const std::size_t offset = tail & mask;
+    // The header itself may wrap: copy it byte-wise.
+    for (std::size_t i = 0; i < sizeof record_header; ++i)
+      reinterpret_cast<std::uint8_t*>(&record_header)[i] = data[(offset + i) & mask];
+    if (record_header.size < sizeof record_header || tail + record_header.size > head) break;
+    const std::uint8_t* record = data + offset;
+    if (offset + record_header.size > ring.data_size) {
+      ring.scratch.resize(record_header.size);
+      const std::size_t first = ring.data_size - offset;
+      std::memcpy(ring.scratch.data(), data + offset, first);
+      std::memcpy(ring.scratch.data() + first, data, record_header.size - first);
+      record = ring.scratch.data();
+    }
+    ++records_;
+    try {
+      RecordReader in(record + sizeof record_header, record_header.size - sizeof record_header);
+      switch (record_header.type) {
+        case PERF_RECORD_SAMPLE: {
+          Sample sample{};
+          sample.ip = in.u64();
+          sample.pid = in.u32();
+          sample.tid = in.u32();
+          sample.time_ns = in.u64();
+          sample.cpu = in.u32();
+          in.u32();  // reserved
+          in.u64();  // period
+          const std::uint64_t chain = in.u64();
+          if (chain > 4096) throw std::out_of_range("callchain too long");
+          for (std::uint64_t i = 0; i < chain; ++i) {
+            const std::uint64_t address = in.u64();
+            if (address >= PERF_CONTEXT_MAX) continue;  // PERF_CONTEXT_KERNEL/USER markers
+            sample.kernel_callchain.push_back(address);
+          }
+          sample.in_kernel = (record_header.misc & PERF_RECORD_MISC_CPUMODE_MASK) == PERF_RECORD_MISC_KERNEL;
+          const std::uint64_t abi = in.u64();
+          sample.has_user_registers = abi != PERF_SAMPLE_REGS_ABI_NONE;
+          if (sample.has_user_registers)
+            for (auto& value : sample.user_registers) value = in.u64();
+          const std::uint64_t stack_size = in.u64();
+          if (stack_size > 0) {
+            const auto stack = in.bytes(stack_size);
+            const std::uint64_t valid = in.u64();  // dyn_size: bytes actually copied
+            sample.user_stack = stack.first(std::min<std::uint64_t>(valid, stack.size()));
+          }
+          ++samples_;
+          listener.on_sample(sample);
+          break;
+        }
+        case PERF_RECORD_MMAP2: {
+          Mapping mapping{};
+          mapping.pid = in.u32();
+          mapping.tid = in.u32();
+          mapping.start = in.u64();
+          mapping.length = in.u64();
+          mapping.file_offset = in.u64();
+          mapping.major = in.u32();
+          mapping.minor = in.u32();
+          mapping.inode = in.u64();
+          in.u64();  // inode generation
+          mapping.prot = in.u32();
+          mapping.flags = in.u32();
+          mapping.path = in.c_string(in.size() - in.position() - kSampleIdBytes);
+          mapping.time_ns = trailer_time(record, record_header.size);
+          listener.on_mapping(mapping);
+          break;
+        }
+        case PERF_RECORD_COMM: {
+          TaskEvent event{};
+          event.kind = (record_header.misc & PERF_RECORD_MISC_COMM_EXEC) ? TaskEvent::Kind::Exec : TaskEvent::Kind::Comm;
+          event.pid = in.u32();
+          event.tid = in.u32();
+          event.comm = in.c_string(in.size() - in.position() - kSampleIdBytes);
+          event.time_ns = trailer_time(record, record_header.size);
+          listener.on_task(event);
+          break;
+        }
+        case PERF_RECORD_FORK:
+        case PERF_RECORD_EXIT: {
+          TaskEvent event{};
+          event.kind = record_header.type == PERF_RECORD_FORK ? TaskEvent::Kind::Fork : TaskEvent::Kind::Exit;
+          event.pid = in.u32();
+          event.parent_pid = in.u32();
+          event.tid = in.u32();
+          event.parent_tid = in.u32();
+          event.time_ns = in.u64();
+          listener.on_task(event);
+          break;
+        }
+        case PERF_RECORD_LOST:
+          in.u64();  // id
+          lost_ += in.u64();
+          break;
+        case PERF_RECORD_THROTTLE:
+          ++throttled_;
+          break;
+        default:
+          break;
+      }
+    } catch (const std::out_of_range&) {
+      // A record shorter than its type says: skip it, keep the stream.
+    }
+    tail += record_header.size;
+  }
+  __atomic_store_n(&header->data_tail, tail, __ATOMIC_RELEASE);
+}
+
+}  // namespace jitprof::sampler
