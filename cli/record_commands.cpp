@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <sys/mman.h>
 
@@ -65,6 +66,8 @@ std::vector<AddressRange> jit_regions(const bundle::Bundle& read) {
 
 struct SampleSummary {
   std::size_t samples = 0, in_kernel = 0, in_jit_code = 0, in_traces = 0, unique_stacks = 0;
+  std::size_t user_frames = 0;
+  std::map<std::string, std::size_t> unwind_stops;  // why user stacks end
 };
 
 SampleSummary summarize_samples(const bundle::Bundle& read, const jitlog::Forest& forest) {
@@ -75,6 +78,8 @@ SampleSummary summarize_samples(const bundle::Bundle& read, const jitlog::Forest
   summary.unique_stacks = table.stacks.size();
   for (const auto& row : table.rows) {
     summary.in_kernel += row.kernel_stack != bundle::SampleTable::kNoStack;
+    ++summary.unwind_stops[bundle::unwind_stop_name(row.unwind_stop)];
+    if (row.user_stack != bundle::SampleTable::kNoStack) summary.user_frames += table.stacks[row.user_stack].size();
     if (row.user_stack == bundle::SampleTable::kNoStack || table.stacks[row.user_stack].empty()) continue;
     const std::uint64_t ip = table.stacks[row.user_stack].front();
     const bool in_jit = std::any_of(regions.begin(), regions.end(),
@@ -129,7 +134,9 @@ int run_info(const InfoOptions& options) {
                       {"in_kernel", samples.in_kernel},
                       {"in_jit_code", samples.in_jit_code},
                       {"in_jitlog_traces", samples.in_traces},
-                      {"unique_stacks", samples.unique_stacks}};
+                      {"unique_stacks", samples.unique_stacks},
+                      {"user_frames", samples.user_frames},
+                      {"unwind_stops", samples.unwind_stops}};
     out.update(diagnostics_json(read.warnings, read.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, read.warnings, read.error);
@@ -184,6 +191,13 @@ int run_info(const InfoOptions& options) {
         "perf samples: {} ({} in the kernel), {} in JIT code, of which {} ({}) at an address inside a jitlog trace\n",
         with_commas(samples.samples), with_commas(samples.in_kernel), with_commas(samples.in_jit_code),
         with_commas(samples.in_traces), percent(double(samples.in_traces), double(samples.in_jit_code)));
+  if (samples.samples > 0) {
+    std::cout << fmt::format("user stacks: {:.1f} frames on average; unwinding ended:",
+                             double(samples.user_frames) / double(samples.samples));
+    for (const auto& [reason, count] : samples.unwind_stops)
+      std::cout << fmt::format(" {} {} ({}),", reason, with_commas(count), percent(double(count), double(samples.samples)));
+    std::cout << "\n";
+  }
   if (has_jitlog)
     std::cout << fmt::format("jitlog: {} traces ({} loops, {} bridges)\n", forest.traces.size(), loops,
                              forest.traces.size() - loops);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "bundle/bundle.h"
 #include "bundle/samples.h"
@@ -113,6 +114,60 @@ TEST_F(Record, PerfSamplesFollowCpuTimeAndJitSamplesLandInsideTraces) {
     in_f_loop += trace && trace->source() && trace->source()->function == "f";
   }
   EXPECT_GT(in_f_loop, table.rows.size() / 2);
+}
+
+// Where each address of a recording lies: a file from the MAPS section or JIT code.
+class Places {
+ public:
+  explicit Places(const jitprof::bundle::Bundle& read) {
+    const auto maps = read.stream(jitprof::bundle::sections::kMaps);
+    std::istringstream lines(std::string(maps.begin(), maps.end()));
+    for (std::string line; std::getline(lines, line);) {
+      const json m = json::parse(line);
+      ranges_.push_back({m["start"].get<std::uint64_t>(), m["start"].get<std::uint64_t>() + m["length"].get<std::uint64_t>(),
+                         m["path"].get<std::string>()});
+    }
+  }
+  std::string at(std::uint64_t address) const {
+    for (const auto& range : ranges_)
+      if (address >= range.start && address < range.end) return range.path;
+    return "?";
+  }
+
+ private:
+  struct Range {
+    std::uint64_t start, end;
+    std::string path;
+  };
+  std::vector<Range> ranges_;
+};
+
+TEST_F(Record, StacksUnwindThroughJitFramesIntoTheInterpreterAndMain) {
+  const std::string bundle = path("unwind.jprof");
+  ASSERT_EQ(record(bundle, {JITPROF_PYPY, kHotLoop, "20000000"}).status, 0);
+  const auto read = jitprof::bundle::read_bundle(bundle);
+  const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
+  ASSERT_FALSE(table.error);
+  const Places places(read);
+  std::size_t jit_leaf = 0, jit_leaf_complete = 0, through_interpreter_to_main = 0;
+  for (const auto& row : table.rows) {
+    if (row.user_stack == jitprof::bundle::SampleTable::kNoStack) continue;
+    const auto& frames = table.stacks[row.user_stack];
+    if (places.at(frames.front()) != "//anon") continue;
+    ++jit_leaf;
+    if (row.unwind_stop != jitprof::bundle::UnwindStop::Complete) continue;
+    ++jit_leaf_complete;
+    // Leaf in JIT code, then frames of libpypy (the interpreter calling the
+    // loop), and the outermost frames in libc's start-up code and pypy3 itself.
+    bool interpreter = false;
+    for (std::size_t i = 1; i < frames.size(); ++i) interpreter |= places.at(frames[i]).ends_with("libpypy3.9-c.so");
+    const bool reaches_start = places.at(frames.back()).ends_with("pypy3.9") ||
+                               places.at(frames[frames.size() - 2]).ends_with("libc.so.6");
+    through_interpreter_to_main += interpreter && reaches_start && frames.size() > 10;
+  }
+  ASSERT_GT(jit_leaf, 50u);
+  EXPECT_GT(jit_leaf_complete, jit_leaf * 9 / 10);
+  EXPECT_EQ(through_interpreter_to_main, jit_leaf_complete);
 }
 
 TEST_F(Record, EveryThreadIsSampled) {

@@ -18,11 +18,13 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <unordered_map>
 #include <sys/resource.h>
 
 #include "bundle/bundle.h"
 #include "bundle/samples.h"
 #include "sampler/sampler.h"
+#include "unwind/unwinder.h"
 
 namespace jitprof::record {
 namespace {
@@ -212,9 +214,13 @@ class SampleCollector : public sampler::Listener {
     out.cpu = sample.cpu;
     if (sample.in_kernel) out.kernel_stack = sample.kernel_callchain;
     if (sample.has_user_registers) {
-      // Only the exact user IP for now: user frames need the DWARF and JIT unwinder.
-      out.user_stack = {sample.user_registers[sampler::kRip]};
-      out.unwind_stop = bundle::UnwindStop::NoUnwindInfo;
+      unwind::Registers registers;
+      static_assert(std::size_t{unwind::kRegisterCount} == std::size_t{sampler::kRegisterCount},
+                    "both keep perf's register order");
+      std::copy(sample.user_registers.begin(), sample.user_registers.end(), registers.begin());
+      unwind::Result unwound = unwinder_.unwind(spaces_[sample.pid], registers, sample.user_stack);
+      out.user_stack = std::move(unwound.frames);
+      out.unwind_stop = to_bundle(unwound.stop);
     } else {
       out.unwind_stop = bundle::UnwindStop::NoUserStack;
     }
@@ -224,6 +230,7 @@ class SampleCollector : public sampler::Listener {
   }
 
   void on_mapping(const sampler::Mapping& mapping) override {
+    spaces_[mapping.pid].add({mapping.start, mapping.length, mapping.file_offset, mapping.path});
     const nlohmann::json line = {{"t", mapping.time_ns},       {"pid", mapping.pid},   {"tid", mapping.tid},
                                  {"start", mapping.start},     {"length", mapping.length},
                                  {"offset", mapping.file_offset}, {"prot", mapping.prot}, {"flags", mapping.flags},
@@ -234,6 +241,10 @@ class SampleCollector : public sampler::Listener {
   }
 
   void on_task(const sampler::TaskEvent& event) override {
+    // A new process starts as a copy of its parent; exec replaces it all.
+    if (event.kind == sampler::TaskEvent::Kind::Fork && event.pid != event.parent_pid)
+      spaces_[event.pid] = spaces_[event.parent_pid];
+    if (event.kind == sampler::TaskEvent::Kind::Exec) spaces_[event.pid] = unwind::AddressSpace{};
     static constexpr const char* kKinds[] = {"fork", "exit", "comm", "exec"};
     const nlohmann::json line = {{"t", event.time_ns},   {"kind", kKinds[static_cast<int>(event.kind)]},
                                  {"pid", event.pid},     {"tid", event.tid},
@@ -259,8 +270,23 @@ class SampleCollector : public sampler::Listener {
   }
 
  private:
+  static bundle::UnwindStop to_bundle(unwind::Stop stop) {
+    switch (stop) {
+      case unwind::Stop::Complete: return bundle::UnwindStop::Complete;
+      case unwind::Stop::NoUnwindInfo: return bundle::UnwindStop::NoUnwindInfo;
+      case unwind::Stop::UnreadableMemory: return bundle::UnwindStop::UnreadableMemory;
+      case unwind::Stop::JitFrame: return bundle::UnwindStop::JitFrame;
+      case unwind::Stop::DepthLimit: return bundle::UnwindStop::DepthLimit;
+      case unwind::Stop::BadFrame: return bundle::UnwindStop::BadFrame;
+    }
+    return bundle::UnwindStop::BadFrame;
+  }
+
   const pid_t target_;
   const bool children_;
+  // Touched by the sampler's reader thread only.
+  unwind::Unwinder unwinder_;
+  std::unordered_map<std::uint32_t, unwind::AddressSpace> spaces_;
   mutable std::mutex mutex_;
   bundle::SampleEncoder encoder_;
   std::string maps_, tasks_;
