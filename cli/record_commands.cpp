@@ -33,7 +33,8 @@ int run_record(const RecordOptions& options) {
   settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::Outcome outcome = record::record(settings);
   if (!options.quiet) {
-    std::cerr << fmt::format("jitprof: recorded {:.2f} s: jitlog {} bytes, vmprof {} bytes", outcome.seconds,
+    std::cerr << fmt::format("jitprof: recorded {:.2f} s: {} samples ({} lost), jitlog {} bytes, vmprof {} bytes",
+                             outcome.seconds, with_commas(outcome.samples), with_commas(outcome.lost),
                              with_commas(outcome.jitlog_bytes), with_commas(outcome.vmprof_bytes));
     if (outcome.signal) std::cerr << fmt::format("; the target was killed by signal {}", *outcome.signal);
     std::cerr << fmt::format("\njitprof: bundle written to {}\n", options.output);

@@ -411,6 +411,8 @@ bool JitlogReader::feed(std::span<const std::uint8_t> bytes) {
   return !s.stopped;
 }
 
+std::size_t JitlogReader::traces_so_far() const { return state_->forest.traces.size(); }
+
 Forest JitlogReader::finish() {
   State& s = *state_;
   Forest& forest = s.forest;

@@ -19,10 +19,12 @@
 #include <iostream>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <sys/resource.h>
 
 #include "bundle/bundle.h"
 #include "bundle/samples.h"
+#include "jitlog/jitlog.h"
 #include "sampler/sampler.h"
 #include "unwind/unwinder.h"
 
@@ -218,8 +220,10 @@ class SampleCollector : public sampler::Listener {
       static_assert(std::size_t{unwind::kRegisterCount} == std::size_t{sampler::kRegisterCount},
                     "both keep perf's register order");
       std::copy(sample.user_registers.begin(), sample.user_registers.end(), registers.begin());
-      unwind::Result unwound = unwinder_.unwind(spaces_[sample.pid], registers, sample.user_stack);
+      const unwind::AddressSpace& space = spaces_[sample.pid];
+      unwind::Result unwound = unwinder_.unwind(space, registers, sample.user_stack);
       out.user_stack = std::move(unwound.frames);
+      remember_symbols(sample.pid, space, out.user_stack);
       out.unwind_stop = to_bundle(unwound.stop);
     } else {
       out.unwind_stop = bundle::UnwindStop::NoUserStack;
@@ -260,8 +264,10 @@ class SampleCollector : public sampler::Listener {
     if (!samples.empty()) writer.append(bundle::sections::kSamples, samples);
     if (!maps_.empty()) writer.append(bundle::sections::kMaps, maps_);
     if (!tasks_.empty()) writer.append(bundle::sections::kTasks, tasks_);
+    if (!symbols_.empty()) writer.append(bundle::sections::kSymbols, symbols_);
     maps_.clear();
     tasks_.clear();
+    symbols_.clear();
   }
 
   std::uint64_t kept() const {
@@ -270,6 +276,25 @@ class SampleCollector : public sampler::Listener {
   }
 
  private:
+  // Names each address once per process, so the bundle reads on a machine
+  // without these binaries.
+  void remember_symbols(std::uint32_t pid, const unwind::AddressSpace& space, const std::vector<std::uint64_t>& frames) {
+    std::string lines;
+    auto& seen = symbolized_[pid];
+    for (std::uint64_t address : frames) {
+      if (!seen.insert(address).second) continue;
+      const auto symbol = space.symbolize(address);
+      if (!symbol) continue;
+      lines += nlohmann::json{{"pid", pid},          {"address", address},   {"path", symbol->path},
+                              {"build_id", symbol->build_id}, {"name", symbol->name}, {"offset", symbol->offset}}
+                   .dump() +
+               "\n";
+    }
+    if (lines.empty()) return;
+    std::lock_guard lock(mutex_);
+    symbols_ += lines;
+  }
+
   static bundle::UnwindStop to_bundle(unwind::Stop stop) {
     switch (stop) {
       case unwind::Stop::Complete: return bundle::UnwindStop::Complete;
@@ -287,9 +312,10 @@ class SampleCollector : public sampler::Listener {
   // Touched by the sampler's reader thread only.
   unwind::Unwinder unwinder_;
   std::unordered_map<std::uint32_t, unwind::AddressSpace> spaces_;
+  std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> symbolized_;
   mutable std::mutex mutex_;
   bundle::SampleEncoder encoder_;
-  std::string maps_, tasks_;
+  std::string maps_, tasks_, symbols_;
   std::uint64_t kept_ = 0;
 };
 
@@ -440,6 +466,9 @@ class Recorder {
         if (got > 0) {
           polled[i]->pending.insert(polled[i]->pending.end(), chunk.begin(), chunk.begin() + got);
           polled[i]->total += static_cast<std::uint64_t>(got);
+          // The status line counts traces as PyPy compiles them.
+          if (options_.progress && polled[i] == &streams_[0])
+            live_jitlog_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
         } else if (got == 0 || errno != EINTR) {
           polled[i]->open = false;
         }
@@ -483,13 +512,16 @@ class Recorder {
     const auto now = Clock::now();
     if (now - last_progress_ < std::chrono::milliseconds(250)) return;
     last_progress_ = now;
-    std::cerr << fmt::format("\r\033[Kjitprof: recording {:.1f} s, jitlog {} KiB, vmprof {} KiB",
-                             std::chrono::duration<double>(now - started).count(), streams_[0].total / 1024,
-                             streams_[1].total / 1024)
+    const double elapsed = std::chrono::duration<double>(now - started).count();
+    const std::uint64_t samples = collector_ ? collector_->kept() : 0;
+    std::cerr << fmt::format("\r\033[Kjitprof: recording {:.1f} s, {} samples ({:.0f}/s), {} traces compiled, "
+                             "jitlog {} KiB, vmprof {} KiB",
+                             elapsed, samples, elapsed > 0 ? double(samples) / elapsed : 0.0,
+                             live_jitlog_.traces_so_far(), streams_[0].total / 1024, streams_[1].total / 1024)
               << std::flush;
   }
 
-  void finish(const Outcome& outcome) {
+  void finish(Outcome& outcome) {
     manifest_["state"] = "complete";
     manifest_["end_time"] = unix_now();
     manifest_["duration_s"] = outcome.seconds;
@@ -504,6 +536,8 @@ class Recorder {
     manifest_["target_cpu_s"] = cpu_seconds;
     if (sampler_) {
       const sampler::Stats stats = sampler_->stats();
+      outcome.samples = collector_->kept();
+      outcome.lost = stats.lost;
       manifest_["perf"]["samples"] = collector_->kept();
       manifest_["perf"]["samples_all_processes"] = stats.samples;
       manifest_["perf"]["lost"] = stats.lost;
@@ -518,6 +552,7 @@ class Recorder {
   bundle::BundleWriter writer_;
   std::unique_ptr<sampler::Sampler> sampler_;
   std::optional<SampleCollector> collector_;
+  jitlog::JitlogReader live_jitlog_;
   rusage usage_{};
   std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};
   nlohmann::json manifest_;

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -76,12 +78,83 @@ class ElfImage {
   }
 
   const std::vector<Segment>& segments() const { return segments_; }
+  const std::string& path() const { return path_; }
+  const std::string& build_id() const { return build_id_; }
+
+  // The function symbol containing (or nearest below) a link-time address.
+  std::optional<std::pair<std::string, std::uint64_t>> symbol_at(std::uint64_t vaddr) const {
+    std::call_once(symbols_loaded_, [this] { load_symbols(); });
+    auto after = std::upper_bound(symbols_.begin(), symbols_.end(), vaddr,
+                                  [](std::uint64_t value, const FunctionSymbol& symbol) { return value < symbol.start; });
+    if (after == symbols_.begin()) return std::nullopt;
+    const FunctionSymbol& symbol = *std::prev(after);
+    if (symbol.size > 0 && vaddr >= symbol.start + symbol.size) return std::nullopt;
+    return std::make_pair(symbol.name, vaddr - symbol.start);
+  }
   const std::optional<FdeTable>& fde_table() const { return fde_table_; }
   std::uint64_t low() const { return low_; }
   std::uint64_t high() const { return high_; }
 
  private:
+  struct FunctionSymbol {
+    std::uint64_t start, size;
+    std::string name;
+  };
+
   ElfImage() = default;
+
+  // .symtab when the file has one (unstripped), else .dynsym: function symbols by address.
+  void load_symbols() const {
+    Elf64_Ehdr header;
+    if (!at(0, header) || header.e_shentsize != sizeof(Elf64_Shdr)) return;
+    std::vector<Elf64_Shdr> sections(header.e_shnum);
+    for (std::uint16_t i = 0; i < header.e_shnum; ++i)
+      if (!at(header.e_shoff + std::uint64_t{i} * sizeof(Elf64_Shdr), sections[i])) return;
+    for (std::uint32_t wanted : {SHT_SYMTAB, SHT_DYNSYM}) {
+      for (const Elf64_Shdr& table : sections) {
+        if (table.sh_type != wanted || table.sh_link >= sections.size() || table.sh_entsize != sizeof(Elf64_Sym))
+          continue;
+        const Elf64_Shdr& strings = sections[table.sh_link];
+        for (std::uint64_t at_offset = table.sh_offset; at_offset + sizeof(Elf64_Sym) <= table.sh_offset + table.sh_size;
+             at_offset += sizeof(Elf64_Sym)) {
+          Elf64_Sym symbol;
+          if (!at(at_offset, symbol)) break;
+          const int type = ELF64_ST_TYPE(symbol.st_info);
+          if ((type != STT_FUNC && type != STT_GNU_IFUNC) || symbol.st_value == 0 || symbol.st_name >= strings.sh_size)
+            continue;
+          const auto* name = static_cast<const char*>(data_) + strings.sh_offset + symbol.st_name;
+          if (strings.sh_offset + symbol.st_name >= size_) continue;
+          symbols_.push_back({symbol.st_value, symbol.st_size,
+                              std::string(name, strnlen(name, size_ - strings.sh_offset - symbol.st_name))});
+        }
+      }
+      if (!symbols_.empty()) break;
+    }
+    std::sort(symbols_.begin(), symbols_.end(),
+              [](const FunctionSymbol& a, const FunctionSymbol& b) { return a.start < b.start; });
+  }
+
+  void read_build_id(const Elf64_Phdr& note) {
+    std::uint64_t at_offset = note.p_offset;
+    const std::uint64_t end = note.p_offset + note.p_filesz;
+    while (at_offset + sizeof(Elf64_Nhdr) <= end) {
+      Elf64_Nhdr header;
+      if (!at(at_offset, header)) return;
+      const std::uint64_t name_at = at_offset + sizeof header;
+      const std::uint64_t desc_at = name_at + ((header.n_namesz + 3) & ~3u);
+      if (header.n_type == NT_GNU_BUILD_ID && header.n_namesz == 4 && desc_at + header.n_descsz <= size_ &&
+          std::memcmp(static_cast<const char*>(data_) + name_at, "GNU", 4) == 0) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        for (std::uint32_t i = 0; i < header.n_descsz; ++i) {
+          const auto byte = static_cast<const std::uint8_t*>(data_)[desc_at + i];
+          build_id_ += kHex[byte >> 4];
+          build_id_ += kHex[byte & 15];
+        }
+        return;
+      }
+      at_offset = desc_at + ((header.n_descsz + 3) & ~3u);
+    }
+  }
 
   template <class T>
   bool at(std::uint64_t offset, T& out) const {
@@ -91,6 +164,7 @@ class ElfImage {
   }
 
   bool load(const std::string& path) {
+    path_ = path;
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
     struct stat info {};
@@ -117,6 +191,8 @@ class ElfImage {
         high_ = std::max(high_, phdr.p_vaddr + phdr.p_memsz);
       } else if (phdr.p_type == PT_GNU_EH_FRAME) {
         eh_frame_header = phdr;
+      } else if (phdr.p_type == PT_NOTE && build_id_.empty()) {
+        read_build_id(phdr);
       }
     }
     if (eh_frame_header) parse_eh_frame_header(eh_frame_header->p_vaddr);
@@ -146,12 +222,24 @@ class ElfImage {
 
   void* data_ = MAP_FAILED;
   std::size_t size_ = 0;
+  std::string path_;
+  std::string build_id_;
+  mutable std::once_flag symbols_loaded_;
+  mutable std::vector<FunctionSymbol> symbols_;
   std::vector<Segment> segments_;
   std::optional<FdeTable> fde_table_;
   std::uint64_t low_ = 0, high_ = 0;
 };
 
-AddressSpace::AddressSpace() = default;
+namespace {
+// Unique across all address spaces, so a cache keyed by it cannot confuse two processes.
+std::uint64_t next_generation() {
+  static std::atomic<std::uint64_t> counter{0};
+  return ++counter;
+}
+}  // namespace
+
+AddressSpace::AddressSpace() : generation_(next_generation()) {}
 AddressSpace::~AddressSpace() = default;
 AddressSpace::AddressSpace(const AddressSpace&) = default;
 AddressSpace& AddressSpace::operator=(const AddressSpace&) = default;
@@ -159,6 +247,7 @@ AddressSpace::AddressSpace(AddressSpace&&) noexcept = default;
 AddressSpace& AddressSpace::operator=(AddressSpace&&) noexcept = default;
 
 void AddressSpace::add(const Mapping& mapping) {
+  generation_ = next_generation();
   const std::uint64_t end = mapping.start + mapping.length;
   // Anything mapped now replaces what was there before.
   for (auto it = jit_regions_.lower_bound(0); it != jit_regions_.end();) {
@@ -193,6 +282,17 @@ const AddressSpace::Image* AddressSpace::image_at(std::uint64_t address) const {
   if (it == images_.begin()) return nullptr;
   --it;
   return address < it->second.high ? &it->second : nullptr;
+}
+
+std::optional<Symbol> AddressSpace::symbolize(std::uint64_t address) const {
+  const Image* image = image_at(address);
+  if (image == nullptr) return std::nullopt;
+  Symbol symbol{image->elf->path(), image->elf->build_id(), {}, address - image->low};
+  if (auto found = image->elf->symbol_at(address - image->bias)) {
+    symbol.name = std::move(found->first);
+    symbol.offset = found->second;
+  }
+  return symbol;
 }
 
 namespace {
@@ -326,9 +426,12 @@ struct Unwinder::Impl {
     accessors.resume = resume;
     accessors.get_proc_name = get_proc_name;
     space = unw_create_addr_space(&accessors, 0);
-    // Each sample brings its own memory: nothing may be cached across calls.
-    unw_set_caching_policy(space, UNW_CACHE_NONE);
+    // Unwind info comes from the ELF files and stays valid while the address
+    // space is unchanged; the stack bytes are never cached (they are not read
+    // through the cache).
+    unw_set_caching_policy(space, UNW_CACHE_GLOBAL);
   }
+  std::uint64_t cached_generation = 0;
   ~Impl() { unw_destroy_addr_space(space); }
 };
 
@@ -337,6 +440,10 @@ Unwinder::~Unwinder() = default;
 
 Result Unwinder::unwind(const AddressSpace& space, const Registers& registers, std::span<const std::uint8_t> stack,
                         std::size_t max_frames) const {
+  if (impl_->cached_generation != space.generation()) {
+    unw_flush_cache(impl_->space, 0, 0);
+    impl_->cached_generation = space.generation();
+  }
   Context context{&space, registers, stack, registers[kRsp]};
   Result result;
   result.frames.push_back(registers[kRip]);

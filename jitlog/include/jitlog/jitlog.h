@@ -187,6 +187,8 @@ class JitlogReader {
 
   // Returns false once the reader stopped at malformed input.
   bool feed(std::span<const std::uint8_t> bytes);
+  // Traces started so far (for progress while a log is still being written).
+  std::size_t traces_so_far() const;
   // Reports an incomplete final record, then resolves links and counters.
   Forest finish();
 

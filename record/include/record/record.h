@@ -29,6 +29,8 @@ struct Outcome {
   std::optional<int> signal;        // the target died by this signal
   std::uint64_t jitlog_bytes = 0;
   std::uint64_t vmprof_bytes = 0;
+  std::uint64_t samples = 0;  // perf samples kept
+  std::uint64_t lost = 0;     // perf samples the kernel dropped
   double seconds = 0;
 };
 

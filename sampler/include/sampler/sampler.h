@@ -23,7 +23,7 @@ namespace jitprof::sampler {
 struct Settings {
   unsigned rate_hz = 1000;               // samples per second of CPU time, per thread
   std::uint32_t user_stack_bytes = 16384;  // copied per sample for unwinding
-  std::size_t ring_pages = 256;          // per CPU, a power of two
+  std::size_t ring_pages = 1024;         // per CPU, a power of two (4 MiB: ~250 ms of 16 KiB stacks at 1 kHz)
 };
 
 // x86-64 user registers in the order the sampler stores them.

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,6 +45,14 @@ struct Result {
 
 class ElfImage;
 
+// What an address is, for a bundle that must be readable on another machine.
+struct Symbol {
+  std::string path;      // the ELF file
+  std::string build_id;  // hex, empty when the file has none
+  std::string name;      // function symbol from .symtab or .dynsym; empty when unknown
+  std::uint64_t offset;  // from the symbol's start, or from the file's load address when unnamed
+};
+
 // One process's executable images and JIT regions, built from mmap events.
 class AddressSpace {
  public:
@@ -63,10 +72,15 @@ class AddressSpace {
     std::uint64_t low, high;  // target addresses covered by the ELF's loadable segments
   };
   const Image* image_at(std::uint64_t address) const;
+  // Changes whenever a mapping is added, so that cached unwind info can be dropped.
+  std::uint64_t generation() const { return generation_; }
+  // Nullopt for addresses outside any ELF image (JIT code, [vdso], unmapped).
+  std::optional<Symbol> symbolize(std::uint64_t address) const;
 
  private:
   std::map<std::uint64_t, Image> images_;  // by low
   std::map<std::uint64_t, std::uint64_t> jit_regions_;  // start -> end
+  std::uint64_t generation_ = 0;
 };
 
 class Unwinder {
