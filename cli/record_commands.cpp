@@ -94,6 +94,54 @@ SampleSummary summarize_samples(const bundle::Bundle& read, const jitlog::Forest
 
 }  // namespace
 
+// The fatal fault, with the trace and op when it hit JIT code.
+json crash_json(const bundle::Bundle& read, const jitlog::Forest& forest) {
+  const bundle::Frame* frame = read.latest(bundle::sections::kCrash);
+  if (frame == nullptr) return nullptr;
+  json crash = json::parse(frame->data, nullptr, false);
+  if (!crash.is_object()) return nullptr;
+  const auto rip = crash["registers"].value("rip", std::uint64_t{0});
+  if (const jitlog::Trace* trace = forest.trace_at_address(rip)) {
+    crash["trace"] = {{"id", trace->id}, {"type", jitlog::trace_kind_name(trace->kind)}};
+    if (const auto op = trace->asm_op_at(rip)) {
+      const jitlog::Stage& stage = *trace->stage(jitlog::StageKind::Asm);
+      crash["trace"]["op_index"] = *op;
+      crash["trace"]["op"] = stage.ops[*op].name;
+      if (const jitlog::MergePoint* point = jitlog::op_sources(*trace, stage)[*op])
+        crash["trace"]["source"] = {{"function", point->function}, {"file", point->file}, {"line", point->line}};
+    }
+  }
+  return crash;
+}
+
+void print_crash(const json& crash) {
+  std::cout << fmt::format("crash: {} in thread {} at {}", crash.value("signal_name", "?"), crash.value("tid", 0),
+                           hex(crash["registers"].value("rip", std::uint64_t{0})));
+  const std::string name = crash.value("signal_name", "");
+  if (name == "SIGSEGV" || name == "SIGBUS")
+    std::cout << fmt::format(" (fault address {})", hex(crash.value("fault_address", std::uint64_t{0})));
+  std::cout << "\n";
+  if (crash.contains("trace")) {
+    const json& trace = crash["trace"];
+    std::cout << fmt::format("  in JIT code of {} {}", trace.value("type", ""), trace.value("id", 0));
+    if (trace.contains("op")) std::cout << fmt::format(", op {} ({})", trace.value("op_index", 0), trace.value("op", ""));
+    if (trace.contains("source"))
+      std::cout << fmt::format(", from {} at {}:{}", trace["source"].value("function", ""),
+                               trace["source"].value("file", ""), trace["source"].value("line", 0));
+    std::cout << "\n";
+  }
+  std::size_t shown = 0;
+  for (const auto& frame : crash["frames"]) {
+    if (++shown > 12) {
+      std::cout << fmt::format("  ... {} frames in all\n", crash["frames"].size());
+      break;
+    }
+    std::string where = frame.value("jit", false) ? "JIT code" : frame.value("path", "?");
+    if (!frame.value("name", "").empty()) where = frame.value("name", "") + " in " + where;
+    std::cout << fmt::format("  #{:<3} {}  {}\n", shown - 1, hex(frame.value("address", std::uint64_t{0})), where);
+  }
+}
+
 int run_info(const InfoOptions& options) {
   const bundle::Bundle read = bundle::read_bundle(options.file);
   const bundle::Frame* manifest_frame = read.latest(bundle::sections::kManifest);
@@ -120,6 +168,7 @@ int run_info(const InfoOptions& options) {
   std::size_t loops = 0;
   for (const auto& trace : forest.traces) loops += trace.kind == jitlog::TraceKind::Loop;
   const SampleSummary samples = summarize_samples(read, forest);
+  const json crash = crash_json(read, forest);
   const double duration = manifest.is_object() ? manifest.value("duration_s", 0.0) : 0.0;
 
   if (options.json) {
@@ -138,6 +187,7 @@ int run_info(const InfoOptions& options) {
                       {"unique_stacks", samples.unique_stacks},
                       {"user_frames", samples.user_frames},
                       {"unwind_stops", samples.unwind_stops}};
+    out["crash"] = crash;
     out.update(diagnostics_json(read.warnings, read.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, read.warnings, read.error);
@@ -184,6 +234,7 @@ int run_info(const InfoOptions& options) {
   } else {
     std::cout << "manifest: missing\n";
   }
+  if (!crash.is_null()) print_crash(crash);
   std::cout << "sections:\n";
   for (const auto& [name, summary] : sections)
     std::cout << fmt::format("  {}  {:>4} frames  {:>12} bytes\n", name, summary.frames, with_commas(summary.bytes));

@@ -270,6 +270,68 @@ TEST_F(Record, SegfaultKeepsTheTracesCompiledBeforeIt) {
   EXPECT_TRUE(found_spin);
 }
 
+TEST_F(Record, SegfaultRecordsTheFaultingThreadItsRegistersAndStack) {
+  const std::string script = program("null.py",
+                                     "import ctypes, threading\n"
+                                     "def crash():\n"
+                                     "    ctypes.memset(0, 1, 8)\n"
+                                     "t = threading.Thread(target=crash)\n"
+                                     "t.start()\n"
+                                     "t.join()\n");
+  const std::string bundle = path("null.jprof");
+  EXPECT_EQ(record(bundle, {JITPROF_PYPY, script}).status, 128 + SIGSEGV);
+  const json summary = info(bundle);
+  const json& crash = summary["crash"];
+  ASSERT_TRUE(crash.is_object()) << summary.dump(1);
+  EXPECT_EQ(crash["signal_name"], "SIGSEGV");
+  EXPECT_EQ(crash["fault_address"], 0);  // memset(NULL, ...)
+  EXPECT_EQ(summary["manifest"]["exit"]["crash_thread"], crash["tid"]);
+  // The thread that faulted is the worker, not the main thread (tid == pid).
+  ASSERT_TRUE(summary["manifest"]["pid"].is_number());
+  EXPECT_NE(crash["tid"], summary["manifest"]["pid"]);
+  const auto& frames = crash["frames"];
+  ASSERT_GT(frames.size(), 5u);
+  EXPECT_EQ(frames[0]["address"], crash["registers"]["rip"]);
+  EXPECT_TRUE(frames[0]["path"].get<std::string>().ends_with("libc.so.6"));
+  bool ffi_call = false;
+  for (const auto& frame : frames) ffi_call |= frame.value("name", "") == "ffi_call";
+  EXPECT_TRUE(ffi_call) << "ctypes calls memset through libffi";
+}
+
+TEST_F(Record, FatalSignalInJitCodeNamesTheTraceAndOp) {
+  const std::string script = program("forever.py",
+                                     "import os, sys\n"
+                                     "def spin():\n"
+                                     "    s = 0\n"
+                                     "    i = 0\n"
+                                     "    while True:\n"
+                                     "        i += 1\n"
+                                     "        s += i % 5\n"
+                                     "        if i == 3000000:\n"
+                                     "            with open(sys.argv[1], 'w') as f: f.write(str(os.getpid()))\n"
+                                     "spin()\n");
+  const std::string bundle = path("forever.jprof"), pid_file = path("forever.pid");
+  // Once the loop is hot, SIGSEGV from outside lands in its machine code.
+  const std::string command = jitprof::testing::shell_quote(JITPROF_BIN) + " record -q -o " +
+                              jitprof::testing::shell_quote(bundle) + " -- " +
+                              jitprof::testing::shell_quote(JITPROF_PYPY) + " " +
+                              jitprof::testing::shell_quote(script) + " " + jitprof::testing::shell_quote(pid_file) +
+                              " & while [ ! -s " + jitprof::testing::shell_quote(pid_file) +
+                              " ]; do sleep 0.05; done; sleep 0.3; kill -SEGV $(cat " +
+                              jitprof::testing::shell_quote(pid_file) + "); wait $!";
+  const Result recorded = run({"sh", "-c", command});
+  EXPECT_EQ(recorded.status, 128 + SIGSEGV) << recorded.err;
+  const json summary = info(bundle);
+  const json& crash = summary["crash"];
+  ASSERT_TRUE(crash.is_object()) << summary.dump(1);
+  EXPECT_EQ(crash["signal_name"], "SIGSEGV");
+  ASSERT_TRUE(crash.contains("trace")) << crash.dump(1);
+  EXPECT_EQ(crash["trace"]["type"], "loop");
+  EXPECT_TRUE(crash["trace"].contains("op"));
+  EXPECT_EQ(crash["trace"]["source"]["function"], "spin");
+  EXPECT_TRUE(crash["frames"][0]["jit"].get<bool>());
+}
+
 TEST_F(Record, MissingProgramIsAClearError) {
   const Result recorded = record(path("none.jprof"), {"no-such-program-xyz"});
   EXPECT_NE(recorded.status, 0);

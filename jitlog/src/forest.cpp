@@ -45,6 +45,17 @@ const MergePoint* Trace::source() const {
   return nullptr;
 }
 
+std::optional<std::size_t> Trace::asm_op_at(std::uint64_t address) const {
+  const Stage* asm_stage = stage(StageKind::Asm);
+  if (asm_stage == nullptr || !code || !code->contains(address)) return std::nullopt;
+  const std::uint64_t offset = address - code->start;
+  for (std::size_t i = 0; i < asm_stage->ops.size(); ++i) {
+    const auto& op_code = asm_stage->ops[i].code;
+    if (op_code && offset >= op_code->offset && offset < op_code->offset + op_code->bytes.size()) return i;
+  }
+  return std::nullopt;
+}
+
 const Trace* Forest::find(std::uint64_t id) const {
   auto it = index_by_id.find(id);
   return it == index_by_id.end() ? nullptr : &traces[it->second];

@@ -24,6 +24,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/samples.h"
+#include "crash_watcher.h"
 #include "jitlog/jitlog.h"
 #include "sampler/sampler.h"
 #include "unwind/unwinder.h"
@@ -275,6 +276,25 @@ class SampleCollector : public sampler::Listener {
     return kept_;
   }
 
+  // Only once the sampler's reader thread has stopped.
+  std::vector<nlohmann::json> unwind_fault(std::uint32_t pid, const Fault& fault) {
+    unwind::Registers registers;
+    std::copy(fault.registers.begin(), fault.registers.end(), registers.begin());
+    const unwind::AddressSpace& space = spaces_[pid];
+    const unwind::Result unwound = unwinder_.unwind(space, registers, fault.stack);
+    std::vector<nlohmann::json> frames;
+    for (std::uint64_t address : unwound.frames) {
+      nlohmann::json frame = {{"address", address}, {"jit", space.in_jit_code(address)}};
+      if (auto symbol = space.symbolize(address)) {
+        frame["path"] = symbol->path;
+        frame["name"] = symbol->name;
+        frame["offset"] = symbol->offset;
+      }
+      frames.push_back(std::move(frame));
+    }
+    return frames;
+  }
+
  private:
   // Names each address once per process, so the bundle reads on a machine
   // without these binaries.
@@ -354,13 +374,18 @@ class Recorder {
     exec_errors.close_write();
     go.close_read();
     for (Stream& stream : streams_) stream.pipe.close_write();
+    watcher_.emplace(child);
+    watcher_pid_ = child;
+    manifest_["pid"] = child;
+    manifest_["crash_capture"] = watcher_->tracing() ? nlohmann::json{{"ptrace", true}}
+                                                     : nlohmann::json{{"ptrace", false}, {"reason", watcher_->trace_error()}};
     start_sampler(child, pypy);
     const char byte = 1;
     if (::write(go.write_end, &byte, 1) != 1) fail("cannot start the target: " + errno_text());
     go.close_write();
     if (int child_errno = 0; ::read(exec_errors.read_end, &child_errno, sizeof child_errno) == sizeof child_errno) {
       if (sampler_) sampler_->stop();
-      ::waitpid(child, nullptr, 0);
+      watcher_->wait();
       fail(fmt::format("cannot run {}: {}", options_.command.front(), std::strerror(child_errno)));
     }
     if (!pypy)
@@ -369,7 +394,7 @@ class Recorder {
     int status = 0;
     {
       SignalGuard guard(child);
-      status = pump(child, started);
+      status = pump(started);
     }
     Outcome outcome;
     outcome.seconds = std::chrono::duration<double>(Clock::now() - started).count();
@@ -440,7 +465,7 @@ class Recorder {
 
   // Moves log bytes into the bundle until the target exited and its pipes
   // closed. Returns the target's wait status.
-  int pump(pid_t child, Clock::time_point started) {
+  int pump(Clock::time_point started) {
     std::vector<std::uint8_t> chunk(1 << 20);
     std::optional<int> status;
     std::optional<Clock::time_point> exited_at;
@@ -473,12 +498,9 @@ class Recorder {
           polled[i]->open = false;
         }
       }
-      if (!status) {
-        int raw = 0;
-        if (::wait4(child, &raw, WNOHANG, &usage_) == child) {
-          status = raw;
-          exited_at = Clock::now();
-        }
+      if (!status && watcher_->finished()) {
+        status = watcher_->status();
+        exited_at = Clock::now();
       }
       // Frames go out at least twice a second, so a crash of jitprof itself
       // loses at most half a second of logs.
@@ -488,11 +510,9 @@ class Recorder {
       }
       if (options_.progress) show_progress(started);
     }
-    if (!status) {
-      int raw = 0;
-      ::wait4(child, &raw, 0, &usage_);
-      status = raw;
-    }
+    watcher_->wait();
+    status = watcher_->status();
+    usage_ = watcher_->usage();
     if (sampler_) sampler_->stop();  // drains what the kernel still holds
     flush();
     if (options_.progress) std::cerr << "\r\033[K";
@@ -521,6 +541,24 @@ class Recorder {
               << std::flush;
   }
 
+  // The faulting thread at the moment of the fault: registers, its stack
+  // unwound like a sample, and names for the native frames.
+  void write_crash(const Fault& fault) {
+    static constexpr const char* kNames[] = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "rip",
+                                             "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
+    nlohmann::json crash = {{"signal", fault.signal},
+                            {"signal_name", signal_name(fault.signal)},
+                            {"code", fault.code},
+                            {"fault_address", fault.fault_address},
+                            {"tid", fault.tid}};
+    for (std::size_t i = 0; i < fault.registers.size(); ++i) crash["registers"][kNames[i]] = fault.registers[i];
+    crash["frames"] = nlohmann::json::array();
+    const auto frames = collector_ ? collector_->unwind_fault(static_cast<std::uint32_t>(watcher_pid_), fault)
+                                   : std::vector<nlohmann::json>{{{"address", fault.registers[8]}}};
+    for (const auto& frame : frames) crash["frames"].push_back(frame);
+    writer_.append(bundle::sections::kCrash, crash.dump());
+  }
+
   void finish(Outcome& outcome) {
     manifest_["state"] = "complete";
     manifest_["end_time"] = unix_now();
@@ -529,6 +567,10 @@ class Recorder {
     if (outcome.signal) {
       manifest_["exit"]["signal"] = *outcome.signal;
       manifest_["exit"]["signal_name"] = signal_name(*outcome.signal);
+    }
+    if (auto fault = watcher_->fatal_fault()) {
+      write_crash(*fault);
+      manifest_["exit"]["crash_thread"] = fault->tid;
     }
     manifest_["sections"] = {{"jitlog_bytes", outcome.jitlog_bytes}, {"vmprof_bytes", outcome.vmprof_bytes}};
     const double cpu_seconds = double(usage_.ru_utime.tv_sec) + double(usage_.ru_utime.tv_usec) / 1e6 +
@@ -552,6 +594,8 @@ class Recorder {
   bundle::BundleWriter writer_;
   std::unique_ptr<sampler::Sampler> sampler_;
   std::optional<SampleCollector> collector_;
+  std::optional<CrashWatcher> watcher_;
+  pid_t watcher_pid_ = 0;
   jitlog::JitlogReader live_jitlog_;
   rusage usage_{};
   std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};

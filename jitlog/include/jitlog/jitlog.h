@@ -115,6 +115,8 @@ struct Trace {
   std::uint64_t executions() const { return entry_count + label_count; }
   // The trace's own source position: its first depth-0 merge point (opt stage first).
   const MergePoint* source() const;
+  // The asm-stage op whose machine code holds `address`, by index.
+  std::optional<std::size_t> asm_op_at(std::uint64_t address) const;
 };
 
 struct Counter {
