@@ -199,6 +199,8 @@ int run_info(const InfoOptions& options) {
     std::string command;
     for (const auto& word : manifest.value("command", json::array())) command += word.get<std::string>() + " ";
     std::cout << fmt::format("command: {}\n", command);
+    if (!manifest.value("pypy_version", "").empty())
+      std::cout << fmt::format("interpreter: {}\n", manifest.value("pypy_version", ""));
     std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n", manifest.value("jitprof_version", "?"),
                              manifest["host"].value("name", "?"), manifest["host"].value("system", "?"),
                              manifest["host"].value("release", "?"));

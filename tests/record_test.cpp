@@ -65,6 +65,7 @@ TEST_F(Record, HotLoopBundleHoldsBothLogsAndNamesF) {
   EXPECT_EQ(summary["manifest"]["state"], "complete");
   EXPECT_EQ(summary["manifest"]["exit"]["code"], 0);
   EXPECT_EQ(summary["manifest"]["command"][1], kHotLoop);
+  EXPECT_NE(summary["manifest"]["pypy_version"].get<std::string>().find("PyPy"), std::string::npos);
   EXPECT_TRUE(summary["warnings"].empty());
   EXPECT_TRUE(summary["jitlog"]["present"].get<bool>());
   EXPECT_GE(summary["jitlog"]["loops"].get<int>(), 1);
@@ -196,6 +197,35 @@ TEST_F(Record, EveryThreadIsSampled) {
   const json summary = info(bundle);
   const double expected = 1000 * summary["manifest"]["target_cpu_s"].get<double>();
   EXPECT_NEAR(double(table.rows.size()), expected, 0.1 * expected);
+}
+
+TEST_F(Record, ChildProcessesAreSampledOnlyWithChildren) {
+  const std::string script = program("parent.py",
+                                     "import subprocess, sys\n"
+                                     "code = 's = 0\\nfor i in range(60000000): s += i % 3\\nprint(s)'\n"
+                                     "subprocess.run([sys.executable, '-c', code], check=True)\n");
+  auto pids_in = [&](const std::string& bundle) {
+    const auto read = jitprof::bundle::read_bundle(bundle);
+    const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
+    std::map<std::uint32_t, std::size_t> pids;
+    for (const auto& row : table.rows) ++pids[row.pid];
+    return pids;
+  };
+  ASSERT_EQ(record(path("alone.jprof"), {JITPROF_PYPY, script}).status, 0);
+  const auto alone = pids_in(path("alone.jprof"));
+  ASSERT_EQ(alone.size(), 1u);
+  EXPECT_EQ(alone.begin()->first, info(path("alone.jprof"))["manifest"]["pid"].get<std::uint32_t>());
+
+  const Result with_children = run({JITPROF_BIN, "record", "-q", "--children", "-o", path("family.jprof"), "--",
+                                    JITPROF_PYPY, script});
+  ASSERT_EQ(with_children.status, 0) << with_children.err;
+  const auto family = pids_in(path("family.jprof"));
+  ASSERT_EQ(family.size(), 2u);
+  // The child does the work: most samples are its own.
+  const auto parent = info(path("family.jprof"))["manifest"]["pid"].get<std::uint32_t>();
+  std::size_t child_samples = 0;
+  for (const auto& [pid, count] : family) child_samples += pid == parent ? 0 : count;
+  EXPECT_GT(child_samples, family.at(parent));
 }
 
 TEST_F(Record, NoPerfKeepsPyPysOwnSamplingOnly) {

@@ -150,6 +150,22 @@ bool libunwind_loads() {
   return true;
 }
 
+// "Python 3.9.16 (7.3.11+dfsg-2+deb12u3, ...) [PyPy 7.3.11 with GCC 12.2.0]", as the interpreter tells it.
+std::string interpreter_version(const std::string& program) {
+  if (program.find('\'') != std::string::npos) return "";  // not worth quoting for a version string
+  const std::string command = "'" + program + "' --version 2>&1";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string text;
+  char buffer[256];
+  while (std::fgets(buffer, sizeof buffer, pipe)) text += buffer;
+  ::pclose(pipe);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (char& c : text)
+    if (c == '\n') c = ' ';
+  return text;
+}
+
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -357,6 +373,7 @@ class Recorder {
     if (pypy) {
       native_ = libunwind_loads();
       manifest_["vmprof"] = {{"rate_hz", options_.rate_hz}, {"native_frames", native_}};
+      manifest_["pypy_version"] = interpreter_version(options_.command.front());
       site.emplace();
     }
     writer_.append(bundle::sections::kManifest, manifest_.dump());
