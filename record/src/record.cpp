@@ -392,7 +392,7 @@ class Recorder {
     go.close_read();
     for (Stream& stream : streams_) stream.pipe.close_write();
     watcher_.emplace(child);
-    watcher_pid_ = child;
+    target_pid_ = child;
     manifest_["pid"] = child;
     manifest_["crash_capture"] = watcher_->tracing() ? nlohmann::json{{"ptrace", true}}
                                                      : nlohmann::json{{"ptrace", false}, {"reason", watcher_->trace_error()}};
@@ -570,7 +570,7 @@ class Recorder {
                             {"tid", fault.tid}};
     for (std::size_t i = 0; i < fault.registers.size(); ++i) crash["registers"][kNames[i]] = fault.registers[i];
     crash["frames"] = nlohmann::json::array();
-    const auto frames = collector_ ? collector_->unwind_fault(static_cast<std::uint32_t>(watcher_pid_), fault)
+    const auto frames = collector_ ? collector_->unwind_fault(static_cast<std::uint32_t>(target_pid_), fault)
                                    : std::vector<nlohmann::json>{{{"address", fault.registers[8]}}};
     for (const auto& frame : frames) crash["frames"].push_back(frame);
     writer_.append(bundle::sections::kCrash, crash.dump());
@@ -612,7 +612,7 @@ class Recorder {
   std::unique_ptr<sampler::Sampler> sampler_;
   std::optional<SampleCollector> collector_;
   std::optional<CrashWatcher> watcher_;
-  pid_t watcher_pid_ = 0;
+  pid_t target_pid_ = 0;
   jitlog::JitlogReader live_jitlog_;
   rusage usage_{};
   std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};
