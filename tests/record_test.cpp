@@ -169,6 +169,37 @@ TEST_F(Record, StacksUnwindThroughJitFramesIntoTheInterpreterAndMain) {
   ASSERT_GT(jit_leaf, 50u);
   EXPECT_GT(jit_leaf_complete, jit_leaf * 9 / 10);
   EXPECT_EQ(through_interpreter_to_main, jit_leaf_complete);
+
+  // Every native address of every stack is named in the bundle, with the
+  // file's build id, so that the bundle reads on another machine.
+  std::map<std::uint64_t, json> symbols;
+  const auto syms = read.stream(jitprof::bundle::sections::kSymbols);
+  std::istringstream lines(std::string(syms.begin(), syms.end()));
+  for (std::string line; std::getline(lines, line);) {
+    const json symbol = json::parse(line);
+    symbols[symbol["address"].get<std::uint64_t>()] = symbol;
+  }
+  std::size_t user_addresses = 0, kernel_addresses = 0;
+  for (const auto& row : table.rows) {
+    if (row.user_stack != jitprof::bundle::SampleTable::kNoStack)
+      for (std::uint64_t address : table.stacks[row.user_stack]) {
+        const std::string where = places.at(address);
+        if (where == "//anon" || where == "?" || where == "[vdso]") continue;
+        ++user_addresses;
+        ASSERT_TRUE(symbols.count(address)) << std::hex << address << " in " << where;
+        EXPECT_EQ(symbols[address]["path"], where);
+        EXPECT_EQ(symbols[address]["build_id"].get<std::string>().size(), 40u) << where;
+      }
+    if (row.kernel_stack != jitprof::bundle::SampleTable::kNoStack)
+      for (std::uint64_t address : table.stacks[row.kernel_stack]) {
+        ++kernel_addresses;
+        ASSERT_TRUE(symbols.count(address)) << std::hex << address;
+        EXPECT_EQ(symbols[address]["path"], "[kernel.kallsyms]");
+        EXPECT_FALSE(symbols[address]["name"].get<std::string>().empty());
+      }
+  }
+  EXPECT_GT(user_addresses, 1000u);
+  if (kernel_addresses == 0) std::cout << "note: no sample of this run hit the kernel\n";
 }
 
 TEST_F(Record, EveryThreadIsSampled) {

@@ -231,7 +231,10 @@ class SampleCollector : public sampler::Listener {
     out.pid = sample.pid;
     out.tid = sample.tid;
     out.cpu = sample.cpu;
-    if (sample.in_kernel) out.kernel_stack = sample.kernel_callchain;
+    if (sample.in_kernel) {
+      out.kernel_stack = sample.kernel_callchain;
+      kernel_addresses_.insert(sample.kernel_callchain.begin(), sample.kernel_callchain.end());
+    }
     if (sample.has_user_registers) {
       unwind::Registers registers;
       static_assert(std::size_t{unwind::kRegisterCount} == std::size_t{sampler::kRegisterCount},
@@ -292,6 +295,27 @@ class SampleCollector : public sampler::Listener {
     return kept_;
   }
 
+  // Only once the sampler's reader thread has stopped: names the kernel
+  // addresses seen; returns how many got a name.
+  std::size_t name_kernel_addresses() {
+    if (kernel_addresses_.empty()) return 0;
+    const auto kernel = unwind::KernelSymbols::load();
+    std::size_t named = 0;
+    std::string lines;
+    for (std::uint64_t address : kernel_addresses_) {
+      const auto symbol = kernel.symbolize(address);
+      if (!symbol) continue;
+      ++named;
+      lines += nlohmann::json{{"pid", 0},           {"address", address},   {"path", symbol->path},
+                              {"build_id", ""},     {"name", symbol->name}, {"offset", symbol->offset}}
+                   .dump() +
+               "\n";
+    }
+    std::lock_guard lock(mutex_);
+    symbols_ += lines;
+    return named;
+  }
+
   // Only once the sampler's reader thread has stopped.
   std::vector<nlohmann::json> unwind_fault(std::uint32_t pid, const Fault& fault) {
     unwind::Registers registers;
@@ -349,6 +373,7 @@ class SampleCollector : public sampler::Listener {
   unwind::Unwinder unwinder_;
   std::unordered_map<std::uint32_t, unwind::AddressSpace> spaces_;
   std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> symbolized_;
+  std::unordered_set<std::uint64_t> kernel_addresses_;
   mutable std::mutex mutex_;
   bundle::SampleEncoder encoder_;
   std::string maps_, tasks_, symbols_;
@@ -530,7 +555,10 @@ class Recorder {
     watcher_->wait();
     status = watcher_->status();
     usage_ = watcher_->usage();
-    if (sampler_) sampler_->stop();  // drains what the kernel still holds
+    if (sampler_) {
+      sampler_->stop();  // drains what the kernel still holds
+      kernel_symbols_named_ = collector_->name_kernel_addresses();
+    }
     flush();
     if (options_.progress) std::cerr << "\r\033[K";
     return *status;
@@ -601,6 +629,7 @@ class Recorder {
       manifest_["perf"]["samples_all_processes"] = stats.samples;
       manifest_["perf"]["lost"] = stats.lost;
       manifest_["perf"]["throttled"] = stats.throttled;
+      manifest_["perf"]["kernel_symbols_named"] = kernel_symbols_named_;
       manifest_["perf"]["achieved_hz"] = cpu_seconds > 0 ? double(collector_->kept()) / cpu_seconds : 0.0;
     }
     writer_.append(bundle::sections::kManifest, manifest_.dump());
@@ -613,6 +642,7 @@ class Recorder {
   std::optional<SampleCollector> collector_;
   std::optional<CrashWatcher> watcher_;
   pid_t target_pid_ = 0;
+  std::size_t kernel_symbols_named_ = 0;
   jitlog::JitlogReader live_jitlog_;
   rusage usage_{};
   std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};

@@ -83,6 +83,19 @@ class AddressSpace {
   std::uint64_t generation_ = 0;
 };
 
+// Kernel function names from /proc/kallsyms (empty when the kernel hides
+// addresses from this user: kptr_restrict).
+class KernelSymbols {
+ public:
+  static KernelSymbols load(const std::string& path = "/proc/kallsyms");
+  bool empty() const { return names_.empty(); }
+  // Nullopt below the first symbol; otherwise the nearest symbol at or below.
+  std::optional<Symbol> symbolize(std::uint64_t address) const;
+
+ private:
+  std::vector<std::pair<std::uint64_t, std::string>> names_;  // sorted by address
+};
+
 class Unwinder {
  public:
   Unwinder();
