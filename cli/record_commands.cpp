@@ -242,9 +242,11 @@ int run_info(const InfoOptions& options) {
     std::cout << fmt::format("  {}  {:>4} frames  {:>12} bytes\n", name, summary.frames, with_commas(summary.bytes));
   if (samples.samples > 0)
     std::cout << fmt::format(
-        "perf samples: {} ({} in the kernel), {} in JIT code, of which {} ({}) at an address inside a jitlog trace\n",
+        "perf samples: {} ({} in the kernel), {} in JIT code, of which {} ({}) at an address inside a jitlog "
+        "trace and {} in PyPy's JIT helper code, which the jitlog does not describe\n",
         with_commas(samples.samples), with_commas(samples.in_kernel), with_commas(samples.in_jit_code),
-        with_commas(samples.in_traces), percent(double(samples.in_traces), double(samples.in_jit_code)));
+        with_commas(samples.in_traces), percent(double(samples.in_traces), double(samples.in_jit_code)),
+        with_commas(samples.in_jit_code - samples.in_traces));
   if (samples.samples > 0) {
     std::cout << fmt::format("user stacks: {:.1f} frames on average; unwinding ended:",
                              double(samples.user_frames) / double(samples.samples));

@@ -166,6 +166,12 @@ std::string interpreter_version(const std::string& program) {
   return text;
 }
 
+std::uint64_t monotonic_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return std::uint64_t(now.tv_sec) * 1'000'000'000u + std::uint64_t(now.tv_nsec);
+}
+
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -388,11 +394,14 @@ class Recorder {
     if (options_.command.empty()) fail("no command to record");
     const bool pypy = options_.pypy.value_or(looks_like_pypy(options_.command.front()));
     start_unix_ = unix_now();
+    const std::uint64_t start_monotonic = monotonic_ns();
     manifest_ = {{"jitprof_version", JITPROF_VERSION},
                  {"command", options_.command},
                  {"start_time", start_unix_},
                  {"host", host_json()},
                  {"pypy_logs", pypy},
+                 // Sample times are CLOCK_MONOTONIC; vmprof's are wall-clock.
+                 {"clock", {{"monotonic_ns", start_monotonic}, {"unix_s", start_unix_}}},
                  {"state", "recording"}};
     std::optional<SiteDir> site;
     if (pypy) {
@@ -531,6 +540,10 @@ class Recorder {
         if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         const ssize_t got = ::read(fds[i].fd, chunk.data(), chunk.size());
         if (got > 0) {
+          // JIT code ranges are reused after frees: when each part of the
+          // jitlog arrived tells which trace owned an address at a sample's time.
+          if (polled[i] == &streams_[0])
+            jitlog_clock_ += nlohmann::json{{"offset", polled[i]->total}, {"t", monotonic_ns()}}.dump() + "\n";
           polled[i]->pending.insert(polled[i]->pending.end(), chunk.begin(), chunk.begin() + got);
           polled[i]->total += static_cast<std::uint64_t>(got);
           // The status line counts traces as PyPy compiles them.
@@ -566,6 +579,8 @@ class Recorder {
 
   void flush() {
     if (collector_) collector_->flush_into(writer_);
+    if (!jitlog_clock_.empty()) writer_.append(bundle::sections::kJitlogClock, jitlog_clock_);
+    jitlog_clock_.clear();
     for (Stream& stream : streams_) {
       if (stream.pending.empty()) continue;
       writer_.append(stream.section, stream.pending);
@@ -644,6 +659,7 @@ class Recorder {
   pid_t target_pid_ = 0;
   std::size_t kernel_symbols_named_ = 0;
   jitlog::JitlogReader live_jitlog_;
+  std::string jitlog_clock_;  // JSON lines: stream offset, arrival time
   rusage usage_{};
   std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};
   nlohmann::json manifest_;

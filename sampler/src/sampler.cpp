@@ -11,10 +11,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 namespace jitprof::sampler {
 namespace {
@@ -190,6 +192,8 @@ std::unique_ptr<Sampler> Sampler::for_process_at_exec(pid_t pid, const Settings&
   return sampler;
 }
 
+Sampler::Sampler() = default;
+
 Sampler::~Sampler() {
   stop();
   if (wake_fd_ >= 0) ::close(wake_fd_);
@@ -216,6 +220,16 @@ Stats Sampler::stats() const {
   return stats;
 }
 
+// A record copied out of a ring, waiting to be handed over in time order.
+struct Sampler::Pending {
+  std::uint64_t time;
+  int order;  // at equal times: task and mapping records before samples
+  std::optional<Sample> sample;
+  std::vector<std::uint8_t> stack;  // the sample's user stack bytes
+  std::optional<Mapping> mapping;
+  std::optional<TaskEvent> task;
+};
+
 void Sampler::run(Listener& listener) {
   std::vector<pollfd> fds;
   for (const auto& ring : rings_) fds.push_back({ring->fd, POLLIN, 0});
@@ -223,12 +237,43 @@ void Sampler::run(Listener& listener) {
   while (!stopping_) {
     // The timeout bounds how stale the data is when the watermark is not reached.
     ::poll(fds.data(), fds.size(), 100);
-    for (const auto& ring : rings_) drain(*ring, listener);
+    round(listener, false);
   }
-  for (const auto& ring : rings_) drain(*ring, listener);
+  round(listener, true);
 }
 
-void Sampler::drain(Ring& ring, Listener& listener) {
+// Each CPU has its own ring, so a sample can be read before the mmap record
+// (in another ring) of the library it runs in. Records are handed over in
+// time order, and only up to the earliest moment at which a ring was read:
+// anything later may still have an earlier record waiting in another ring.
+void Sampler::round(Listener& listener, bool final) {
+  std::uint64_t horizon = UINT64_MAX;
+  for (const auto& ring : rings_) {
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    horizon = std::min(horizon, std::uint64_t(now.tv_sec) * 1'000'000'000u + std::uint64_t(now.tv_nsec));
+    drain(*ring);
+  }
+  std::stable_sort(pending_.begin(), pending_.end(), [](const Pending& a, const Pending& b) {
+    return a.time != b.time ? a.time < b.time : a.order < b.order;
+  });
+  std::size_t handed = 0;
+  for (Pending& event : pending_) {
+    if (!final && event.time > horizon) break;
+    ++handed;
+    if (event.sample) {
+      event.sample->user_stack = event.stack;
+      listener.on_sample(*event.sample);
+    } else if (event.mapping) {
+      listener.on_mapping(*event.mapping);
+    } else if (event.task) {
+      listener.on_task(*event.task);
+    }
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(handed));
+}
+
+void Sampler::drain(Ring& ring) {
   perf_event_mmap_page* header = ring.page();
   const std::uint64_t head = __atomic_load_n(&header->data_head, __ATOMIC_ACQUIRE);
   std::uint64_t tail = header->data_tail;
@@ -281,7 +326,12 @@ void Sampler::drain(Ring& ring, Listener& listener) {
             sample.user_stack = stack.first(std::min<std::uint64_t>(valid, stack.size()));
           }
           ++samples_;
-          listener.on_sample(sample);
+          Pending& event = pending_.emplace_back();
+          event.time = sample.time_ns;
+          event.order = 1;
+          event.stack.assign(sample.user_stack.begin(), sample.user_stack.end());
+          sample.user_stack = {};
+          event.sample = std::move(sample);
           break;
         }
         case PERF_RECORD_MMAP2: {
@@ -299,7 +349,7 @@ void Sampler::drain(Ring& ring, Listener& listener) {
           mapping.flags = in.u32();
           mapping.path = in.c_string(in.size() - in.position() - kSampleIdBytes);
           mapping.time_ns = trailer_time(record, record_header.size);
-          listener.on_mapping(mapping);
+          pending_.push_back({mapping.time_ns, 0, std::nullopt, {}, std::move(mapping), std::nullopt});
           break;
         }
         case PERF_RECORD_COMM: {
@@ -309,7 +359,7 @@ void Sampler::drain(Ring& ring, Listener& listener) {
           event.tid = in.u32();
           event.comm = in.c_string(in.size() - in.position() - kSampleIdBytes);
           event.time_ns = trailer_time(record, record_header.size);
-          listener.on_task(event);
+          pending_.push_back({event.time_ns, 0, std::nullopt, {}, std::nullopt, std::move(event)});
           break;
         }
         case PERF_RECORD_FORK:
@@ -321,7 +371,7 @@ void Sampler::drain(Ring& ring, Listener& listener) {
           event.tid = in.u32();
           event.parent_tid = in.u32();
           event.time_ns = in.u64();
-          listener.on_task(event);
+          pending_.push_back({event.time_ns, 0, std::nullopt, {}, std::nullopt, std::move(event)});
           break;
         }
         case PERF_RECORD_LOST:

@@ -44,6 +44,7 @@ inline constexpr SectionType kJitlog = SectionType::from("JLOG");    // PyPy's j
 inline constexpr SectionType kVmprof = SectionType::from("VMPF");    // PyPy's vmprof profile bytes
 inline constexpr SectionType kMaps = SectionType::from("MAPS");      // mmap events, one JSON object a line
 inline constexpr SectionType kTasks = SectionType::from("TASK");     // fork/exit/comm/exec events, JSON lines
+inline constexpr SectionType kJitlogClock = SectionType::from("JLTM");  // jitlog arrival times, JSON lines
 inline constexpr SectionType kCrash = SectionType::from("CRSH");     // the fatal fault: JSON document
 inline constexpr SectionType kSymbols = SectionType::from("SYMS");   // each sampled native address named, JSON lines
 inline constexpr SectionType kSamples = SectionType::from("SMPL");   // native samples (bundle/samples.h)

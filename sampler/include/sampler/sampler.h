@@ -97,11 +97,14 @@ class Sampler {
 
  private:
   struct Ring;
-  Sampler() = default;
+  struct Pending;
+  Sampler();
   void run(Listener& listener);
-  void drain(Ring& ring, Listener& listener);
+  void round(Listener& listener, bool final);
+  void drain(Ring& ring);
 
   std::vector<std::unique_ptr<Ring>> rings_;
+  std::vector<Pending> pending_;  // reader thread only
   std::thread reader_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> samples_{0}, lost_{0}, throttled_{0}, records_{0};
