@@ -41,6 +41,12 @@ struct RecordOptions {
   bool children = false;
 };
 
+struct ReportOptions {
+  std::string file;
+  std::size_t top = 15;
+  bool json = false;
+};
+
 struct InfoOptions {
   std::string file;
   bool json = false;
@@ -51,5 +57,6 @@ int run_trace(const TraceOptions& options);
 int run_profile(const ProfileOptions& options);
 int run_record(const RecordOptions& options);
 int run_info(const InfoOptions& options);
+int run_report(const ReportOptions& options);
 
 }  // namespace jitprof::cli

@@ -5,8 +5,11 @@
 #include <array>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
+#include "bundle/bundle.h"
 #include "commands.h"
+#include "correlate/profile.h"
 #include "common.h"
 #include "jitlog/disassembler.h"
 #include "jitlog/jitlog.h"
@@ -176,8 +179,57 @@ int run_jitlog_summary(const JitlogOptions& options) {
   return report_diagnostics(options.file, forest.warnings, forest.error);
 }
 
+namespace {
+
+// Samples of one trace from a bundle's correlated profile: per asm op, in the
+// entry code before the first op, and per instruction address.
+struct TraceHeat {
+  std::uint64_t total = 0;
+  std::uint64_t entry = 0;
+  std::vector<std::uint64_t> per_asm_op;
+  std::map<std::uint64_t, std::uint64_t> per_address;
+  std::map<const MergePoint*, std::uint64_t> per_source;  // opt-stage merge points
+
+  std::uint64_t in_range(std::uint64_t start, std::uint64_t size) const {
+    std::uint64_t sum = 0;
+    for (auto it = per_address.lower_bound(start); it != per_address.end() && it->first < start + size; ++it)
+      sum += it->second;
+    return sum;
+  }
+};
+
+TraceHeat heat_of(const correlate::Profile& profile, const Trace& trace) {
+  TraceHeat heat;
+  const Stage* asm_stage = trace.stage(StageKind::Asm);
+  if (asm_stage == nullptr) return heat;
+  heat.per_asm_op.assign(asm_stage->ops.size(), 0);
+  for (const auto& sample : profile.samples) {
+    if (sample.trace != trace.id) continue;
+    ++heat.total;
+    if (sample.op) ++heat.per_asm_op[*sample.op];
+    else ++heat.entry;
+    ++heat.per_address[sample.jit_address];
+  }
+  const auto sources = jitlog::op_sources(trace, *asm_stage);
+  for (std::size_t i = 0; i < sources.size(); ++i)
+    if (sources[i] && heat.per_asm_op[i]) heat.per_source[sources[i]] += heat.per_asm_op[i];
+  return heat;
+}
+
+}  // namespace
+
 int run_trace(const TraceOptions& options) {
-  const Forest forest = load_jitlog(options.file);
+  // A bundle brings samples: the trace is shown with its heat.
+  std::optional<correlate::Profile> profile;
+  Forest jitlog_only;
+  if (bundle::is_bundle(options.file)) {
+    const bundle::Bundle read = bundle::read_bundle(options.file);
+    report_diagnostics(options.file, read.warnings, read.error);
+    profile = correlate::correlate(read);
+  } else {
+    jitlog_only = load_jitlog(options.file);
+  }
+  const Forest& forest = profile ? profile->forest : jitlog_only;
   const Trace* trace = forest.find(options.id);
   if (trace == nullptr) {
     int status = report_diagnostics(options.file, forest.warnings, forest.error);
@@ -199,6 +251,12 @@ int run_trace(const TraceOptions& options) {
   std::optional<jitlog::Disassembler> disassembler;
   if (options.disassemble && trace->code) disassembler.emplace(forest.header.machine, forest.header.word_size);
   const auto sources = jitlog::op_sources(*trace, *stage);
+  const std::optional<TraceHeat> heat =
+      profile && profile->has_perf_samples ? std::optional(heat_of(*profile, *trace)) : std::nullopt;
+  auto op_heat = [&](std::size_t i) -> std::optional<std::uint64_t> {
+    if (!heat || kind != StageKind::Asm || heat->per_asm_op.empty()) return std::nullopt;
+    return heat->per_asm_op[i];
+  };
   SourceCache source_cache;
   for (const auto& [file, lines] : forest.source_code)
     for (const auto& [number, line] : lines) source_cache.remember(file, number, line.text);
@@ -207,6 +265,10 @@ int run_trace(const TraceOptions& options) {
     json out = trace_summary_json(*trace);
     out["stage"] = jitlog::stage_name(kind);
     out["input_args"] = stage->input_args;
+    if (heat) {
+      out["samples"] = heat->total;
+      out["entry_code_samples"] = heat->entry;
+    }
     out["ops"] = json::array();
     for (std::size_t i = 0; i < stage->ops.size(); ++i) {
       const Operation& op = stage->ops[i];
@@ -217,14 +279,18 @@ int run_trace(const TraceOptions& options) {
       item["bridge"] = op.bridge ? json(*op.bridge) : json(nullptr);
       item["target_trace"] = op.target_trace ? json(*op.target_trace) : json(nullptr);
       item["counter"] = op.counter;
+      if (auto samples = op_heat(i)) item["samples"] = *samples;
       if (op.code && trace->code) {
         item["address"] = trace->code->start + op.code->offset;
         item["code_size"] = op.code->bytes.size();
         if (disassembler) {
           item["instructions"] = json::array();
           for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset))
-            item["instructions"].push_back(
-                {{"address", insn.address}, {"size", insn.size}, {"mnemonic", insn.mnemonic}, {"operands", insn.operands}});
+            item["instructions"].push_back({{"address", insn.address},
+                                            {"size", insn.size},
+                                            {"mnemonic", insn.mnemonic},
+                                            {"operands", insn.operands},
+                                            {"samples", heat ? heat->in_range(insn.address, insn.size) : 0}});
         }
       }
       out["ops"].push_back(std::move(item));
@@ -233,6 +299,10 @@ int run_trace(const TraceOptions& options) {
     for (const MergePoint& point : stage->merge_points) {
       json item = location_json(&point);
       item["op_index"] = point.op_index;
+      if (heat) {
+        auto samples = heat->per_source.find(&point);
+        item["samples"] = samples == heat->per_source.end() ? 0 : samples->second;
+      }
       out["merge_points"].push_back(std::move(item));
     }
     out.update(diagnostics_json(forest.warnings, forest.error));
@@ -268,7 +338,13 @@ int run_trace(const TraceOptions& options) {
                            passes > 1 ? fmt::format(" (logged {} times; the last is shown)", passes) : "");
   std::string inputs;
   for (const auto& arg : stage->input_args) inputs += (inputs.empty() ? "" : ", ") + arg;
-  std::cout << fmt::format("inputs: [{}]\n\n", inputs);
+  std::cout << fmt::format("inputs: [{}]\n", inputs);
+  if (heat)
+    std::cout << fmt::format("samples: {} in this trace ({} in its entry code before the first op){}\n",
+                             with_commas(heat->total), with_commas(heat->entry),
+                             kind == StageKind::Asm ? "; the first column counts samples per op"
+                                                    : "; samples per source line are on the # lines (--stage asm: per op)");
+  std::cout << "\n";
 
   const MergePoint* shown = nullptr;
   for (std::size_t i = 0; i < stage->ops.size(); ++i) {
@@ -280,9 +356,14 @@ int run_trace(const TraceOptions& options) {
     if (point != nullptr && point != shown && !(borrowed && same_line(point, shown))) {
       const std::string indent(2 * point->inline_depth, ' ');
       auto text = source_cache.line(point->file, point->line);
-      std::cout << fmt::format("  {}# {}:{} in {} #{} {}{}\n", indent,
+      std::string samples;
+      if (heat && !borrowed) {
+        auto found = heat->per_source.find(point);
+        samples = fmt::format("  [{} samples]", found == heat->per_source.end() ? 0 : found->second);
+      }
+      std::cout << fmt::format("  {}# {}:{} in {} #{} {}{}{}\n", indent,
                                std::filesystem::path(point->file).filename().string(), point->line, point->function,
-                               point->bytecode_index, point->opcode, text ? "  | " + *text : "");
+                               point->bytecode_index, point->opcode, text ? "  | " + *text : "", samples);
     }
     shown = point ? point : shown;
     std::string address = op.code && trace->code ? fmt::format("+{:<5}", op.code->offset) : std::string(6, ' ');
@@ -290,10 +371,16 @@ int run_trace(const TraceOptions& options) {
     if (op.bridge) note += fmt::format("  -> bridge {}", *op.bridge);
     if (op.target_trace) note += fmt::format("  -> trace {}", *op.target_trace);
     if (op.counter) note += fmt::format("  ({} {})", with_commas(op.counter), op.is_guard() ? "failures" : "passes");
-    std::cout << fmt::format("  {} {:>4}  {}{}\n", address, i, op_text(op), note);
+    const auto samples = op_heat(i);
+    const std::string heat_column = samples ? fmt::format("{:>6} ", *samples ? with_commas(*samples) : "") : "";
+    std::cout << fmt::format("  {}{} {:>4}  {}{}\n", heat_column, address, i, op_text(op), note);
     if (disassembler && op.code) {
-      for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset))
-        std::cout << fmt::format("                {:x}  {} {}\n", insn.address, insn.mnemonic, insn.operands);
+      for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset)) {
+        const std::uint64_t hits = heat ? heat->in_range(insn.address, insn.size) : 0;
+        std::cout << fmt::format("  {}              {:x}  {} {}\n",
+                                 samples ? fmt::format("{:>6} ", hits ? with_commas(hits) : "") : "", insn.address,
+                                 insn.mnemonic, insn.operands);
+      }
     }
   }
   return report_diagnostics(options.file, forest.warnings, forest.error);

@@ -77,6 +77,16 @@ int main(int argc, char** argv) {
   info_cmd->add_option("FILE", info_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
   info_cmd->add_flag("--json", info_options.json, "print JSON for scripts");
 
+  ReportOptions report_options;
+  auto* report_cmd = app.add_subcommand(
+      "report", "The correlated profile of a bundle: Python functions, hot traces, native code, threads");
+  report_cmd->add_option("FILE", report_options.file, "bundle (*.jprof) from 'jitprof record'")
+      ->required()
+      ->check(CLI::ExistingFile);
+  report_cmd->add_option("--top", report_options.top, "rows per table")->capture_default_str();
+  report_cmd->add_flag("--json", report_options.json, "print JSON for scripts");
+  report_cmd->footer("How Python stacks are merged from perf, the jitlog and vmprof: see README, 'Correlation'.");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -96,6 +106,7 @@ int main(int argc, char** argv) {
     if (*profile_cmd) return run_profile(profile_options);
     if (*record_cmd) return run_record(record_options);
     if (*info_cmd) return run_info(info_options);
+    if (*report_cmd) return run_report(report_options);
   } catch (const std::exception& error) {
     std::cerr << "jitprof: error: " << error.what() << "\n";
     return 1;

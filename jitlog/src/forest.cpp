@@ -75,6 +75,42 @@ const Trace* Forest::trace_at_address(std::uint64_t address) const {
   return newest;
 }
 
+namespace {
+
+bool same_op(const Operation& lowered, const Operation& original) {
+  if (lowered.name != original.name) return false;
+  return lowered.descr_number == original.descr_number || (!lowered.descr_number && !original.descr_number);
+}
+
+// For each op of `lowered`, the index of the op of `original` it was aligned
+// with, by longest common subsequence: the backend keeps the optimizer's
+// order and most of its ops, lowers some (getfield_gc -> gc_load) and adds a
+// few (increment_debug_counter).
+std::vector<std::optional<std::size_t>> align(const Stage& lowered, const Stage& original) {
+  const std::size_t n = lowered.ops.size(), m = original.ops.size();
+  std::vector<std::optional<std::size_t>> match(n);
+  constexpr std::size_t kMaxCells = std::size_t{16} << 20;
+  if (n == 0 || m == 0 || (n + 1) * (m + 1) > kMaxCells || std::max(n, m) >= 0xffff) return match;
+  std::vector<std::uint16_t> lcs((n + 1) * (m + 1), 0);  // lcs[i][j] = LCS of suffixes i.., j..
+  auto at = [&](std::size_t i, std::size_t j) -> std::uint16_t& { return lcs[i * (m + 1) + j]; };
+  for (std::size_t i = n; i-- > 0;)
+    for (std::size_t j = m; j-- > 0;)
+      at(i, j) = same_op(lowered.ops[i], original.ops[j]) ? static_cast<std::uint16_t>(at(i + 1, j + 1) + 1)
+                                                          : std::max(at(i + 1, j), at(i, j + 1));
+  for (std::size_t i = 0, j = 0; i < n && j < m;) {
+    if (same_op(lowered.ops[i], original.ops[j])) {
+      match[i++] = j++;
+    } else if (at(i + 1, j) >= at(i, j + 1)) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return match;
+}
+
+}  // namespace
+
 std::vector<const MergePoint*> op_sources(const Trace& trace, const Stage& stage) {
   std::vector<const MergePoint*> sources(stage.ops.size(), nullptr);
   if (!stage.merge_points.empty()) {
@@ -83,17 +119,11 @@ std::vector<const MergePoint*> op_sources(const Trace& trace, const Stage& stage
   }
   const Stage* opt = trace.stage(StageKind::Opt);
   if (opt == nullptr || &stage == opt) return sources;
-  std::unordered_map<std::uint64_t, std::size_t> opt_op_by_descr;
-  for (std::size_t i = 0; i < opt->ops.size(); ++i)
-    if (opt->ops[i].descr_number) opt_op_by_descr.emplace(*opt->ops[i].descr_number, i);
+  const auto match = align(stage, *opt);
   const MergePoint* current = trace.source();
   for (std::size_t i = 0; i < stage.ops.size(); ++i) {
-    const auto& descr = stage.ops[i].descr_number;
-    if (descr) {
-      auto match = opt_op_by_descr.find(*descr);
-      if (match != opt_op_by_descr.end())
-        if (const MergePoint* point = opt->merge_point_before(match->second)) current = point;
-    }
+    if (match[i])
+      if (const MergePoint* point = opt->merge_point_before(*match[i])) current = point;
     sources[i] = current;
   }
   return sources;

@@ -175,8 +175,8 @@ struct Forest {
 
 // For each op of `stage` (a stage of `trace`), the merge point its code comes
 // from, or nullptr. The asm stage has no merge points of its own: its ops are
-// placed by the opt-stage ops that share their descr (guards, labels, calls),
-// and ops in between inherit the position of the last placed op.
+// aligned with the opt stage's (same name and descr, in order), and the few
+// the backend added or lowered inherit the position of the op before them.
 std::vector<const MergePoint*> op_sources(const Trace& trace, const Stage& stage);
 
 // Incremental reader: feed bytes as they arrive (a file, a pipe), then finish.

@@ -1,0 +1,93 @@
+// Joins a bundle's sources into one annotated profile.
+//
+// For each perf sample the correlator builds one stack, root first:
+//   Python frames outside JIT code   from vmprof (see below)
+//   Python frames inside a trace     from the trace's merge points at the sampled op
+//                                    (inlined calls included)
+//   the trace itself                 "trace N", with the IR op hit
+//   native frames above it           helpers the trace called, libraries, libpypy
+//   kernel frames
+// JIT addresses are resolved at the sample's own time: machine code is freed
+// and reused, so an address belongs to the newest trace that covered it when
+// the sample was taken (jitlog arrival times are in the bundle).
+//
+// Merge rule for Python frames outside JIT code. vmprof samples carry no
+// timestamps and no thread ids on PyPy, so they are matched statistically:
+//  - a JIT sample takes the callers that vmprof saw most often below the
+//    trace's own function (the outermost Python frame of the trace);
+//  - any other sample takes the stack of the vmprof sample nearest in time,
+//    vmprof samples being spread evenly over the profile's duration (they are
+//    driven by CPU time, so this holds best for CPU-bound single threads).
+// Limits: with several busy threads, or a program that sleeps, the Python
+// callers of interpreter samples are an estimate; the frames from the jitlog
+// (inside traces) and from perf (native, kernel) are exact.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bundle/bundle.h"
+#include "jitlog/jitlog.h"
+
+namespace jitprof::correlate {
+
+enum class Category : std::uint8_t {
+  Python,       // a Python function: interpreted, or the one whose loop a trace compiled
+  JitInlined,   // a Python function inlined into a trace
+  JitTrace,     // a trace's machine code
+  JitHelper,    // PyPy's assembler helpers in JIT memory (not in the jitlog)
+  Interpreter,  // libpypy: the interpreter, its runtime and GC (stripped: unnamed)
+  Gc,           // a GC function, when symbols name it
+  Native,       // other libraries and the executable
+  Kernel,
+};
+const char* category_name(Category category);
+
+struct Frame {
+  Category category;
+  std::string name;  // function, "trace 5", symbol, or library when unnamed
+  std::string file;  // Python file or library path
+  std::int64_t line = 0;
+  std::optional<std::uint64_t> trace;  // JitTrace, JitInlined
+};
+
+struct Sample {
+  std::uint64_t time_ns = 0;
+  std::uint32_t pid = 0, tid = 0;
+  std::uint32_t stack = 0;  // index into Profile::stacks
+  // JIT attribution of the sampled instruction.
+  std::optional<std::uint64_t> trace;
+  std::optional<std::size_t> op;  // asm-stage op index; none in the trace's entry code
+  // The address attributed: the exact IP when the sample hit JIT code, or the
+  // last byte of the call instruction when a trace had called a helper.
+  std::uint64_t jit_address = 0;
+};
+
+struct Stats {
+  std::size_t samples = 0;
+  std::size_t jit = 0;          // leaf in JIT memory
+  std::size_t jit_in_trace = 0;
+  std::size_t jit_on_op = 0;    // attributed to an IR op
+  std::size_t python_from_jit = 0, python_from_vmprof_match = 0, python_from_vmprof_time = 0, python_unknown = 0;
+};
+
+struct Profile {
+  std::vector<Frame> frames;
+  std::vector<std::vector<std::uint32_t>> stacks;  // frame ids, root first
+  std::vector<Sample> samples;
+  double seconds_per_sample = 0.001;  // 1 / sampling rate
+  Stats stats;
+  jitlog::Forest forest;
+  bool has_perf_samples = false;
+
+  // The innermost Python frame (Python or JitInlined) of a stack, if any.
+  std::optional<std::uint32_t> python_leaf(std::uint32_t stack) const;
+};
+
+Profile correlate(const bundle::Bundle& bundle);
+
+}  // namespace jitprof::correlate

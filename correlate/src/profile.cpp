@@ -1,0 +1,357 @@
+#include "correlate/profile.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "bundle/samples.h"
+#include "trace_index.h"
+#include "vmprof/profile.h"
+
+namespace jitprof::correlate {
+
+const char* category_name(Category category) {
+  switch (category) {
+    case Category::Python: return "python";
+    case Category::JitInlined: return "jit-inlined";
+    case Category::JitTrace: return "jit";
+    case Category::JitHelper: return "jit-helper";
+    case Category::Interpreter: return "interpreter";
+    case Category::Gc: return "gc";
+    case Category::Native: return "native";
+    case Category::Kernel: return "kernel";
+  }
+  return "?";
+}
+
+std::optional<std::uint32_t> Profile::python_leaf(std::uint32_t stack) const {
+  const auto& ids = stacks[stack];
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    const Category category = frames[*it].category;
+    if (category == Category::Python || category == Category::JitInlined) return *it;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+using nlohmann::json;
+using FrameIds = std::vector<std::uint32_t>;
+
+std::vector<json> json_lines(const bundle::Bundle& read, bundle::SectionType type) {
+  const auto bytes = read.stream(type);
+  std::vector<json> lines;
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  for (std::string line; std::getline(in, line);) {
+    json value = json::parse(line, nullptr, false);
+    if (value.is_object()) lines.push_back(std::move(value));
+  }
+  return lines;
+}
+
+struct NativeSymbol {
+  std::string path;
+  std::string name;
+};
+
+bool is_libpypy(const std::string& path) {
+  return std::filesystem::path(path).filename().string().starts_with("libpypy");
+}
+
+bool names_gc(const std::string& name) {
+  return name.find("gc_") != std::string::npos || name.find("GC_") != std::string::npos ||
+         name.find("collect") != std::string::npos;
+}
+
+class Builder {
+ public:
+  Builder(const bundle::Bundle& read, Profile& profile) : read_(read), profile_(profile) {}
+
+  void run() {
+    profile_.forest = jitlog::parse_jitlog(read_.stream(bundle::sections::kJitlog));
+    load_manifest();
+    load_symbols();
+    load_jit_regions();
+    traces_ = TraceIndex(profile_.forest, json_lines(read_, bundle::sections::kJitlogClock));
+    load_vmprof();
+    const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
+    profile_.has_perf_samples = !table.rows.empty();
+    for (std::size_t row = 0; row < table.rows.size(); ++row) add_perf_sample(table, row);
+    profile_.stats.samples = profile_.samples.size();
+  }
+
+ private:
+  std::uint32_t frame_id(const Frame& frame) {
+    const std::string key = fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name,
+                                        frame.file, frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0});
+    auto [it, inserted] = frame_ids_.try_emplace(key, static_cast<std::uint32_t>(profile_.frames.size()));
+    if (inserted) profile_.frames.push_back(frame);
+    return it->second;
+  }
+
+  std::uint32_t stack_id(const FrameIds& ids) {
+    std::string key(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(std::uint32_t));
+    auto [it, inserted] = stack_ids_.try_emplace(std::move(key), static_cast<std::uint32_t>(profile_.stacks.size()));
+    if (inserted) profile_.stacks.push_back(ids);
+    return it->second;
+  }
+
+  void load_manifest() {
+    const bundle::Frame* frame = read_.latest(bundle::sections::kManifest);
+    if (frame == nullptr) return;
+    const json manifest = json::parse(frame->data, nullptr, false);
+    if (!manifest.is_object()) return;
+    if (manifest.contains("perf") && manifest["perf"].is_object()) {
+      const unsigned rate = manifest["perf"].value("rate_hz", 1000u);
+      if (rate > 0) profile_.seconds_per_sample = 1.0 / rate;
+    }
+    if (manifest.contains("clock")) {
+      clock_monotonic_ns_ = manifest["clock"].value("monotonic_ns", std::uint64_t{0});
+      clock_unix_s_ = manifest["clock"].value("unix_s", 0.0);
+    }
+  }
+
+  void load_symbols() {
+    for (const json& line : json_lines(read_, bundle::sections::kSymbols))
+      symbols_[{line.value("pid", 0u), line.value("address", std::uint64_t{0})}] =
+          NativeSymbol{line.value("path", ""), line.value("name", "")};
+  }
+
+  void load_jit_regions() {
+    for (const json& line : json_lines(read_, bundle::sections::kMaps)) {
+      const std::string path = line.value("path", "");
+      if (path.empty() || path == "//anon" || path.starts_with("[anon"))
+        jit_regions_[line.value("pid", 0u)].emplace_back(line.value("start", std::uint64_t{0}),
+                                                         line.value("start", std::uint64_t{0}) +
+                                                             line.value("length", std::uint64_t{0}));
+    }
+  }
+
+  bool in_jit_memory(std::uint32_t pid, std::uint64_t address) const {
+    auto regions = jit_regions_.find(pid);
+    if (regions == jit_regions_.end()) return false;
+    return std::any_of(regions->second.begin(), regions->second.end(),
+                       [address](const auto& r) { return address >= r.first && address < r.second; });
+  }
+
+  // --- vmprof: Python callers of JIT code, and Python stacks by time --------
+
+  FrameIds python_frames_of(const vmprof::Profile& vm, const vmprof::Sample& sample) {
+    // Leaf first on disk; JIT uids repeat as interpreted frames below them.
+    FrameIds leaf_first;
+    std::optional<std::uint64_t> previous;
+    for (const vmprof::Frame& frame : vm.stack(sample)) {
+      if (frame.kind != vmprof::FrameKind::Interpreted && frame.kind != vmprof::FrameKind::Jitted) continue;
+      if (previous == frame.value) continue;
+      previous = frame.value;
+      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt};
+      if (const vmprof::CodeName* name = vm.code_name(frame.value)) {
+        python.name = name->function.empty() ? name->raw : name->function;
+        python.file = name->file;
+        python.line = name->line;
+      }
+      leaf_first.push_back(frame_id(python));
+    }
+    return FrameIds(leaf_first.rbegin(), leaf_first.rend());
+  }
+
+  void load_vmprof() {
+    const auto bytes = read_.stream(bundle::sections::kVmprof);
+    if (bytes.empty()) return;
+    const vmprof::Profile vm = vmprof::parse_profile(bytes);
+    std::map<std::pair<std::string, std::string>, std::map<FrameIds, std::size_t>> callers;
+    for (const vmprof::Sample& sample : vm.samples) {
+      FrameIds stack = python_frames_of(vm, sample);
+      // For each function, the Python frames below its outermost appearance.
+      std::set<std::pair<std::string, std::string>> seen;
+      for (std::size_t i = 0; i < stack.size(); ++i) {
+        const Frame& frame = profile_.frames[stack[i]];
+        if (!seen.insert({frame.file, frame.name}).second) continue;
+        ++callers[{frame.file, frame.name}][FrameIds(stack.begin(), stack.begin() + static_cast<std::ptrdiff_t>(i))];
+      }
+      vmprof_stacks_.push_back(std::move(stack));
+    }
+    for (const auto& [function, chains] : callers) {
+      auto most = std::max_element(chains.begin(), chains.end(),
+                                   [](const auto& a, const auto& b) { return a.second < b.second; });
+      callers_of_[function] = most->first;
+    }
+    if (vm.start_time && vm.end_time) {
+      vmprof_start_s_ = double(vm.start_time->seconds) + double(vm.start_time->microseconds) / 1e6;
+      vmprof_end_s_ = double(vm.end_time->seconds) + double(vm.end_time->microseconds) / 1e6;
+    }
+  }
+
+  // The vmprof stack at about this time, or nullptr.
+  const FrameIds* vmprof_stack_at(std::uint64_t time_ns) const {
+    if (vmprof_stacks_.empty() || clock_monotonic_ns_ == 0 || vmprof_end_s_ <= vmprof_start_s_) return nullptr;
+    const double wall = clock_unix_s_ + (double(time_ns) - double(clock_monotonic_ns_)) / 1e9;
+    const double position = (wall - vmprof_start_s_) / (vmprof_end_s_ - vmprof_start_s_);
+    if (position < 0 || position > 1) return nullptr;
+    const auto index = std::min(vmprof_stacks_.size() - 1, static_cast<std::size_t>(position * double(vmprof_stacks_.size())));
+    return &vmprof_stacks_[index];
+  }
+
+  // --- perf samples ----------------------------------------------------------
+
+  Frame native_frame(std::uint32_t pid, std::uint64_t address) const {
+    auto symbol = symbols_.find({pid, address});
+    if (symbol == symbols_.end()) return {Category::Native, fmt::format("{:#x}", address), "", 0, std::nullopt};
+    const NativeSymbol& known = symbol->second;
+    const std::string library = std::filesystem::path(known.path).filename().string();
+    Category category = is_libpypy(known.path) ? Category::Interpreter : Category::Native;
+    if (!known.name.empty() && names_gc(known.name) && category == Category::Interpreter) category = Category::Gc;
+    // Unnamed frames collapse into their library, so that flame graphs of a
+    // stripped libpypy stay readable.
+    return {category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt};
+  }
+
+  // Python frames of a trace at an op, outermost first, from its merge points.
+  FrameIds jit_python_frames(const jitlog::Trace& trace, std::optional<std::size_t> op) {
+    const auto key = std::make_pair(trace.id, op ? *op : ~std::size_t{0});
+    if (auto cached = jit_chains_.find(key); cached != jit_chains_.end()) return cached->second;
+    FrameIds chain;
+    const jitlog::Stage* opt = trace.stage(jitlog::StageKind::Opt);
+    const jitlog::Stage* asm_stage = trace.stage(jitlog::StageKind::Asm);
+    const jitlog::MergePoint* point = trace.source();
+    if (op && asm_stage) {
+      if (const jitlog::MergePoint* at_op = jitlog::op_sources(trace, *asm_stage)[*op]) point = at_op;
+    }
+    if (point && opt && !opt->merge_points.empty() && point >= opt->merge_points.data() &&
+        point < opt->merge_points.data() + opt->merge_points.size()) {
+      // Walk back to the enclosing frame of each inlining level.
+      std::size_t index = static_cast<std::size_t>(point - opt->merge_points.data());
+      unsigned depth = point->inline_depth;
+      std::vector<const jitlog::MergePoint*> innermost_first = {point};
+      for (std::size_t i = index; i-- > 0 && depth > 0;) {
+        if (opt->merge_points[i].inline_depth < depth) {
+          innermost_first.push_back(&opt->merge_points[i]);
+          depth = opt->merge_points[i].inline_depth;
+        }
+      }
+      // The trace's own function, then the functions inlined into it.
+      for (auto it = innermost_first.rbegin(); it != innermost_first.rend(); ++it)
+        chain.push_back(frame_id({(*it)->inline_depth == 0 ? Category::Python : Category::JitInlined,
+                                  (*it)->function, (*it)->file, (*it)->line, trace.id}));
+    } else if (point) {
+      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id}));
+    }
+    jit_chains_[key] = chain;
+    return chain;
+  }
+
+  void add_perf_sample(const bundle::SampleTable& table, std::size_t row_index) {
+    const auto& row = table.rows[row_index];
+    Sample sample;
+    sample.time_ns = row.time_ns;
+    sample.pid = row.pid;
+    sample.tid = row.tid;
+    static const std::vector<std::uint64_t> kNone;
+    const auto& user = row.user_stack == bundle::SampleTable::kNoStack ? kNone : table.stacks[row.user_stack];
+    const auto& kernel = row.kernel_stack == bundle::SampleTable::kNoStack ? kNone : table.stacks[row.kernel_stack];
+
+    // The first JIT frame from the leaf, if any: its trace and op.
+    std::optional<std::size_t> jit_index;
+    const jitlog::Trace* trace = nullptr;
+    for (std::size_t i = 0; i < user.size(); ++i) {
+      if (!in_jit_memory(row.pid, user[i])) continue;
+      // A return address points after its call: look the call itself up.
+      const std::uint64_t address = i == 0 ? user[i] : user[i] - 1;
+      jit_index = i;
+      const TraceIndex::Hit hit = traces_.find(address, row.time_ns);
+      trace = hit.trace;
+      sample.jit_address = address;
+      if (trace) {
+        sample.trace = trace->id;
+        sample.op = hit.op;
+      }
+      break;
+    }
+    if (jit_index && *jit_index == 0) {
+      ++profile_.stats.jit;
+      profile_.stats.jit_in_trace += trace != nullptr;
+      profile_.stats.jit_on_op += sample.op.has_value();
+    }
+
+    FrameIds stack;
+    if (trace) {
+      FrameIds inner = jit_python_frames(*trace, sample.op);
+      const Frame* outermost = inner.empty() ? nullptr : &profile_.frames[inner.front()];
+      if (outermost) {
+        auto callers = callers_of_.find({outermost->file, outermost->name});
+        if (callers != callers_of_.end()) {
+          stack = callers->second;
+          ++profile_.stats.python_from_vmprof_match;
+        } else {
+          ++profile_.stats.python_from_jit;
+        }
+      }
+      stack.insert(stack.end(), inner.begin(), inner.end());
+      const jitlog::MergePoint* source = trace->source();
+      stack.push_back(frame_id({Category::JitTrace,
+                                fmt::format("trace {} ({})", trace->id, jitlog::trace_kind_name(trace->kind)),
+                                source ? source->file : "", source ? source->line : 0, trace->id}));
+    } else if (jit_index) {
+      if (const FrameIds* python = vmprof_stack_at(row.time_ns)) stack = *python;
+      stack.push_back(frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt}));
+    } else if (const FrameIds* python = vmprof_stack_at(row.time_ns)) {
+      stack = *python;
+      ++profile_.stats.python_from_vmprof_time;
+    } else {
+      ++profile_.stats.python_unknown;
+    }
+
+    // Native frames leafward of the JIT frame; without one, those leafward of
+    // the interpreter (the first libpypy frame), or all of them for a
+    // program that is not PyPy.
+    std::size_t native_end = jit_index ? *jit_index : user.size();
+    if (!jit_index) {
+      for (std::size_t i = 0; i < user.size(); ++i) {
+        auto symbol = symbols_.find({row.pid, user[i]});
+        if (symbol != symbols_.end() && is_libpypy(symbol->second.path)) {
+          native_end = i + 1;
+          break;
+        }
+      }
+    }
+    for (std::size_t i = native_end; i-- > 0;) stack.push_back(frame_id(native_frame(row.pid, user[i])));
+    for (auto it = kernel.rbegin(); it != kernel.rend(); ++it) {
+      auto symbol = symbols_.find({0u, *it});
+      stack.push_back(frame_id({Category::Kernel,
+                                symbol != symbols_.end() && !symbol->second.name.empty() ? symbol->second.name
+                                                                                        : fmt::format("{:#x}", *it),
+                                "[kernel]", 0, std::nullopt}));
+    }
+    sample.stack = stack_id(stack);
+    profile_.samples.push_back(sample);
+  }
+
+  const bundle::Bundle& read_;
+  Profile& profile_;
+  TraceIndex traces_;
+  std::unordered_map<std::string, std::uint32_t> frame_ids_;
+  std::unordered_map<std::string, std::uint32_t> stack_ids_;
+  std::map<std::pair<std::uint32_t, std::uint64_t>, NativeSymbol> symbols_;
+  std::unordered_map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> jit_regions_;
+  std::map<std::pair<std::uint64_t, std::size_t>, FrameIds> jit_chains_;
+  std::map<std::pair<std::string, std::string>, FrameIds> callers_of_;
+  std::vector<FrameIds> vmprof_stacks_;
+  double vmprof_start_s_ = 0, vmprof_end_s_ = 0;
+  std::uint64_t clock_monotonic_ns_ = 0;
+  double clock_unix_s_ = 0;
+};
+
+}  // namespace
+
+Profile correlate(const bundle::Bundle& bundle) {
+  Profile profile;
+  Builder(bundle, profile).run();
+  return profile;
+}
+
+}  // namespace jitprof::correlate

@@ -1,0 +1,102 @@
+// End-to-end: `jitprof record` of a known workload, then `jitprof report` and
+// `jitprof trace` on the bundle, as a user would read them.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include "test_process.h"
+
+namespace fs = std::filesystem;
+using jitprof::testing::Result;
+using nlohmann::json;
+
+namespace {
+
+class Report : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("jitprof-report-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    // f's loop calls g, which the JIT inlines; g's arithmetic is most of the work.
+    const Result recorded =
+        run({JITPROF_BIN, "record", "-q", "-o", bundle(), "--", JITPROF_PYPY,
+             std::string(JITPROF_SOURCE_DIR) + "/tests/programs/inlined.py", "150000000"});
+    ASSERT_EQ(recorded.status, 0) << recorded.err;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static std::string bundle() { return (dir_ / "inlined.jprof").string(); }
+  static Result run(const std::vector<std::string>& argv) { return jitprof::testing::run_command(argv, dir_); }
+  static json jitprof_json(std::vector<std::string> args) {
+    args.insert(args.begin(), JITPROF_BIN);
+    args.push_back("--json");
+    const Result result = run(args);
+    EXPECT_EQ(result.status, 0) << result.err;
+    return json::parse(result.out);
+  }
+
+  static inline fs::path dir_;
+};
+
+TEST_F(Report, RanksFAndGFirstAndNamesTheLoopTraceWithItsSource) {
+  const json report = jitprof_json({"report", bundle()});
+  ASSERT_GE(report["functions"].size(), 2u);
+  const std::set<std::string> top_two = {report["functions"][0]["name"], report["functions"][1]["name"]};
+  EXPECT_EQ(top_two, (std::set<std::string>{"f", "g"}));
+  for (int i = 0; i < 2; ++i)
+    EXPECT_TRUE(report["functions"][i]["file"].get<std::string>().ends_with("tests/programs/inlined.py"));
+
+  const json& hottest = report["traces"][0];
+  EXPECT_EQ(hottest["type"], "loop");
+  EXPECT_EQ(hottest["source"]["function"], "f");
+  EXPECT_TRUE(hottest["source"]["file"].get<std::string>().ends_with("tests/programs/inlined.py"));
+  EXPECT_EQ(hottest["source"]["line"], 12);  // for i in range(n):
+  EXPECT_GT(hottest["share"].get<double>(), 0.5);
+
+  const double jit = report["jit"]["samples"], on_ops = report["jit"]["on_ops"];
+  ASSERT_GT(jit, 100);
+  std::cout << "JIT samples attributed to an IR op: " << on_ops << " of " << jit << " (" << 100 * on_ops / jit
+            << "%)\n";
+  EXPECT_GE(on_ops / jit, 0.95);
+}
+
+TEST_F(Report, TraceHeatPerOpSumsToTheTracesSamples) {
+  const json report = jitprof_json({"report", bundle()});
+  const auto id = report["traces"][0]["id"].get<std::uint64_t>();
+  const json trace = jitprof_json({"trace", bundle(), std::to_string(id), "--asm"});
+  std::uint64_t per_op = 0, g_ops = 0;
+  for (const auto& op : trace["ops"]) {
+    const std::uint64_t samples = op.value("samples", std::uint64_t{0});
+    per_op += samples;
+    if (op["source"].is_object() && op["source"]["function"] == "g") g_ops += samples;
+    if (!op.contains("instructions")) continue;
+    std::uint64_t per_instruction = 0;
+    for (const auto& insn : op["instructions"]) per_instruction += insn["samples"].get<std::uint64_t>();
+    EXPECT_EQ(per_instruction, samples) << "op " << op["index"];
+  }
+  EXPECT_EQ(per_op + trace["entry_code_samples"].get<std::uint64_t>(), trace["samples"].get<std::uint64_t>());
+  EXPECT_EQ(trace["samples"], report["traces"][0]["samples"]);
+  // g's own ops carry heat: inlining keeps its source position.
+  EXPECT_GT(g_ops, 0u);
+}
+
+TEST_F(Report, TextViewsShowTheSameNumbers) {
+  const Result report = run({JITPROF_BIN, "report", bundle()});
+  ASSERT_EQ(report.status, 0) << report.err;
+  EXPECT_NE(report.out.find("Hot traces"), std::string::npos);
+  EXPECT_NE(report.out.find("inlined.py:12"), std::string::npos);
+  EXPECT_EQ(report.out.find("\033["), std::string::npos) << "no color codes when stdout is not a terminal";
+}
+
+TEST_F(Report, ABundleWithoutPerfSamplesIsAClearError) {
+  const std::string none = (dir_ / "none.jprof").string();
+  ASSERT_EQ(run({JITPROF_BIN, "record", "-q", "--no-perf", "-o", none, "--", JITPROF_PYPY, "-c", "pass"}).status, 0);
+  const Result report = run({JITPROF_BIN, "report", none});
+  EXPECT_EQ(report.status, 1);
+  EXPECT_NE(report.err.find("no perf samples"), std::string::npos) << report.err;
+}
+
+}  // namespace
