@@ -47,6 +47,12 @@ struct ReportOptions {
   bool json = false;
 };
 
+struct ExportOptions {
+  std::string file;
+  std::string format;
+  std::string output = "-";
+};
+
 struct InfoOptions {
   std::string file;
   bool json = false;
@@ -58,5 +64,6 @@ int run_profile(const ProfileOptions& options);
 int run_record(const RecordOptions& options);
 int run_info(const InfoOptions& options);
 int run_report(const ReportOptions& options);
+int run_export(const ExportOptions& options);
 
 }  // namespace jitprof::cli

@@ -87,6 +87,18 @@ int main(int argc, char** argv) {
   report_cmd->add_flag("--json", report_options.json, "print JSON for scripts");
   report_cmd->footer("How Python stacks are merged from perf, the jitlog and vmprof: see README, 'Correlation'.");
 
+  ExportOptions export_options;
+  auto* export_cmd = app.add_subcommand("export", "Write a bundle's profile, or a jitlog's traces, for other tools");
+  export_cmd->add_option("FILE", export_options.file, "bundle (*.jprof); for perf-map also a jitlog")
+      ->required()
+      ->check(CLI::ExistingFile);
+  export_cmd->add_option("-f,--format", export_options.format,
+                         "collapsed (flamegraph.pl), speedscope (JSON), perf-map (/tmp/perf-PID.map for perf report)")
+      ->required()
+      ->check(CLI::IsMember({"collapsed", "speedscope", "perf-map"}));
+  export_cmd->add_option("-o,--output", export_options.output, "file to write, - for standard output")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -107,6 +119,7 @@ int main(int argc, char** argv) {
     if (*record_cmd) return run_record(record_options);
     if (*info_cmd) return run_info(info_options);
     if (*report_cmd) return run_report(report_options);
+    if (*export_cmd) return run_export(export_options);
   } catch (const std::exception& error) {
     std::cerr << "jitprof: error: " << error.what() << "\n";
     return 1;

@@ -5,7 +5,9 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <set>
+#include <sstream>
 
 #include "test_process.h"
 
@@ -89,6 +91,74 @@ TEST_F(Report, TextViewsShowTheSameNumbers) {
   EXPECT_NE(report.out.find("Hot traces"), std::string::npos);
   EXPECT_NE(report.out.find("inlined.py:12"), std::string::npos);
   EXPECT_EQ(report.out.find("\033["), std::string::npos) << "no color codes when stdout is not a terminal";
+}
+
+TEST_F(Report, CollapsedStacksCountEverySampleOnce) {
+  const json report = jitprof_json({"report", bundle()});
+  const Result collapsed = run({JITPROF_BIN, "export", bundle(), "--format", "collapsed"});
+  ASSERT_EQ(collapsed.status, 0) << collapsed.err;
+  std::istringstream lines(collapsed.out);
+  std::uint64_t total = 0, through_g = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const std::size_t space = line.rfind(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    const std::uint64_t count = std::stoull(line.substr(space + 1));
+    total += count;
+    if (line.find("f (inlined.py);g (inlined.py);[jit] trace") != std::string::npos) through_g += count;
+  }
+  EXPECT_EQ(total, report["samples"].get<std::uint64_t>());
+  EXPECT_GT(through_g, 0u) << "g inlined into f's loop trace";
+}
+
+TEST_F(Report, SpeedscopeFileHoldsEverySampleWithValidFrameIndices) {
+  const std::string out = (dir_ / "profile.speedscope.json").string();
+  ASSERT_EQ(run({JITPROF_BIN, "export", bundle(), "-f", "speedscope", "-o", out}).status, 0);
+  const json document = json::parse(jitprof::testing::slurp(out));
+  EXPECT_EQ(document["$schema"], "https://www.speedscope.app/file-format-schema.json");
+  const auto frames = document["shared"]["frames"].size();
+  std::size_t samples = 0;
+  for (const auto& profile : document["profiles"]) {
+    EXPECT_EQ(profile["type"], "sampled");
+    EXPECT_EQ(profile["unit"], "seconds");
+    ASSERT_EQ(profile["samples"].size(), profile["weights"].size());
+    double weight = 0;
+    for (const auto& w : profile["weights"]) weight += w.get<double>();
+    EXPECT_NEAR(weight, profile["endValue"].get<double>() - profile["startValue"].get<double>(), 1e-6);
+    for (const auto& stack : profile["samples"])
+      for (const auto& index : stack) EXPECT_LT(index.get<std::size_t>(), frames);
+    samples += profile["samples"].size();
+  }
+  EXPECT_EQ(samples, jitprof_json({"report", bundle()})["samples"].get<std::size_t>());
+  std::set<std::string> names;
+  for (const auto& frame : document["shared"]["frames"]) names.insert(frame["name"]);
+  EXPECT_TRUE(names.count("g (inlined.py)"));
+}
+
+TEST_F(Report, PerfMapNamesEveryTraceAtItsAddress) {
+  const json summary = jitprof_json({"jitlog", bundle(), "--top", "100000"});
+  const Result map = run({JITPROF_BIN, "export", bundle(), "-f", "perf-map"});
+  ASSERT_EQ(map.status, 0) << map.err;
+  std::map<std::uint64_t, std::pair<std::uint64_t, std::string>> lines;
+  std::istringstream in(map.out);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::uint64_t start = 0, size = 0;
+    fields >> std::hex >> start >> size;
+    std::string name;
+    std::getline(fields >> std::ws, name);
+    lines[start] = {size, name};
+  }
+  std::size_t with_code = 0;
+  for (const auto& trace : summary["hottest"]) {
+    if (trace["code"].is_null()) continue;
+    ++with_code;
+    const auto start = trace["code"]["start"].get<std::uint64_t>();
+    ASSERT_TRUE(lines.count(start)) << "trace " << trace["id"];
+    EXPECT_EQ(lines[start].first, trace["code"]["end"].get<std::uint64_t>() - start);
+    EXPECT_TRUE(lines[start].second.starts_with("pypy:" + trace["type"].get<std::string>() + " " +
+                                                std::to_string(trace["id"].get<std::uint64_t>())));
+  }
+  EXPECT_EQ(lines.size(), with_code);
 }
 
 TEST_F(Report, ABundleWithoutPerfSamplesIsAClearError) {

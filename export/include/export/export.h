@@ -1,0 +1,31 @@
+// Writes a correlated profile (or a jitlog's traces) in formats other tools read.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "correlate/profile.h"
+#include "jitlog/jitlog.h"
+
+namespace jitprof::exports {
+
+// One frame's name as the flat formats show it, e.g. "g (inlined.py)",
+// "[jit] trace 4 (loop)", "memset [native]", "do_syscall_64 [kernel]".
+std::string frame_label(const correlate::Frame& frame);
+
+// Brendan Gregg's collapsed stacks: "root;...;leaf count" per distinct stack.
+void write_collapsed(const correlate::Profile& profile, std::ostream& out);
+
+// speedscope's file format (https://www.speedscope.app/file-format-schema.json):
+// one sampled profile per thread, weights in seconds of CPU time.
+void write_speedscope(const correlate::Profile& profile, const std::string& name, std::ostream& out);
+
+// A perf map (/tmp/perf-PID.map): "START SIZE NAME" in hex, one line per trace
+// with machine code, so that `perf report` names PyPy's JIT code.
+void write_perf_map(const jitlog::Forest& forest, std::ostream& out);
+
+// The name a trace gets in symbol tables: "pypy:loop 4 f inlined.py:12".
+std::string trace_symbol(const jitlog::Trace& trace);
+
+}  // namespace jitprof::exports
