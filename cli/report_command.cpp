@@ -159,8 +159,7 @@ int run_report(const ReportOptions& options) {
                 {"seconds_per_sample", profile.seconds_per_sample},
                 {"jit", {{"samples", stats.jit}, {"in_traces", stats.jit_in_trace}, {"on_ops", stats.jit_on_op}}},
                 {"python_stacks",
-                 {{"from_jitlog_only", stats.python_from_jit},
-                  {"jit_callers_from_vmprof", stats.python_from_vmprof_match},
+                 {{"from_jitlog", stats.python_from_jit},
                   {"from_vmprof_by_time", stats.python_from_vmprof_time},
                   {"unknown", stats.python_unknown}}}};
     out["functions"] = json::array();

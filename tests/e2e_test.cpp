@@ -185,14 +185,20 @@ TEST_F(EndToEnd, UnknownTraceIdListsTheHottestOnes) {
 }
 
 TEST_F(EndToEnd, EveryCommandHasHelp) {
-  for (const char* command : {"jitlog", "trace", "profile", "info"}) {
+  const std::vector<std::string> commands = {"jitlog", "trace", "profile", "info", "report", "export", "record"};
+  for (const auto& command : commands) {
     const Result result = jitprof({command, "--help"});
     EXPECT_EQ(result.status, 0) << command;
-    EXPECT_NE(result.out.find("--json"), std::string::npos) << command;
+    EXPECT_NE(result.out.find("Usage: "), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find(" " + command + " "), std::string::npos) << result.out;
+    // The views print JSON for scripts; record and export write files.
+    if (command != "record" && command != "export") {
+      EXPECT_NE(result.out.find("--json"), std::string::npos) << command;
+    }
   }
   const Result top = jitprof({"--help"});
   EXPECT_EQ(top.status, 0);
-  for (const char* command : {"jitlog", "trace", "profile"}) EXPECT_NE(top.out.find(command), std::string::npos);
+  for (const auto& command : commands) EXPECT_NE(top.out.find(command), std::string::npos) << command;
 }
 
 TEST_F(EndToEnd, MissingFileIsAClearError) {

@@ -81,6 +81,7 @@ class Builder {
     load_vmprof();
     const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
     profile_.has_perf_samples = !table.rows.empty();
+    profile_.samples.reserve(table.rows.size());
     for (std::size_t row = 0; row < table.rows.size(); ++row) add_perf_sample(table, row);
     profile_.stats.samples = profile_.samples.size();
   }
@@ -174,7 +175,7 @@ class Builder {
         if (!seen.insert({frame.file, frame.name}).second) continue;
         ++callers[{frame.file, frame.name}][FrameIds(stack.begin(), stack.begin() + static_cast<std::ptrdiff_t>(i))];
       }
-      vmprof_stacks_.push_back(std::move(stack));
+      vmprof_stacks_.push_back(intern(std::move(stack), parts_, part_index_));
     }
     for (const auto& [function, chains] : callers) {
       auto most = std::max_element(chains.begin(), chains.end(),
@@ -187,14 +188,14 @@ class Builder {
     }
   }
 
-  // The vmprof stack at about this time, or nullptr.
-  const FrameIds* vmprof_stack_at(std::uint64_t time_ns) const {
-    if (vmprof_stacks_.empty() || clock_monotonic_ns_ == 0 || vmprof_end_s_ <= vmprof_start_s_) return nullptr;
+  // The vmprof stack (an interned part) at about this time.
+  std::optional<std::uint32_t> vmprof_stack_at(std::uint64_t time_ns) const {
+    if (vmprof_stacks_.empty() || clock_monotonic_ns_ == 0 || vmprof_end_s_ <= vmprof_start_s_) return std::nullopt;
     const double wall = clock_unix_s_ + (double(time_ns) - double(clock_monotonic_ns_)) / 1e9;
     const double position = (wall - vmprof_start_s_) / (vmprof_end_s_ - vmprof_start_s_);
-    if (position < 0 || position > 1) return nullptr;
+    if (position < 0 || position > 1) return std::nullopt;
     const auto index = std::min(vmprof_stacks_.size() - 1, static_cast<std::size_t>(position * double(vmprof_stacks_.size())));
-    return &vmprof_stacks_[index];
+    return vmprof_stacks_[index];
   }
 
   // --- perf samples ----------------------------------------------------------
@@ -245,72 +246,41 @@ class Builder {
     return chain;
   }
 
-  void add_perf_sample(const bundle::SampleTable& table, std::size_t row_index) {
-    const auto& row = table.rows[row_index];
-    Sample sample;
-    sample.time_ns = row.time_ns;
-    sample.pid = row.pid;
-    sample.tid = row.tid;
+  // What a sample's native stacks give, the same for every sample with the
+  // same (pid, user stack, kernel stack): computed once.
+  struct NativePart {
+    std::optional<std::size_t> jit_index;  // first frame (from the leaf) in JIT memory
+    std::uint64_t jit_lookup = 0;          // its address, or its call instruction for a return address
+    std::uint32_t frames = 0;              // interned: native frames leafward of it, then kernel frames
+  };
+
+  std::uint32_t intern(FrameIds ids, std::vector<FrameIds>& pool, std::unordered_map<std::string, std::uint32_t>& index) {
+    std::string key(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(std::uint32_t));
+    auto [it, inserted] = index.try_emplace(std::move(key), static_cast<std::uint32_t>(pool.size()));
+    if (inserted) pool.push_back(std::move(ids));
+    return it->second;
+  }
+
+  const NativePart& native_part(const bundle::SampleTable& table, const bundle::SampleTable::Row& row) {
+    const std::uint64_t key = (std::uint64_t{row.pid} << 40) ^ (std::uint64_t{row.user_stack} << 20) ^ row.kernel_stack;
+    auto cached = native_parts_.find(key);
+    if (cached != native_parts_.end() && cached->second.first == std::make_tuple(row.pid, row.user_stack, row.kernel_stack))
+      return cached->second.second;
     static const std::vector<std::uint64_t> kNone;
     const auto& user = row.user_stack == bundle::SampleTable::kNoStack ? kNone : table.stacks[row.user_stack];
     const auto& kernel = row.kernel_stack == bundle::SampleTable::kNoStack ? kNone : table.stacks[row.kernel_stack];
-
-    // The first JIT frame from the leaf, if any: its trace and op.
-    std::optional<std::size_t> jit_index;
-    const jitlog::Trace* trace = nullptr;
+    NativePart part;
     for (std::size_t i = 0; i < user.size(); ++i) {
       if (!in_jit_memory(row.pid, user[i])) continue;
-      // A return address points after its call: look the call itself up.
-      const std::uint64_t address = i == 0 ? user[i] : user[i] - 1;
-      jit_index = i;
-      const TraceIndex::Hit hit = traces_.find(address, row.time_ns);
-      trace = hit.trace;
-      sample.jit_address = address;
-      if (trace) {
-        sample.trace = trace->id;
-        sample.op = hit.op;
-      }
+      part.jit_index = i;
+      part.jit_lookup = i == 0 ? user[i] : user[i] - 1;
       break;
     }
-    if (jit_index && *jit_index == 0) {
-      ++profile_.stats.jit;
-      profile_.stats.jit_in_trace += trace != nullptr;
-      profile_.stats.jit_on_op += sample.op.has_value();
-    }
-
-    FrameIds stack;
-    if (trace) {
-      FrameIds inner = jit_python_frames(*trace, sample.op);
-      const Frame* outermost = inner.empty() ? nullptr : &profile_.frames[inner.front()];
-      if (outermost) {
-        auto callers = callers_of_.find({outermost->file, outermost->name});
-        if (callers != callers_of_.end()) {
-          stack = callers->second;
-          ++profile_.stats.python_from_vmprof_match;
-        } else {
-          ++profile_.stats.python_from_jit;
-        }
-      }
-      stack.insert(stack.end(), inner.begin(), inner.end());
-      const jitlog::MergePoint* source = trace->source();
-      stack.push_back(frame_id({Category::JitTrace,
-                                fmt::format("trace {} ({})", trace->id, jitlog::trace_kind_name(trace->kind)),
-                                source ? source->file : "", source ? source->line : 0, trace->id}));
-    } else if (jit_index) {
-      if (const FrameIds* python = vmprof_stack_at(row.time_ns)) stack = *python;
-      stack.push_back(frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt}));
-    } else if (const FrameIds* python = vmprof_stack_at(row.time_ns)) {
-      stack = *python;
-      ++profile_.stats.python_from_vmprof_time;
-    } else {
-      ++profile_.stats.python_unknown;
-    }
-
     // Native frames leafward of the JIT frame; without one, those leafward of
     // the interpreter (the first libpypy frame), or all of them for a
     // program that is not PyPy.
-    std::size_t native_end = jit_index ? *jit_index : user.size();
-    if (!jit_index) {
+    std::size_t native_end = part.jit_index ? *part.jit_index : user.size();
+    if (!part.jit_index) {
       for (std::size_t i = 0; i < user.size(); ++i) {
         auto symbol = symbols_.find({row.pid, user[i]});
         if (symbol != symbols_.end() && is_libpypy(symbol->second.path)) {
@@ -319,18 +289,97 @@ class Builder {
         }
       }
     }
-    for (std::size_t i = native_end; i-- > 0;) stack.push_back(frame_id(native_frame(row.pid, user[i])));
+    FrameIds frames;
+    for (std::size_t i = native_end; i-- > 0;) frames.push_back(frame_id(native_frame(row.pid, user[i])));
     for (auto it = kernel.rbegin(); it != kernel.rend(); ++it) {
       auto symbol = symbols_.find({0u, *it});
-      stack.push_back(frame_id({Category::Kernel,
-                                symbol != symbols_.end() && !symbol->second.name.empty() ? symbol->second.name
-                                                                                        : fmt::format("{:#x}", *it),
-                                "[kernel]", 0, std::nullopt}));
+      frames.push_back(frame_id({Category::Kernel,
+                                 symbol != symbols_.end() && !symbol->second.name.empty() ? symbol->second.name
+                                                                                         : fmt::format("{:#x}", *it),
+                                 "[kernel]", 0, std::nullopt}));
     }
-    sample.stack = stack_id(stack);
+    part.frames = intern(std::move(frames), parts_, part_index_);
+    auto& slot = native_parts_[key];
+    slot = {std::make_tuple(row.pid, row.user_stack, row.kernel_stack), part};
+    return slot.second;
+  }
+
+  // The Python frames and trace frame of a JIT sample: the same for every
+  // sample at the same op, computed once.
+  std::uint32_t jit_part(const jitlog::Trace& trace, std::optional<std::size_t> op) {
+    const std::uint64_t key = (trace.id << 20) ^ (op ? *op + 1 : 0);
+    auto cached = jit_parts_.find(key);
+    if (cached != jit_parts_.end() && cached->second.first == std::make_pair(trace.id, op)) return cached->second.second;
+    FrameIds inner = jit_python_frames(trace, op);
+    FrameIds frames;
+    if (!inner.empty()) {
+      const Frame& outermost = profile_.frames[inner.front()];
+      auto callers = callers_of_.find({outermost.file, outermost.name});
+      if (callers != callers_of_.end()) frames = callers->second;
+    }
+    frames.insert(frames.end(), inner.begin(), inner.end());
+    const jitlog::MergePoint* source = trace.source();
+    frames.push_back(frame_id({Category::JitTrace,
+                               fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
+                               source ? source->file : "", source ? source->line : 0, trace.id}));
+    const std::uint32_t id = intern(std::move(frames), parts_, part_index_);
+    jit_parts_[key] = {std::make_pair(trace.id, op), id};
+    return id;
+  }
+
+  void add_perf_sample(const bundle::SampleTable& table, std::size_t row_index) {
+    const auto& row = table.rows[row_index];
+    Sample sample;
+    sample.time_ns = row.time_ns;
+    sample.pid = row.pid;
+    sample.tid = row.tid;
+    const NativePart& native = native_part(table, row);
+
+    std::uint32_t python_part = kNoPart;
+    if (native.jit_index) {
+      const TraceIndex::Hit hit = traces_.find(native.jit_lookup, row.time_ns);
+      sample.jit_address = native.jit_lookup;
+      if (*native.jit_index == 0) {
+        ++profile_.stats.jit;
+        profile_.stats.jit_in_trace += hit.trace != nullptr;
+        profile_.stats.jit_on_op += hit.op.has_value();
+      }
+      if (hit.trace) {
+        sample.trace = hit.trace->id;
+        sample.op = hit.op;
+        python_part = jit_part(*hit.trace, hit.op);
+        ++profile_.stats.python_from_jit;
+      } else {
+        python_part = helper_part(row.time_ns);
+      }
+    } else if (auto vmprof = vmprof_stack_at(row.time_ns)) {
+      python_part = *vmprof;
+      ++profile_.stats.python_from_vmprof_time;
+    } else {
+      ++profile_.stats.python_unknown;
+    }
+
+    const std::uint64_t key = (std::uint64_t{python_part} << 32) | native.frames;
+    auto [stack, fresh] = stack_of_parts_.try_emplace(key, 0);
+    if (fresh) {
+      FrameIds ids = python_part == kNoPart ? FrameIds{} : parts_[python_part];
+      const FrameIds& suffix = parts_[native.frames];
+      ids.insert(ids.end(), suffix.begin(), suffix.end());
+      stack->second = stack_id(ids);
+    }
+    sample.stack = stack->second;
     profile_.samples.push_back(sample);
   }
 
+  // A sample in PyPy's JIT helpers: the Python stack at that time, then a helper frame.
+  std::uint32_t helper_part(std::uint64_t time_ns) {
+    FrameIds frames;
+    if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
+    frames.push_back(frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt}));
+    return intern(std::move(frames), parts_, part_index_);
+  }
+
+  static constexpr std::uint32_t kNoPart = 0xffffffff;
   const bundle::Bundle& read_;
   Profile& profile_;
   TraceIndex traces_;
@@ -340,7 +389,15 @@ class Builder {
   std::unordered_map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> jit_regions_;
   std::map<std::pair<std::uint64_t, std::size_t>, FrameIds> jit_chains_;
   std::map<std::pair<std::string, std::string>, FrameIds> callers_of_;
-  std::vector<FrameIds> vmprof_stacks_;
+  std::vector<std::uint32_t> vmprof_stacks_;  // interned parts, in file order
+  // Interned frame sequences ("parts") and the caches that build stacks from them.
+  std::vector<FrameIds> parts_;
+  std::unordered_map<std::string, std::uint32_t> part_index_;
+  std::unordered_map<std::uint64_t, std::pair<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, NativePart>>
+      native_parts_;
+  std::unordered_map<std::uint64_t, std::pair<std::pair<std::uint64_t, std::optional<std::size_t>>, std::uint32_t>>
+      jit_parts_;
+  std::unordered_map<std::uint64_t, std::uint32_t> stack_of_parts_;
   double vmprof_start_s_ = 0, vmprof_end_s_ = 0;
   std::uint64_t clock_monotonic_ns_ = 0;
   double clock_unix_s_ = 0;

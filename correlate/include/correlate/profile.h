@@ -72,7 +72,9 @@ struct Stats {
   std::size_t jit = 0;          // leaf in JIT memory
   std::size_t jit_in_trace = 0;
   std::size_t jit_on_op = 0;    // attributed to an IR op
-  std::size_t python_from_jit = 0, python_from_vmprof_match = 0, python_from_vmprof_time = 0, python_unknown = 0;
+  // Where the Python frames of samples came from: the jitlog (JIT samples, with
+  // their callers from vmprof), vmprof's stack nearest in time, or nowhere.
+  std::size_t python_from_jit = 0, python_from_vmprof_time = 0, python_unknown = 0;
 };
 
 struct Profile {
