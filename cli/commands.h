@@ -21,6 +21,7 @@ struct TraceOptions {
   std::uint64_t id = 0;
   jitlog::StageKind stage = jitlog::StageKind::Opt;
   bool disassemble = false;
+  bool diff = false;
   bool json = false;
 };
 

@@ -50,6 +50,48 @@ std::string op_text(const Operation& op) {
   return text;
 }
 
+// The optimizer's and the backend's changes, as JSON and as text lines.
+struct StageStep {
+  StageKind from, to;
+};
+constexpr StageStep kSteps[] = {{StageKind::NoOpt, StageKind::Opt}, {StageKind::Opt, StageKind::Asm}};
+
+json diff_json(const Trace& trace) {
+  json diffs = json::array();
+  for (const StageStep& step : kSteps) {
+    const Stage* from = trace.stage(step.from);
+    const Stage* to = trace.stage(step.to);
+    if (!from || !to) continue;
+    const jitlog::StageDiff diff = jitlog::diff_stages(*from, *to);
+    diffs.push_back({{"from", jitlog::stage_name(step.from)},
+                     {"to", jitlog::stage_name(step.to)},
+                     {"ops", {diff.ops_before, diff.ops_after}},
+                     {"guards", {diff.guards_before, diff.guards_after}},
+                     {"removed", diff.removed},
+                     {"added", diff.added}});
+  }
+  return diffs;
+}
+
+void print_diff(const Trace& trace) {
+  auto list = [](const std::map<std::string, std::size_t>& ops) {
+    std::string text;
+    for (const auto& [name, count] : ops) text += fmt::format("{}{} x{}", text.empty() ? "" : ", ", name, count);
+    return text.empty() ? std::string("none") : text;
+  };
+  for (const StageStep& step : kSteps) {
+    const Stage* from = trace.stage(step.from);
+    const Stage* to = trace.stage(step.to);
+    if (!from || !to) continue;
+    const jitlog::StageDiff diff = jitlog::diff_stages(*from, *to);
+    std::cout << fmt::format("{} -> {}: {} -> {} ops, {} -> {} guards\n", jitlog::stage_name(step.from),
+                             jitlog::stage_name(step.to), diff.ops_before, diff.ops_after, diff.guards_before,
+                             diff.guards_after);
+    std::cout << fmt::format("  removed: {}\n  added:   {}\n", list(diff.removed), list(diff.added));
+  }
+  std::cout << "\n";
+}
+
 bool same_line(const MergePoint* a, const MergePoint* b) {
   return a && b && a->file == b->file && a->line == b->line && a->function == b->function;
 }
@@ -264,6 +306,7 @@ int run_trace(const TraceOptions& options) {
   if (options.json) {
     json out = trace_summary_json(*trace);
     out["stage"] = jitlog::stage_name(kind);
+    out["stage_diffs"] = diff_json(*trace);
     out["input_args"] = stage->input_args;
     if (heat) {
       out["samples"] = heat->total;
@@ -339,6 +382,10 @@ int run_trace(const TraceOptions& options) {
   std::string inputs;
   for (const auto& arg : stage->input_args) inputs += (inputs.empty() ? "" : ", ") + arg;
   std::cout << fmt::format("inputs: [{}]\n", inputs);
+  if (options.diff) {
+    std::cout << "\n";
+    print_diff(*trace);
+  }
   if (heat)
     std::cout << fmt::format("samples: {} in this trace ({} in its entry code before the first op){}\n",
                              with_commas(heat->total), with_commas(heat->entry),

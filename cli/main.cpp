@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   trace_cmd->add_flag("--asm", trace_options.disassemble,
                       "interleave the disassembled machine code (implies --stage asm unless --stage is given)");
+  trace_cmd->add_flag("--diff", trace_options.diff,
+                      "show what the optimizer (noopt -> opt) and the backend (opt -> asm) changed");
   trace_cmd->add_flag("--json", trace_options.json, "print JSON for scripts");
 
   ProfileOptions profile_options;

@@ -85,6 +85,25 @@ TEST_F(Report, TraceHeatPerOpSumsToTheTracesSamples) {
   EXPECT_GT(g_ops, 0u);
 }
 
+TEST_F(Report, DiffShowsTheAllocationsTheOptimizerRemoved) {
+  // f's loop boxes integers in the recorded trace (new_with_vtable for
+  // W_IntObject); the optimizer makes them virtual and removes them.
+  const json report = jitprof_json({"report", bundle()});
+  const auto id = report["traces"][0]["id"].get<std::uint64_t>();
+  const json trace = jitprof_json({"trace", bundle(), std::to_string(id)});
+  ASSERT_EQ(trace["stage_diffs"].size(), 2u);
+  const json& optimizer = trace["stage_diffs"][0];
+  EXPECT_EQ(optimizer["from"], "noopt");
+  EXPECT_EQ(optimizer["to"], "opt");
+  EXPECT_GT(optimizer["removed"].value("new_with_vtable", 0), 0);
+  const json& backend = trace["stage_diffs"][1];
+  EXPECT_GT(backend["added"].value("increment_debug_counter", 0), 0);  // counters the jitlog asks for
+  const Result text = run({JITPROF_BIN, "trace", bundle(), std::to_string(id), "--diff"});
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("noopt -> opt:"), std::string::npos);
+  EXPECT_NE(text.out.find("new_with_vtable x"), std::string::npos);
+}
+
 TEST_F(Report, TextViewsShowTheSameNumbers) {
   const Result report = run({JITPROF_BIN, "report", bundle()});
   ASSERT_EQ(report.status, 0) << report.err;

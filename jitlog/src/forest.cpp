@@ -129,4 +129,24 @@ std::vector<const MergePoint*> op_sources(const Trace& trace, const Stage& stage
   return sources;
 }
 
+StageDiff diff_stages(const Stage& before, const Stage& after) {
+  StageDiff diff;
+  std::map<std::string, std::ptrdiff_t> balance;
+  for (const Operation& op : before.ops) {
+    --balance[op.name];
+    diff.guards_before += op.is_guard();
+  }
+  for (const Operation& op : after.ops) {
+    ++balance[op.name];
+    diff.guards_after += op.is_guard();
+  }
+  diff.ops_before = before.ops.size();
+  diff.ops_after = after.ops.size();
+  for (const auto& [name, change] : balance) {
+    if (change < 0) diff.removed[name] = static_cast<std::size_t>(-change);
+    if (change > 0) diff.added[name] = static_cast<std::size_t>(change);
+  }
+  return diff;
+}
+
 }  // namespace jitprof::jitlog

@@ -179,6 +179,17 @@ struct Forest {
 // the backend added or lowered inherit the position of the op before them.
 std::vector<const MergePoint*> op_sources(const Trace& trace, const Stage& stage);
 
+// What changed between two stages of a trace (noopt -> opt, opt -> asm): op
+// counts by name, so that removed allocations, folded ops and added or merged
+// guards show.
+struct StageDiff {
+  std::size_t ops_before = 0, ops_after = 0;
+  std::size_t guards_before = 0, guards_after = 0;
+  std::map<std::string, std::size_t> removed;  // name -> how many fewer
+  std::map<std::string, std::size_t> added;    // name -> how many more
+};
+StageDiff diff_stages(const Stage& before, const Stage& after);
+
 // Incremental reader: feed bytes as they arrive (a file, a pipe), then finish.
 class JitlogReader {
  public:
