@@ -54,6 +54,13 @@ struct ExportOptions {
   std::string output = "-";
 };
 
+struct TopOptions {
+  std::string file;
+  std::size_t depth = 12;
+  double min_percent = 1.0;
+  bool json = false;
+};
+
 struct InfoOptions {
   std::string file;
   bool json = false;
@@ -66,5 +73,6 @@ int run_record(const RecordOptions& options);
 int run_info(const InfoOptions& options);
 int run_report(const ReportOptions& options);
 int run_export(const ExportOptions& options);
+int run_top(const TopOptions& options);
 
 }  // namespace jitprof::cli

@@ -101,6 +101,15 @@ int main(int argc, char** argv) {
   export_cmd->add_option("-o,--output", export_options.output, "file to write, - for standard output")
       ->capture_default_str();
 
+  TopOptions top_options;
+  auto* top_cmd = app.add_subcommand("top", "A bundle's profile as a call tree, from the outermost frame down");
+  top_cmd->add_option("FILE", top_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  top_cmd->add_option("--depth", top_options.depth, "levels of the tree to show")->capture_default_str();
+  top_cmd->add_option("--min", top_options.min_percent, "leave out branches under this share of samples (%)")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  top_cmd->add_flag("--json", top_options.json, "print JSON for scripts");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -122,6 +131,7 @@ int main(int argc, char** argv) {
     if (*info_cmd) return run_info(info_options);
     if (*report_cmd) return run_report(report_options);
     if (*export_cmd) return run_export(export_options);
+    if (*top_cmd) return run_top(top_options);
   } catch (const std::exception& error) {
     std::cerr << "jitprof: error: " << error.what() << "\n";
     return 1;

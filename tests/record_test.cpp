@@ -308,6 +308,23 @@ TEST_F(Record, ArgvEnvironmentAndExitStatusAreTheProgramsOwn) {
   EXPECT_EQ(info(path("argv.jprof"))["manifest"]["exit"]["code"], 3);
 }
 
+TEST_F(Record, TheUsersOwnSitecustomizeStillRuns) {
+  const fs::path site = dir_ / "site";
+  fs::create_directories(site);
+  std::ofstream(site / "sitecustomize.py") << "import builtins\nbuiltins.SITE_RAN = 'yes'\n";
+  const std::string script = program("site.py",
+                                     "import os, sys, sitecustomize\n"
+                                     "print(SITE_RAN, os.environ['PYTHONPATH'], sitecustomize.__file__)\n");
+  const std::string path_value = site.string();
+  const Result plain = run({"env", "PYTHONPATH=" + path_value, JITPROF_PYPY, script});
+  const Result recorded = run({"env", "PYTHONPATH=" + path_value, JITPROF_BIN, "record", "-q", "-o",
+                               path("site.jprof"), "--", JITPROF_PYPY, script});
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  EXPECT_EQ(recorded.out, plain.out);
+  EXPECT_EQ(recorded.out, "yes " + path_value + " " + (site / "sitecustomize.py").string() + "\n");
+}
+
 TEST_F(Record, AbortIsRecordedAsSigabrtAndTheBundleStillReads) {
   const std::string script = program("abort.py",
                                      "import os\n"

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <set>
@@ -102,6 +103,27 @@ TEST_F(Report, DiffShowsTheAllocationsTheOptimizerRemoved) {
   ASSERT_EQ(text.status, 0) << text.err;
   EXPECT_NE(text.out.find("noopt -> opt:"), std::string::npos);
   EXPECT_NE(text.out.find("new_with_vtable x"), std::string::npos);
+}
+
+TEST_F(Report, CallTreeRunsFromFThroughInlinedGIntoTheTrace) {
+  const json tree = jitprof_json({"top", bundle(), "--depth", "30", "--min", "0"});
+  // Depth-first search for f -> g -> [jit] trace.
+  std::uint64_t through_g = 0, root_total = 0;
+  std::function<void(const json&, const std::string&)> walk = [&](const json& nodes, const std::string& parent) {
+    for (const auto& node : nodes) {
+      const std::string frame = node["frame"];
+      if (parent == "g (inlined.py)" && frame.starts_with("[jit] trace")) through_g += node["total"].get<std::uint64_t>();
+      if (frame == "g (inlined.py)") {
+        EXPECT_EQ(parent, "f (inlined.py)");
+      }
+      EXPECT_LE(node["self"].get<std::uint64_t>(), node["total"].get<std::uint64_t>());
+      walk(node["children"], frame);
+    }
+  };
+  walk(tree["children"], "");
+  for (const auto& node : tree["children"]) root_total += node["total"].get<std::uint64_t>();
+  EXPECT_EQ(root_total, tree["samples"].get<std::uint64_t>());
+  EXPECT_GT(through_g, 0u);
 }
 
 TEST_F(Report, TextViewsShowTheSameNumbers) {

@@ -69,14 +69,17 @@ def _jitprof_start():
         finally:
             os.close(vmprof_fd)
     atexit.register(stop)
-    # Run the user's own sitecustomize, if any, and let it stand as the module.
-    from importlib.machinery import PathFinder
-    from importlib.util import module_from_spec
-    spec = PathFinder.find_spec("sitecustomize", sys.path)
-    if spec is not None:
-        module = module_from_spec(spec)
-        sys.modules["sitecustomize"] = module
-        spec.loader.exec_module(module)
+    # Run the user's own sitecustomize, if any, and let it stand as the
+    # module. importlib is loaded only then: it costs the target start-up time.
+    if any(os.path.exists(os.path.join(d or ".", "sitecustomize.py")) or
+           os.path.isdir(os.path.join(d or ".", "sitecustomize")) for d in sys.path):
+        from importlib.machinery import PathFinder
+        from importlib.util import module_from_spec
+        spec = PathFinder.find_spec("sitecustomize", sys.path)
+        if spec is not None:
+            module = module_from_spec(spec)
+            sys.modules["sitecustomize"] = module
+            spec.loader.exec_module(module)
 
 
 _jitprof_start()
