@@ -94,22 +94,30 @@ SampleSummary summarize_samples(const bundle::Bundle& read, const jitlog::Forest
 
 }  // namespace
 
-// The fatal fault, with the trace and op when it hit JIT code.
+// The fatal fault, with the trace and op of the innermost JIT frame on the
+// faulting thread's stack: the faulting instruction itself, or the call from
+// which the trace reached the native code that faulted.
 json crash_json(const bundle::Bundle& read, const jitlog::Forest& forest) {
   const bundle::Frame* frame = read.latest(bundle::sections::kCrash);
   if (frame == nullptr) return nullptr;
   json crash = json::parse(frame->data, nullptr, false);
   if (!crash.is_object()) return nullptr;
-  const auto rip = crash["registers"].value("rip", std::uint64_t{0});
-  if (const jitlog::Trace* trace = forest.trace_at_address(rip)) {
-    crash["trace"] = {{"id", trace->id}, {"type", jitlog::trace_kind_name(trace->kind)}};
-    if (const auto op = trace->asm_op_at(rip)) {
+  const json& frames = crash["frames"];
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    if (!frames[i].value("jit", false)) continue;
+    // A return address points after its call: look the call itself up.
+    const std::uint64_t address = frames[i].value("address", std::uint64_t{0}) - (i == 0 ? 0 : 1);
+    const jitlog::Trace* trace = forest.trace_at_address(address);
+    if (trace == nullptr) break;
+    crash["trace"] = {{"id", trace->id}, {"type", jitlog::trace_kind_name(trace->kind)}, {"frame_index", i}};
+    if (const auto op = trace->asm_op_at(address)) {
       const jitlog::Stage& stage = *trace->stage(jitlog::StageKind::Asm);
       crash["trace"]["op_index"] = *op;
       crash["trace"]["op"] = stage.ops[*op].name;
       if (const jitlog::MergePoint* point = jitlog::op_sources(*trace, stage)[*op])
         crash["trace"]["source"] = {{"function", point->function}, {"file", point->file}, {"line", point->line}};
     }
+    break;
   }
   return crash;
 }
@@ -123,7 +131,8 @@ void print_crash(const json& crash) {
   std::cout << "\n";
   if (crash.contains("trace")) {
     const json& trace = crash["trace"];
-    std::cout << fmt::format("  in JIT code of {} {}", trace.value("type", ""), trace.value("id", 0));
+    std::cout << fmt::format("  {} JIT code of {} {}", trace.value("frame_index", 0) == 0 ? "in" : "called from",
+                             trace.value("type", ""), trace.value("id", 0));
     if (trace.contains("op")) std::cout << fmt::format(", op {} ({})", trace.value("op_index", 0), trace.value("op", ""));
     if (trace.contains("source"))
       std::cout << fmt::format(", from {} at {}:{}", trace["source"].value("function", ""),
