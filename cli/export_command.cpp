@@ -49,6 +49,7 @@ int run_export(const ExportOptions& options) {
     return 1;
   }
   if (options.format == "collapsed") exports::write_collapsed(profile, out);
+  else if (options.format == "pprof") exports::write_pprof(profile, out);
   else if (options.format == "speedscope")
     exports::write_speedscope(profile, std::filesystem::path(options.file).filename().string(), out);
   out.flush();

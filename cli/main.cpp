@@ -95,9 +95,10 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   export_cmd->add_option("-f,--format", export_options.format,
-                         "collapsed (flamegraph.pl), speedscope (JSON), perf-map (/tmp/perf-PID.map for perf report)")
+                         "collapsed (flamegraph.pl), speedscope (JSON), pprof (gzipped profile.proto), "
+                         "perf-map (/tmp/perf-PID.map for perf report)")
       ->required()
-      ->check(CLI::IsMember({"collapsed", "speedscope", "perf-map"}));
+      ->check(CLI::IsMember({"collapsed", "speedscope", "pprof", "perf-map"}));
   export_cmd->add_option("-o,--output", export_options.output, "file to write, - for standard output")
       ->capture_default_str();
 

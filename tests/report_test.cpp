@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -173,6 +174,43 @@ TEST_F(Report, SpeedscopeFileHoldsEverySampleWithValidFrameIndices) {
   std::set<std::string> names;
   for (const auto& frame : document["shared"]["frames"]) names.insert(frame["name"]);
   EXPECT_TRUE(names.count("g (inlined.py)"));
+}
+
+TEST_F(Report, PprofDecodesWithProtocAndCountsEverySample) {
+  const std::string out = (dir_ / "profile.pb.gz").string();
+  ASSERT_EQ(run({JITPROF_BIN, "export", bundle(), "-f", "pprof", "-o", out}).status, 0);
+  // protoc checks every field against profile.proto's types while decoding.
+  const std::string proto_dir = std::string(JITPROF_SOURCE_DIR) + "/tests/support";
+  const Result decoded = run({"sh", "-c", "gzip -dc " + jitprof::testing::shell_quote(out) +
+                                              " | protoc --decode=perftools.profiles.Profile --proto_path=" +
+                                              jitprof::testing::shell_quote(proto_dir) + " profile.proto"});
+  ASSERT_EQ(decoded.status, 0) << decoded.err;
+  // Each sample block holds: location ids, then value: count, value: nanoseconds.
+  std::istringstream lines(decoded.out);
+  std::uint64_t samples = 0, nanoseconds = 0, blocks = 0;
+  bool in_sample = false;
+  int values = 0;
+  std::vector<std::string> strings;
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "sample {") {
+      in_sample = true;
+      values = 0;
+      ++blocks;
+    } else if (line == "}") {
+      in_sample = false;
+    } else if (in_sample && line.starts_with("  value: ")) {
+      (values++ == 0 ? samples : nanoseconds) += std::stoull(line.substr(9));
+    } else if (line.starts_with("string_table: ")) {
+      strings.push_back(line.substr(14));
+    }
+  }
+  const auto expected = jitprof_json({"report", bundle()})["samples"].get<std::uint64_t>();
+  EXPECT_EQ(samples, expected);
+  EXPECT_EQ(nanoseconds, expected * 1'000'000);  // 1 kHz: 1 ms of CPU time each
+  EXPECT_GT(blocks, 1u);
+  ASSERT_FALSE(strings.empty());
+  EXPECT_EQ(strings.front(), "\"\"");  // string_table[0] is the empty string
+  EXPECT_NE(std::find(strings.begin(), strings.end(), "\"g (inlined.py)\""), strings.end());
 }
 
 TEST_F(Report, PerfMapNamesEveryTraceAtItsAddress) {

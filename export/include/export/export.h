@@ -21,6 +21,11 @@ void write_collapsed(const correlate::Profile& profile, std::ostream& out);
 // one sampled profile per thread, weights in seconds of CPU time.
 void write_speedscope(const correlate::Profile& profile, const std::string& name, std::ostream& out);
 
+// pprof's profile.proto, gzip-compressed (what `go tool pprof` and
+// pprof-compatible viewers open): one sample per distinct stack, with values
+// [samples, cpu nanoseconds]; locations leaf first.
+void write_pprof(const correlate::Profile& profile, std::ostream& out);
+
 // A perf map (/tmp/perf-PID.map): "START SIZE NAME" in hex, one line per trace
 // with machine code, so that `perf report` names PyPy's JIT code.
 void write_perf_map(const jitlog::Forest& forest, std::ostream& out);
