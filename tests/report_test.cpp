@@ -174,6 +174,12 @@ TEST_F(Report, SpeedscopeFileHoldsEverySampleWithValidFrameIndices) {
   std::set<std::string> names;
   for (const auto& frame : document["shared"]["frames"]) names.insert(frame["name"]);
   EXPECT_TRUE(names.count("g (inlined.py)"));
+
+  // And it passes the JSON schema speedscope itself publishes (tests/js, set up by scripts/test).
+  const std::string validator = std::string(JITPROF_SOURCE_DIR) + "/tests/js/validate-speedscope.mjs";
+  const Result valid = run({"node", validator, out});
+  EXPECT_EQ(valid.status, 0) << valid.out << valid.err << "(tests/js needs 'npm ci --prefix tests/js')";
+  EXPECT_EQ(valid.out, "valid\n");
 }
 
 TEST_F(Report, PprofDecodesWithProtocAndCountsEverySample) {
