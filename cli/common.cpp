@@ -68,6 +68,20 @@ vmprof::Profile load_profile(const std::string& file) {
   return vmprof::read_profile(file);
 }
 
+std::optional<Correlated> load_correlated(const std::string& file, const std::string& purpose) {
+  const bundle::Bundle read = bundle::read_bundle(file);
+  Correlated result;
+  result.status = report_diagnostics(file, read.warnings, read.error);
+  result.profile = correlate::correlate(read);
+  if (result.profile.samples.empty()) {
+    std::cerr << fmt::format("jitprof: error: {} has no perf samples {} (recorded with --no-perf, or perf sampling "
+                             "was refused); 'jitprof profile {}' shows PyPy's own samples\n",
+                             file, purpose, file);
+    return std::nullopt;
+  }
+  return result;
+}
+
 std::optional<std::string> SourceCache::line(const std::string& file, std::int64_t line) {
   auto [entry, inserted] = files_.try_emplace(file);
   if (inserted) {

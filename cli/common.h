@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "binio/binio.h"
+#include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "vmprof/profile.h"
 
@@ -25,6 +26,15 @@ std::string hex(std::uint64_t value);
 // Reads a jitlog or vmprof profile from its own file or from a bundle's section.
 jitlog::Forest load_jitlog(const std::string& file);
 vmprof::Profile load_profile(const std::string& file);
+
+// A bundle's correlated profile, with the exit status its reading earned.
+struct Correlated {
+  correlate::Profile profile;
+  int status = 0;
+};
+// Reads and correlates a bundle, printing its problems. Nullopt, after an
+// error line saying what `purpose` needed, when it holds no perf samples.
+std::optional<Correlated> load_correlated(const std::string& file, const std::string& purpose);
 
 // Prints warnings and the error of a reader to stderr; returns the exit code
 // the command should end with (1 when reading stopped at malformed input).

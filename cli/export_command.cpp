@@ -41,13 +41,10 @@ int run_export(const ExportOptions& options) {
                              options.file, options.format);
     return 1;
   }
-  const bundle::Bundle read = bundle::read_bundle(options.file);
-  const int status = report_diagnostics(options.file, read.warnings, read.error);
-  const correlate::Profile profile = correlate::correlate(read);
-  if (profile.samples.empty()) {
-    std::cerr << fmt::format("jitprof: error: {} has no perf samples to export\n", options.file);
-    return 1;
-  }
+  const auto correlated = load_correlated(options.file, "to export");
+  if (!correlated) return 1;
+  const correlate::Profile& profile = correlated->profile;
+  const int status = correlated->status;
   if (options.format == "collapsed") exports::write_collapsed(profile, out);
   else if (options.format == "pprof") exports::write_pprof(profile, out);
   else if (options.format == "speedscope")

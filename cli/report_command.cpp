@@ -9,7 +9,6 @@
 #include <map>
 #include <set>
 
-#include "bundle/bundle.h"
 #include "commands.h"
 #include "common.h"
 #include "correlate/profile.h"
@@ -109,15 +108,10 @@ std::string source_text(const jitlog::Trace& trace) {
 }  // namespace
 
 int run_report(const ReportOptions& options) {
-  const bundle::Bundle read = bundle::read_bundle(options.file);
-  const int status = report_diagnostics(options.file, read.warnings, read.error);
-  const Profile profile = correlate::correlate(read);
-  if (profile.samples.empty()) {
-    std::cerr << fmt::format("jitprof: error: {} has no perf samples to report (recorded with --no-perf, or perf "
-                             "sampling was refused); 'jitprof profile {}' shows PyPy's own samples\n",
-                             options.file, options.file);
-    return 1;
-  }
+  const auto correlated = load_correlated(options.file, "to report");
+  if (!correlated) return 1;
+  const Profile& profile = correlated->profile;
+  const int status = correlated->status;
   const Report report = summarize(profile);
   const double total = double(report.samples);
   const auto functions = top(report.functions, options.top, [](const Count& c) { return c.self * 1'000'000 + c.total; });

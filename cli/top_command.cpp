@@ -5,7 +5,6 @@
 #include <iostream>
 #include <map>
 
-#include "bundle/bundle.h"
 #include "commands.h"
 #include "common.h"
 #include "correlate/profile.h"
@@ -69,13 +68,10 @@ void print_tree(const Node& node, std::size_t depth, std::uint64_t minimum, doub
 }  // namespace
 
 int run_top(const TopOptions& options) {
-  const bundle::Bundle read = bundle::read_bundle(options.file);
-  const int status = report_diagnostics(options.file, read.warnings, read.error);
-  const correlate::Profile profile = correlate::correlate(read);
-  if (profile.samples.empty()) {
-    std::cerr << fmt::format("jitprof: error: {} has no perf samples to show\n", options.file);
-    return 1;
-  }
+  const auto correlated = load_correlated(options.file, "to show");
+  if (!correlated) return 1;
+  const correlate::Profile& profile = correlated->profile;
+  const int status = correlated->status;
   const Node root = build_tree(profile);
   const auto minimum = static_cast<std::uint64_t>(options.min_percent / 100.0 * double(root.total));
   if (options.json) {
