@@ -52,6 +52,7 @@ struct ExportOptions {
   std::string file;
   std::string format;
   std::string output = "-";
+  std::uint32_t pid = 0;
 };
 
 struct TopOptions {

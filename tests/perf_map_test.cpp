@@ -75,4 +75,36 @@ TEST(PerfMap, PerfReportNamesTheHotLoopWithJitprofsTraceNames) {
   EXPECT_LT(unnamed_jit_share(named), 2.0);
 }
 
+TEST(Jitdump, PerfInjectTurnsTheJitdumpIntoNamedCode) {
+  const fs::path dir = fs::temp_directory_path() / ("jitprof-jitdump-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto run = [&](const std::vector<std::string>& argv) { return jitprof::testing::run_command(argv, dir); };
+  const std::string data = (dir / "perf.data").string(), injected = (dir / "perf.jit.data").string();
+  const Result recorded = run({"env", "JITPROF_PERF_DIR=" + dir.string(), "perf", "record", "-k", "mono", "-e",
+                               "cpu-clock", "-F", "999", "-o", data, "--", JITPROF_PYPY,
+                               std::string(JITPROF_SOURCE_DIR) + "/scripts/pypy-perf.py",
+                               std::string(JITPROF_SOURCE_DIR) + "/tests/programs/inlined.py", "100000000"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const Result pids = run({"perf", "script", "-i", data, "-F", "pid"});
+  ASSERT_EQ(pids.status, 0) << pids.err;
+  const std::string pid = std::to_string(std::stoul(pids.out));
+  const std::string base = (dir / ("jit-" + pid)).string();
+  const Result exported =
+      run({JITPROF_BIN, "export", base + ".jitlog", "--format", "jitdump", "--pid", pid, "-o", base + ".dump"});
+  ASSERT_EQ(exported.status, 0) << exported.err;
+  const Result inject = run({"perf", "inject", "--jit", "-i", data, "-o", injected});
+  ASSERT_EQ(inject.status, 0) << inject.err;
+  const Result report = run({"perf", "report", "-i", injected, "--stdio", "--sort", "dso,sym"});
+  ASSERT_EQ(report.status, 0) << report.err;
+  fs::remove_all(dir);
+
+  // perf made an ELF image per trace ("jitted-PID-N.so") named after it.
+  double named = 0;
+  for (const auto& line : report_lines(report.out))
+    if (line.object.starts_with("jitted-" + pid + "-") && line.symbol.starts_with("pypy:loop"))
+      named += line.share;
+  EXPECT_GT(named, 20.0) << report.out;
+  EXPECT_NE(report.out.find(" f inlined.py:12"), std::string::npos) << report.out;
+}
+
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
@@ -29,6 +30,12 @@ void write_pprof(const correlate::Profile& profile, std::ostream& out);
 // A perf map (/tmp/perf-PID.map): "START SIZE NAME" in hex, one line per trace
 // with machine code, so that `perf report` names PyPy's JIT code.
 void write_perf_map(const jitlog::Forest& forest, std::ostream& out);
+
+// perf's jitdump: one code-load record per trace (name and machine code),
+// for `perf inject --jit`. Every trace loads at `load_time_ns`
+// (CLOCK_MONOTONIC): it must come after the process's exec in perf's
+// recording, or perf drops the code with the old address space.
+void write_jitdump(const jitlog::Forest& forest, std::uint32_t pid, std::uint64_t load_time_ns, std::ostream& out);
 
 // The name a trace gets in symbol tables: "pypy:loop 4 f inlined.py:12".
 std::string trace_symbol(const jitlog::Trace& trace);
