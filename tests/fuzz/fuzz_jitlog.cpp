@@ -7,8 +7,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <span>
+
+#include "fuzz_checks.h"
 
 #include "jitlog/jitlog.h"
 
@@ -16,17 +17,10 @@ namespace {
 
 namespace jl = jitprof::jitlog;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_jitlog: %s\n", what);
-    __builtin_trap();
-  }
-}
+using jitprof::fuzz::check;
 
 void check_invariants(const jl::Forest& forest, std::size_t size) {
-  check(forest.bytes_read == size, "bytes_read differs from the input size");
-  if (forest.error) check(forest.error->offset <= size, "error offset past the input");
-  for (const auto& warning : forest.warnings) check(warning.offset <= size, "warning offset past the input");
+  jitprof::fuzz::check_diagnostics(forest, size);
   for (const jl::Trace& trace : forest.traces) {
     check(trace.file_offset < size, "trace offset past the input");
     check(forest.find(trace.id) != nullptr, "trace id not indexed");

@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <span>
+
+#include "fuzz_checks.h"
 
 #include "vmprof/profile.h"
 
@@ -15,17 +16,10 @@ namespace {
 
 namespace vmp = jitprof::vmprof;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_vmprof: %s\n", what);
-    __builtin_trap();
-  }
-}
+using jitprof::fuzz::check;
 
 void check_invariants(const vmp::Profile& profile, std::size_t size) {
-  check(profile.bytes_read == size, "bytes_read differs from the input size");
-  if (profile.error) check(profile.error->offset <= size, "error offset past the input");
-  for (const auto& warning : profile.warnings) check(warning.offset <= size, "warning offset past the input");
+  jitprof::fuzz::check_diagnostics(profile, size);
   for (const auto& sample : profile.samples) {
     check(sample.file_offset < size, "sample offset past the input");
     check(sample.first_frame + sample.depth <= profile.frames.size(), "sample frames out of range");
