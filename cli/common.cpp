@@ -74,11 +74,13 @@ std::optional<Correlated> load_correlated(const std::string& file, const std::st
   result.status = report_diagnostics(file, read.warnings, read.error);
   result.profile = correlate::correlate(read);
   if (result.profile.samples.empty()) {
-    std::cerr << fmt::format("jitprof: error: {} has no perf samples {} (recorded with --no-perf, or perf sampling "
-                             "was refused); 'jitprof profile {}' shows PyPy's own samples\n",
-                             file, purpose, file);
+    std::cerr << fmt::format("jitprof: error: {} has no samples {}: neither perf's nor PyPy's own\n", file, purpose);
     return std::nullopt;
   }
+  if (result.profile.samples_from_vmprof)
+    std::cerr << fmt::format("jitprof: note: {} has no perf samples (recorded with --no-perf, or perf was refused): "
+                             "showing PyPy's own samples, which name a JIT sample's trace but not its instruction\n",
+                             file);
   return result;
 }
 

@@ -151,6 +151,7 @@ int run_report(const ReportOptions& options) {
     json out = {{"file", options.file},
                 {"samples", report.samples},
                 {"seconds_per_sample", profile.seconds_per_sample},
+                {"sample_source", profile.samples_from_vmprof ? "vmprof" : "perf"},
                 {"jit", {{"samples", stats.jit}, {"in_traces", stats.jit_in_trace}, {"on_ops", stats.jit_on_op}}},
                 {"python_stacks",
                  {{"from_jitlog", stats.python_from_jit},
@@ -178,8 +179,12 @@ int run_report(const ReportOptions& options) {
   }
 
   const Style style;
-  std::cout << fmt::format("{} samples ({:.3f} s of CPU time) from {}\n", with_commas(report.samples),
-                           total * profile.seconds_per_sample, options.file);
+  if (profile.samples_from_vmprof)
+    std::cout << fmt::format("{} samples from PyPy's own sampling (vmprof) in {}\n", with_commas(report.samples),
+                             options.file);
+  else
+    std::cout << fmt::format("{} samples ({:.3f} s of CPU time) from {}\n", with_commas(report.samples),
+                             total * profile.seconds_per_sample, options.file);
   std::cout << fmt::format("JIT code: {} samples; {} inside a trace, {} ({}) attributed to an IR op\n",
                            with_commas(stats.jit), with_commas(stats.jit_in_trace), with_commas(stats.jit_on_op),
                            percent(double(stats.jit_on_op), double(stats.jit)));

@@ -246,12 +246,32 @@ TEST_F(Report, PerfMapNamesEveryTraceAtItsAddress) {
   EXPECT_EQ(lines.size(), with_code);
 }
 
-TEST_F(Report, ABundleWithoutPerfSamplesIsAClearError) {
+TEST_F(Report, WithoutPerfPyPysOwnSamplesStandIn) {
+  const std::string bundle = (dir_ / "noperf.jprof").string();
+  ASSERT_EQ(run({JITPROF_BIN, "record", "-q", "--no-perf", "-o", bundle, "--", JITPROF_PYPY,
+                 std::string(JITPROF_SOURCE_DIR) + "/tests/programs/inlined.py", "150000000"})
+                .status,
+            0);
+  const Result result = run({JITPROF_BIN, "report", "--json", bundle});
+  ASSERT_EQ(result.status, 0) << result.err;
+  EXPECT_NE(result.err.find("showing PyPy's own samples"), std::string::npos) << result.err;
+  const json report = json::parse(result.out);
+  EXPECT_EQ(report["sample_source"], "vmprof");
+  ASSERT_GE(report["functions"].size(), 2u);
+  const std::set<std::string> top_two = {report["functions"][0]["name"], report["functions"][1]["name"]};
+  EXPECT_EQ(top_two, (std::set<std::string>{"f", "g"}));
+  EXPECT_EQ(report["traces"][0]["source"]["function"], "f");
+  EXPECT_EQ(report["traces"][0]["source"]["line"], 12);
+  EXPECT_EQ(report["jit"]["on_ops"], 0);  // vmprof knows the block, not the instruction
+}
+
+TEST_F(Report, ABundleWithNoSamplesAtAllIsAClearError) {
   const std::string none = (dir_ / "none.jprof").string();
-  ASSERT_EQ(run({JITPROF_BIN, "record", "-q", "--no-perf", "-o", none, "--", JITPROF_PYPY, "-c", "pass"}).status, 0);
+  // Not PyPy, and no perf: nothing samples it.
+  ASSERT_EQ(run({JITPROF_BIN, "record", "-q", "--no-perf", "-o", none, "--", "true"}).status, 0);
   const Result report = run({JITPROF_BIN, "report", none});
   EXPECT_EQ(report.status, 1);
-  EXPECT_NE(report.err.find("no perf samples"), std::string::npos) << report.err;
+  EXPECT_NE(report.err.find("has no samples"), std::string::npos) << report.err;
 }
 
 }  // namespace

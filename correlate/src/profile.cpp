@@ -83,6 +83,8 @@ class Builder {
     profile_.has_perf_samples = !table.rows.empty();
     profile_.samples.reserve(table.rows.size());
     for (std::size_t row = 0; row < table.rows.size(); ++row) add_perf_sample(table, row);
+    // Without perf (refused, or --no-perf), PyPy's own samples stand in.
+    if (!profile_.has_perf_samples) add_vmprof_samples();
     profile_.stats.samples = profile_.samples.size();
   }
 
@@ -176,7 +178,17 @@ class Builder {
         ++callers[{frame.file, frame.name}][FrameIds(stack.begin(), stack.begin() + static_cast<std::ptrdiff_t>(i))];
       }
       vmprof_stacks_.push_back(intern(std::move(stack), parts_, part_index_));
+      // The first JIT block of the stack: with native mode on, the block of
+      // the interrupted instruction; without it, possibly a stale one.
+      std::optional<std::uint64_t> block;
+      for (const vmprof::Frame& frame : vm.stack(sample))
+        if (frame.kind == vmprof::FrameKind::Assembler) {
+          block = frame.value;
+          break;
+        }
+      vmprof_blocks_.push_back(block);
     }
+    vmprof_period_s_ = double(vm.header.period_usec) / 1e6;
     for (const auto& [function, chains] : callers) {
       auto most = std::max_element(chains.begin(), chains.end(),
                                    [](const auto& a, const auto& b) { return a.second < b.second; });
@@ -185,6 +197,37 @@ class Builder {
     if (vm.start_time && vm.end_time) {
       vmprof_start_s_ = double(vm.start_time->seconds) + double(vm.start_time->microseconds) / 1e6;
       vmprof_end_s_ = double(vm.end_time->seconds) + double(vm.end_time->microseconds) / 1e6;
+    }
+  }
+
+  void add_vmprof_samples() {
+    if (vmprof_stacks_.empty()) return;
+    profile_.samples_from_vmprof = true;
+    if (vmprof_period_s_ > 0) profile_.seconds_per_sample = vmprof_period_s_;
+    const bool timed = clock_monotonic_ns_ != 0 && vmprof_end_s_ > vmprof_start_s_;
+    for (std::size_t i = 0; i < vmprof_stacks_.size(); ++i) {
+      Sample sample;
+      if (timed) {
+        // Spread evenly over the run, as vmprof's CPU-time timer spreads them.
+        const double wall = vmprof_start_s_ + (double(i) + 0.5) / double(vmprof_stacks_.size()) *
+                                                  (vmprof_end_s_ - vmprof_start_s_);
+        sample.time_ns = clock_monotonic_ns_ + static_cast<std::uint64_t>((wall - clock_unix_s_) * 1e9);
+      }
+      FrameIds ids = parts_[vmprof_stacks_[i]];
+      if (const auto& block = vmprof_blocks_[i]) {
+        ++profile_.stats.jit;
+        if (const jitlog::Trace* trace = profile_.forest.trace_at_address(*block)) {
+          ++profile_.stats.jit_in_trace;
+          sample.trace = trace->id;
+          const jitlog::MergePoint* source = trace->source();
+          ids.push_back(frame_id({Category::JitTrace,
+                                  fmt::format("trace {} ({})", trace->id, jitlog::trace_kind_name(trace->kind)),
+                                  source ? source->file : "", source ? source->line : 0, trace->id}));
+        }
+      }
+      ++profile_.stats.python_from_vmprof_time;
+      sample.stack = stack_id(ids);
+      profile_.samples.push_back(sample);
     }
   }
 
@@ -390,6 +433,8 @@ class Builder {
   std::map<std::pair<std::uint64_t, std::size_t>, FrameIds> jit_chains_;
   std::map<std::pair<std::string, std::string>, FrameIds> callers_of_;
   std::vector<std::uint32_t> vmprof_stacks_;  // interned parts, in file order
+  std::vector<std::optional<std::uint64_t>> vmprof_blocks_;  // each sample's first JIT block
+  double vmprof_period_s_ = 0;
   // Interned frame sequences ("parts") and the caches that build stacks from them.
   std::vector<FrameIds> parts_;
   std::unordered_map<std::string, std::uint32_t> part_index_;

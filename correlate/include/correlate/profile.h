@@ -85,6 +85,9 @@ struct Profile {
   Stats stats;
   jitlog::Forest forest;
   bool has_perf_samples = false;
+  // No perf samples: vmprof's stand in. They know a JIT sample's trace (by
+  // its code block) but not the instruction, op or native frames.
+  bool samples_from_vmprof = false;
 
   // The innermost Python frame (Python or JitInlined) of a stack, if any.
   std::optional<std::uint32_t> python_leaf(std::uint32_t stack) const;
