@@ -5,10 +5,9 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
-#include <sstream>
-#include <sys/mman.h>
 
 #include "bundle/bundle.h"
+#include "bundle/json_lines.h"
 #include "bundle/samples.h"
 #include "commands.h"
 #include "common.h"
@@ -48,20 +47,12 @@ struct AddressRange {
   std::uint64_t start, end;
 };
 
-// Anonymous executable mappings: where PyPy's JIT puts machine code.
 std::vector<AddressRange> jit_regions(const bundle::Bundle& read) {
   std::vector<AddressRange> regions;
-  const auto maps = read.stream(bundle::sections::kMaps);
-  std::istringstream lines(std::string(maps.begin(), maps.end()));
-  for (std::string line; std::getline(lines, line);) {
-    const json mapping = json::parse(line, nullptr, false);
-    if (!mapping.is_object()) continue;
-    const std::string path = mapping.value("path", "");
-    const bool anonymous = path.empty() || path == "//anon" || path.starts_with("[anon");
-    if (anonymous && (mapping.value("prot", 0u) & PROT_EXEC))
+  for (const json& mapping : bundle::json_lines(read, bundle::sections::kMaps))
+    if (bundle::is_jit_mapping(mapping))
       regions.push_back({mapping.value("start", std::uint64_t{0}),
                          mapping.value("start", std::uint64_t{0}) + mapping.value("length", std::uint64_t{0})});
-  }
   return regions;
 }
 

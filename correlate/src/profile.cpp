@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "bundle/json_lines.h"
 #include "bundle/samples.h"
 #include "trace_index.h"
 #include "vmprof/profile.h"
@@ -43,16 +44,6 @@ namespace {
 using nlohmann::json;
 using FrameIds = std::vector<std::uint32_t>;
 
-std::vector<json> json_lines(const bundle::Bundle& read, bundle::SectionType type) {
-  const auto bytes = read.stream(type);
-  std::vector<json> lines;
-  std::istringstream in(std::string(bytes.begin(), bytes.end()));
-  for (std::string line; std::getline(in, line);) {
-    json value = json::parse(line, nullptr, false);
-    if (value.is_object()) lines.push_back(std::move(value));
-  }
-  return lines;
-}
 
 struct NativeSymbol {
   std::string path;
@@ -77,7 +68,7 @@ class Builder {
     load_manifest();
     load_symbols();
     load_jit_regions();
-    traces_ = TraceIndex(profile_.forest, json_lines(read_, bundle::sections::kJitlogClock));
+    traces_ = TraceIndex(profile_.forest, bundle::json_lines(read_, bundle::sections::kJitlogClock));
     load_vmprof();
     const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
     profile_.has_perf_samples = !table.rows.empty();
@@ -97,12 +88,15 @@ class Builder {
     return it->second;
   }
 
-  std::uint32_t stack_id(const FrameIds& ids) {
+  // The index of `ids` in `pool`, added once: frame sequences are shared by many samples.
+  std::uint32_t intern(FrameIds ids, std::vector<FrameIds>& pool, std::unordered_map<std::string, std::uint32_t>& index) {
     std::string key(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(std::uint32_t));
-    auto [it, inserted] = stack_ids_.try_emplace(std::move(key), static_cast<std::uint32_t>(profile_.stacks.size()));
-    if (inserted) profile_.stacks.push_back(ids);
+    auto [it, inserted] = index.try_emplace(std::move(key), static_cast<std::uint32_t>(pool.size()));
+    if (inserted) pool.push_back(std::move(ids));
     return it->second;
   }
+
+  std::uint32_t stack_id(FrameIds ids) { return intern(std::move(ids), profile_.stacks, stack_ids_); }
 
   void load_manifest() {
     const bundle::Frame* frame = read_.latest(bundle::sections::kManifest);
@@ -120,15 +114,14 @@ class Builder {
   }
 
   void load_symbols() {
-    for (const json& line : json_lines(read_, bundle::sections::kSymbols))
+    for (const json& line : bundle::json_lines(read_, bundle::sections::kSymbols))
       symbols_[{line.value("pid", 0u), line.value("address", std::uint64_t{0})}] =
           NativeSymbol{line.value("path", ""), line.value("name", "")};
   }
 
   void load_jit_regions() {
-    for (const json& line : json_lines(read_, bundle::sections::kMaps)) {
-      const std::string path = line.value("path", "");
-      if (path.empty() || path == "//anon" || path.starts_with("[anon"))
+    for (const json& line : bundle::json_lines(read_, bundle::sections::kMaps)) {
+      if (bundle::is_jit_mapping(line))
         jit_regions_[line.value("pid", 0u)].emplace_back(line.value("start", std::uint64_t{0}),
                                                          line.value("start", std::uint64_t{0}) +
                                                              line.value("length", std::uint64_t{0}));
@@ -226,7 +219,7 @@ class Builder {
         }
       }
       ++profile_.stats.python_from_vmprof_time;
-      sample.stack = stack_id(ids);
+      sample.stack = stack_id(std::move(ids));
       profile_.samples.push_back(sample);
     }
   }
@@ -255,16 +248,18 @@ class Builder {
     return {category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt};
   }
 
-  // Python frames of a trace at an op, outermost first, from its merge points.
+  // Python frames of a trace at an op, outermost first, from its merge points
+  // (jit_part caches the result per op).
   FrameIds jit_python_frames(const jitlog::Trace& trace, std::optional<std::size_t> op) {
-    const auto key = std::make_pair(trace.id, op ? *op : ~std::size_t{0});
-    if (auto cached = jit_chains_.find(key); cached != jit_chains_.end()) return cached->second;
     FrameIds chain;
     const jitlog::Stage* opt = trace.stage(jitlog::StageKind::Opt);
     const jitlog::Stage* asm_stage = trace.stage(jitlog::StageKind::Asm);
     const jitlog::MergePoint* point = trace.source();
     if (op && asm_stage) {
-      if (const jitlog::MergePoint* at_op = jitlog::op_sources(trace, *asm_stage)[*op]) point = at_op;
+      // The alignment costs ops x ops: once per trace, not once per op.
+      auto [sources, fresh] = asm_sources_.try_emplace(trace.id);
+      if (fresh) sources->second = jitlog::op_sources(trace, *asm_stage);
+      if (const jitlog::MergePoint* at_op = sources->second[*op]) point = at_op;
     }
     if (point && opt && !opt->merge_points.empty() && point >= opt->merge_points.data() &&
         point < opt->merge_points.data() + opt->merge_points.size()) {
@@ -285,7 +280,6 @@ class Builder {
     } else if (point) {
       chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id}));
     }
-    jit_chains_[key] = chain;
     return chain;
   }
 
@@ -297,12 +291,6 @@ class Builder {
     std::uint32_t frames = 0;              // interned: native frames leafward of it, then kernel frames
   };
 
-  std::uint32_t intern(FrameIds ids, std::vector<FrameIds>& pool, std::unordered_map<std::string, std::uint32_t>& index) {
-    std::string key(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(std::uint32_t));
-    auto [it, inserted] = index.try_emplace(std::move(key), static_cast<std::uint32_t>(pool.size()));
-    if (inserted) pool.push_back(std::move(ids));
-    return it->second;
-  }
 
   const NativePart& native_part(const bundle::SampleTable& table, const bundle::SampleTable::Row& row) {
     const std::uint64_t key = (std::uint64_t{row.pid} << 40) ^ (std::uint64_t{row.user_stack} << 20) ^ row.kernel_stack;
@@ -408,7 +396,7 @@ class Builder {
       FrameIds ids = python_part == kNoPart ? FrameIds{} : parts_[python_part];
       const FrameIds& suffix = parts_[native.frames];
       ids.insert(ids.end(), suffix.begin(), suffix.end());
-      stack->second = stack_id(ids);
+      stack->second = stack_id(std::move(ids));
     }
     sample.stack = stack->second;
     profile_.samples.push_back(sample);
@@ -430,7 +418,7 @@ class Builder {
   std::unordered_map<std::string, std::uint32_t> stack_ids_;
   std::map<std::pair<std::uint32_t, std::uint64_t>, NativeSymbol> symbols_;
   std::unordered_map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> jit_regions_;
-  std::map<std::pair<std::uint64_t, std::size_t>, FrameIds> jit_chains_;
+  std::unordered_map<std::uint64_t, std::vector<const jitlog::MergePoint*>> asm_sources_;  // by trace id
   std::map<std::pair<std::string, std::string>, FrameIds> callers_of_;
   std::vector<std::uint32_t> vmprof_stacks_;  // interned parts, in file order
   std::vector<std::optional<std::uint64_t>> vmprof_blocks_;  // each sample's first JIT block

@@ -315,10 +315,7 @@ class SampleCollector : public sampler::Listener {
       const auto symbol = kernel.symbolize(address);
       if (!symbol) continue;
       ++named;
-      lines += nlohmann::json{{"pid", 0},           {"address", address},   {"path", symbol->path},
-                              {"build_id", ""},     {"name", symbol->name}, {"offset", symbol->offset}}
-                   .dump() +
-               "\n";
+      lines += symbol_line(0, address, *symbol);
     }
     std::lock_guard lock(mutex_);
     symbols_ += lines;
@@ -345,6 +342,18 @@ class SampleCollector : public sampler::Listener {
   }
 
  private:
+  // One SYMS line; kernel addresses go under pid 0.
+  static std::string symbol_line(std::uint32_t pid, std::uint64_t address, const unwind::Symbol& symbol) {
+    return nlohmann::json{{"pid", pid},
+                          {"address", address},
+                          {"path", symbol.path},
+                          {"build_id", symbol.build_id},
+                          {"name", symbol.name},
+                          {"offset", symbol.offset}}
+               .dump() +
+           "\n";
+  }
+
   // Names each address once per process, so the bundle reads on a machine
   // without these binaries.
   void remember_symbols(std::uint32_t pid, const unwind::AddressSpace& space, const std::vector<std::uint64_t>& frames) {
@@ -354,10 +363,7 @@ class SampleCollector : public sampler::Listener {
       if (!seen.insert(address).second) continue;
       const auto symbol = space.symbolize(address);
       if (!symbol) continue;
-      lines += nlohmann::json{{"pid", pid},          {"address", address},   {"path", symbol->path},
-                              {"build_id", symbol->build_id}, {"name", symbol->name}, {"offset", symbol->offset}}
-                   .dump() +
-               "\n";
+      lines += symbol_line(pid, address, *symbol);
     }
     if (lines.empty()) return;
     std::lock_guard lock(mutex_);

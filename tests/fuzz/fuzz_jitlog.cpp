@@ -69,11 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const jl::Forest whole = jl::parse_jitlog(input);
   check_invariants(whole, size);
 
-  // The chunk size comes from the input, so the fuzzer explores splits too.
-  const std::size_t chunk = size == 0 ? 1 : 1 + data[size - 1] % 64;
-  jl::JitlogReader reader;
-  for (std::size_t at = 0; at < size; at += chunk) reader.feed(input.subspan(at, std::min(chunk, size - at)));
-  const jl::Forest chunked = reader.finish();
+  const jl::Forest chunked = jitprof::fuzz::read_in_chunks<jl::JitlogReader>(input);
   check(chunked.records == whole.records, "chunked feeding changed the record count");
   check(chunked.traces.size() == whole.traces.size(), "chunked feeding changed the traces");
   check(count_ops(chunked) == count_ops(whole), "chunked feeding changed the ops");

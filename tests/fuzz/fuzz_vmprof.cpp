@@ -33,11 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const vmp::Profile whole = vmp::parse_profile(input);
   check_invariants(whole, size);
 
-  // The chunk size comes from the input, so the fuzzer explores splits too.
-  const std::size_t chunk = size == 0 ? 1 : 1 + data[size - 1] % 64;
-  vmp::ProfileReader reader;
-  for (std::size_t at = 0; at < size; at += chunk) reader.feed(input.subspan(at, std::min(chunk, size - at)));
-  const vmp::Profile chunked = reader.finish();
+  const vmp::Profile chunked = jitprof::fuzz::read_in_chunks<vmp::ProfileReader>(input);
   check(chunked.samples.size() == whole.samples.size(), "chunked feeding changed the samples");
   check(chunked.frames.size() == whole.frames.size(), "chunked feeding changed the frames");
   check(chunked.code_names.size() == whole.code_names.size(), "chunked feeding changed the code names");
