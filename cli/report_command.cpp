@@ -29,6 +29,11 @@ struct FunctionKey {
   auto operator<=>(const FunctionKey&) const = default;
 };
 
+struct NativeFunction {
+  std::uint64_t self = 0;
+  std::map<std::pair<std::string, std::int64_t>, std::uint64_t> lines;  // (source file, line), with debug information
+};
+
 struct Report {
   std::size_t samples = 0;
   std::map<FunctionKey, Count> functions;
@@ -36,6 +41,7 @@ struct Report {
   std::map<std::uint64_t, std::uint64_t> trace_samples;  // by trace id
   std::map<std::string, std::uint64_t> leaf_categories;
   std::map<std::string, std::uint64_t> native_libraries;  // leaf frames outside Python and JIT code
+  std::map<FunctionKey, NativeFunction> native_functions;  // named leaf frames, by name and library
   std::map<std::uint32_t, std::uint64_t> threads;
   std::map<std::uint32_t, std::map<FunctionKey, std::uint64_t>> thread_functions;
 };
@@ -68,8 +74,15 @@ Report summarize(const Profile& profile) {
       continue;
     }
     ++report.leaf_categories[correlate::category_name(leaf.category)];
-    if (leaf.category == Category::Native || leaf.category == Category::Interpreter || leaf.category == Category::Gc)
-      ++report.native_libraries[std::filesystem::path(leaf.file).filename().string()];
+    if (leaf.category == Category::Native || leaf.category == Category::Interpreter || leaf.category == Category::Gc) {
+      const std::string library = std::filesystem::path(leaf.file).filename().string();
+      ++report.native_libraries[library];
+      if (leaf.name != library && !leaf.name.starts_with("0x")) {
+        NativeFunction& function = report.native_functions[{leaf.name, leaf.file}];
+        ++function.self;
+        if (!leaf.source_file.empty()) ++function.lines[{leaf.source_file, leaf.line}];
+      }
+    }
     if (leaf.category == Category::Kernel) ++report.native_libraries["[kernel]"];
   }
   return report;
@@ -116,6 +129,7 @@ int run_report(const ReportOptions& options) {
   const double total = double(report.samples);
   const auto functions = top(report.functions, options.top, [](const Count& c) { return c.self * 1'000'000 + c.total; });
   const auto traces = top(report.trace_samples, options.top, [](std::uint64_t n) { return n; });
+  const auto native_functions = top(report.native_functions, options.top, [](const NativeFunction& f) { return f.self; });
   const auto& stats = profile.stats;
 
   auto trace_json = [&](std::uint64_t id, std::uint64_t count) {
@@ -168,6 +182,14 @@ int run_report(const ReportOptions& options) {
     for (const auto& [id, count] : traces) out["traces"].push_back(trace_json(id, count));
     out["leaf_categories"] = report.leaf_categories;
     out["native_libraries"] = report.native_libraries;
+    out["native_functions"] = json::array();
+    for (const auto& [key, function] : native_functions) {
+      json lines = json::array();
+      for (const auto& [location, count] : top(function.lines, options.top, [](std::uint64_t n) { return n; }))
+        lines.push_back({{"file", location.first}, {"line", location.second}, {"samples", count}});
+      out["native_functions"].push_back(
+          {{"name", key.name}, {"library", key.file}, {"self", function.self}, {"lines", std::move(lines)}});
+    }
     out["threads"] = json::array();
     for (const auto& [tid, count] : report.threads) {
       json thread = {{"tid", tid}, {"samples", count}};
@@ -221,6 +243,21 @@ int run_report(const ReportOptions& options) {
     std::cout << "\n" << style.title("Native code by library") << "\n";
     for (const auto& [library, count] : top(report.native_libraries, options.top, [](std::uint64_t n) { return n; }))
       std::cout << fmt::format("{:>7} {:>8}  {}\n", percent(double(count), total), with_commas(count), library);
+  }
+  if (!native_functions.empty()) {
+    std::cout << "\n" << style.title("Native functions (self; hottest source line where the binary has debug information)")
+              << "\n";
+    for (const auto& [key, function] : native_functions) {
+      std::string hottest;
+      if (!function.lines.empty()) {
+        const auto hottest_line = top(function.lines, 1, [](std::uint64_t n) { return n; });
+        const auto& [location, count] = hottest_line.front();
+        hottest = fmt::format("  {}:{} ({})", location.first, location.second, with_commas(count));
+      }
+      std::cout << fmt::format("{:>7} {:>8}  {}  [{}]{}\n", percent(double(function.self), total),
+                               with_commas(function.self), key.name,
+                               std::filesystem::path(key.file).filename().string(), hottest);
+    }
   }
 
   std::cout << "\n" << style.title("Threads") << "\n";

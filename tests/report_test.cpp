@@ -265,6 +265,39 @@ TEST_F(Report, WithoutPerfPyPysOwnSamplesStandIn) {
   EXPECT_EQ(report["jit"]["on_ops"], 0);  // vmprof knows the block, not the instruction
 }
 
+// The line of tests/programs/native_hot.c that holds `marker`.
+std::int64_t native_hot_line(const std::string& marker) {
+  std::istringstream source(jitprof::testing::slurp(std::string(JITPROF_SOURCE_DIR) + "/tests/programs/native_hot.c"));
+  std::string line;
+  for (std::int64_t number = 1; std::getline(source, line); ++number)
+    if (line.find(marker) != std::string::npos) return number;
+  return 0;
+}
+
+TEST_F(Report, NativeFramesWithDebugInformationHaveLinesAndInlinedFunctions) {
+  // PyPy calls a C library built with -g through ctypes; mix is inlined into spin.
+  const std::string bundle = (dir_ / "native.jprof").string();
+  const Result recorded = run({JITPROF_BIN, "record", "-q", "-o", bundle, "--", JITPROF_PYPY,
+                               std::string(JITPROF_SOURCE_DIR) + "/tests/programs/native_hot.py", NATIVE_HOT_LIBRARY});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const json report = jitprof_json({"report", bundle});
+  ASSERT_FALSE(report["native_functions"].empty());
+  const json& hottest = report["native_functions"][0];
+  EXPECT_EQ(hottest["name"], "mix");
+  EXPECT_EQ(hottest["library"], NATIVE_HOT_LIBRARY);
+  EXPECT_GT(hottest["self"].get<double>(), 0.5 * report["samples"].get<double>());
+  ASSERT_FALSE(hottest["lines"].empty());
+  EXPECT_TRUE(hottest["lines"][0]["file"].get<std::string>().ends_with("tests/programs/native_hot.c"));
+  EXPECT_EQ(hottest["lines"][0]["line"], native_hot_line("mix: hot line"));
+
+  // The inlined function appears under the function it was inlined into.
+  const Result collapsed = run({JITPROF_BIN, "export", bundle, "-f", "collapsed"});
+  ASSERT_EQ(collapsed.status, 0) << collapsed.err;
+  EXPECT_NE(collapsed.out.find("_call_funcptr (function.py);"), std::string::npos);
+  EXPECT_NE(collapsed.out.find(";spin [libnative_hot.so];mix [libnative_hot.so] "), std::string::npos)
+      << collapsed.out.substr(0, 2000);
+}
+
 TEST_F(Report, ABundleWithNoSamplesAtAllIsAClearError) {
   const std::string none = (dir_ / "none.jprof").string();
   // Not PyPy, and no perf: nothing samples it.

@@ -45,9 +45,15 @@ using nlohmann::json;
 using FrameIds = std::vector<std::uint32_t>;
 
 
+struct SourceFrame {
+  std::string function, file;
+  std::int64_t line = 0;
+};
+
 struct NativeSymbol {
   std::string path;
   std::string name;
+  std::vector<SourceFrame> source;  // from DWARF: the function and what is inlined into it, outermost first
 };
 
 bool is_libpypy(const std::string& path) {
@@ -81,8 +87,9 @@ class Builder {
 
  private:
   std::uint32_t frame_id(const Frame& frame) {
-    const std::string key = fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name,
-                                        frame.file, frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0});
+    const std::string key =
+        fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name, frame.file,
+                    frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0}, frame.source_file);
     auto [it, inserted] = frame_ids_.try_emplace(key, static_cast<std::uint32_t>(profile_.frames.size()));
     if (inserted) profile_.frames.push_back(frame);
     return it->second;
@@ -114,9 +121,14 @@ class Builder {
   }
 
   void load_symbols() {
-    for (const json& line : bundle::json_lines(read_, bundle::sections::kSymbols))
-      symbols_[{line.value("pid", 0u), line.value("address", std::uint64_t{0})}] =
-          NativeSymbol{line.value("path", ""), line.value("name", "")};
+    for (const json& line : bundle::json_lines(read_, bundle::sections::kSymbols)) {
+      NativeSymbol symbol{line.value("path", ""), line.value("name", ""), {}};
+      if (const auto source = line.find("source"); source != line.end() && source->is_array())
+        for (const json& frame : *source)
+          if (frame.is_object())
+            symbol.source.push_back({frame.value("function", ""), frame.value("file", ""), frame.value("line", std::int64_t{0})});
+      symbols_[{line.value("pid", 0u), line.value("address", std::uint64_t{0})}] = std::move(symbol);
+    }
   }
 
   void load_jit_regions() {
@@ -145,7 +157,7 @@ class Builder {
       if (frame.kind != vmprof::FrameKind::Interpreted && frame.kind != vmprof::FrameKind::Jitted) continue;
       if (previous == frame.value) continue;
       previous = frame.value;
-      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt};
+      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt, ""};
       if (const vmprof::CodeName* name = vm.code_name(frame.value)) {
         python.name = name->function.empty() ? name->raw : name->function;
         python.file = name->file;
@@ -215,7 +227,7 @@ class Builder {
           const jitlog::MergePoint* source = trace->source();
           ids.push_back(frame_id({Category::JitTrace,
                                   fmt::format("trace {} ({})", trace->id, jitlog::trace_kind_name(trace->kind)),
-                                  source ? source->file : "", source ? source->line : 0, trace->id}));
+                                  source ? source->file : "", source ? source->line : 0, trace->id, ""}));
         }
       }
       ++profile_.stats.python_from_vmprof_time;
@@ -236,16 +248,27 @@ class Builder {
 
   // --- perf samples ----------------------------------------------------------
 
-  Frame native_frame(std::uint32_t pid, std::uint64_t address) const {
+  // The frames of a native address, outermost first: one, or with debug
+  // information the function and each function inlined into it.
+  void add_native_frames(std::uint32_t pid, std::uint64_t address, FrameIds& frames) {
     auto symbol = symbols_.find({pid, address});
-    if (symbol == symbols_.end()) return {Category::Native, fmt::format("{:#x}", address), "", 0, std::nullopt};
+    if (symbol == symbols_.end()) {
+      frames.push_back(frame_id({Category::Native, fmt::format("{:#x}", address), "", 0, std::nullopt, ""}));
+      return;
+    }
     const NativeSymbol& known = symbol->second;
-    const std::string library = std::filesystem::path(known.path).filename().string();
     Category category = is_libpypy(known.path) ? Category::Interpreter : Category::Native;
     if (!known.name.empty() && names_gc(known.name) && category == Category::Interpreter) category = Category::Gc;
+    if (!known.source.empty()) {
+      for (const SourceFrame& source : known.source)
+        frames.push_back(frame_id({category, source.function.empty() ? known.name : source.function, known.path,
+                                   source.line, std::nullopt, source.file}));
+      return;
+    }
     // Unnamed frames collapse into their library, so that flame graphs of a
     // stripped libpypy stay readable.
-    return {category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt};
+    const std::string library = std::filesystem::path(known.path).filename().string();
+    frames.push_back(frame_id({category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt, ""}));
   }
 
   // Python frames of a trace at an op, outermost first, from its merge points
@@ -276,9 +299,9 @@ class Builder {
       // The trace's own function, then the functions inlined into it.
       for (auto it = innermost_first.rbegin(); it != innermost_first.rend(); ++it)
         chain.push_back(frame_id({(*it)->inline_depth == 0 ? Category::Python : Category::JitInlined,
-                                  (*it)->function, (*it)->file, (*it)->line, trace.id}));
+                                  (*it)->function, (*it)->file, (*it)->line, trace.id, ""}));
     } else if (point) {
-      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id}));
+      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id, ""}));
     }
     return chain;
   }
@@ -321,13 +344,13 @@ class Builder {
       }
     }
     FrameIds frames;
-    for (std::size_t i = native_end; i-- > 0;) frames.push_back(frame_id(native_frame(row.pid, user[i])));
+    for (std::size_t i = native_end; i-- > 0;) add_native_frames(row.pid, user[i], frames);
     for (auto it = kernel.rbegin(); it != kernel.rend(); ++it) {
       auto symbol = symbols_.find({0u, *it});
       frames.push_back(frame_id({Category::Kernel,
                                  symbol != symbols_.end() && !symbol->second.name.empty() ? symbol->second.name
                                                                                          : fmt::format("{:#x}", *it),
-                                 "[kernel]", 0, std::nullopt}));
+                                 "[kernel]", 0, std::nullopt, ""}));
     }
     part.frames = intern(std::move(frames), parts_, part_index_);
     auto& slot = native_parts_[key];
@@ -352,7 +375,7 @@ class Builder {
     const jitlog::MergePoint* source = trace.source();
     frames.push_back(frame_id({Category::JitTrace,
                                fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
-                               source ? source->file : "", source ? source->line : 0, trace.id}));
+                               source ? source->file : "", source ? source->line : 0, trace.id, ""}));
     const std::uint32_t id = intern(std::move(frames), parts_, part_index_);
     jit_parts_[key] = {std::make_pair(trace.id, op), id};
     return id;
@@ -406,7 +429,7 @@ class Builder {
   std::uint32_t helper_part(std::uint64_t time_ns) {
     FrameIds frames;
     if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
-    frames.push_back(frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt}));
+    frames.push_back(frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""}));
     return intern(std::move(frames), parts_, part_index_);
   }
 

@@ -60,7 +60,8 @@ void write_speedscope(const correlate::Profile& profile, const std::string& name
     auto [it, fresh] = index_of_label.try_emplace(label, frames.size());
     if (fresh) {
       json item = {{"name", label}};
-      if (!frame.file.empty()) item["file"] = frame.file;
+      const std::string& file = frame.source_file.empty() ? frame.file : frame.source_file;
+      if (!file.empty()) item["file"] = file;
       frames.push_back(std::move(item));
     }
     index_of_frame[i] = it->second;

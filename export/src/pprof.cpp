@@ -117,13 +117,15 @@ void write_pprof(const correlate::Profile& profile, std::ostream& out) {
   for (std::size_t id = 0; id < profile.frames.size(); ++id) {
     const correlate::Frame& frame = profile.frames[id];
     const std::string name = frame_label(frame);
-    auto [function, fresh] = function_ids.try_emplace({name, frame.file}, function_ids.size() + 1);
+    // Native frames with debug information point at their C source, not their library.
+    const std::string& file = frame.source_file.empty() ? frame.file : frame.source_file;
+    auto [function, fresh] = function_ids.try_emplace({name, file}, function_ids.size() + 1);
     if (fresh) {
       Message message;
       message.varint_field(kFunctionIdField, function->second);
       message.varint_field(kName, strings.index(name));
       message.varint_field(kSystemName, strings.index(frame.name));
-      message.varint_field(kFilename, strings.index(frame.file));
+      message.varint_field(kFilename, strings.index(file));
       document.message_field(kFunction, message);
     }
     Message line;

@@ -329,12 +329,14 @@ class SampleCollector : public sampler::Listener {
     const unwind::AddressSpace& space = spaces_[pid];
     const unwind::Result unwound = unwinder_.unwind(space, registers, fault.stack);
     std::vector<nlohmann::json> frames;
-    for (std::uint64_t address : unwound.frames) {
+    for (std::size_t i = 0; i < unwound.frames.size(); ++i) {
+      const std::uint64_t address = unwound.frames[i];
       nlohmann::json frame = {{"address", address}, {"jit", space.in_jit_code(address)}};
-      if (auto symbol = space.symbolize(address)) {
+      if (auto symbol = space.symbolize(address, i > 0)) {
         frame["path"] = symbol->path;
         frame["name"] = symbol->name;
         frame["offset"] = symbol->offset;
+        if (!symbol->source.empty()) frame["source"] = source_json(symbol->source);
       }
       frames.push_back(std::move(frame));
     }
@@ -342,16 +344,20 @@ class SampleCollector : public sampler::Listener {
   }
 
  private:
+  // [{"function", "file", "line"}...], outermost first.
+  static nlohmann::json source_json(const std::vector<unwind::SourceFrame>& source) {
+    nlohmann::json frames = nlohmann::json::array();
+    for (const auto& frame : source)
+      frames.push_back({{"function", frame.function}, {"file", frame.file}, {"line", frame.line}});
+    return frames;
+  }
+
   // One SYMS line; kernel addresses go under pid 0.
   static std::string symbol_line(std::uint32_t pid, std::uint64_t address, const unwind::Symbol& symbol) {
-    return nlohmann::json{{"pid", pid},
-                          {"address", address},
-                          {"path", symbol.path},
-                          {"build_id", symbol.build_id},
-                          {"name", symbol.name},
-                          {"offset", symbol.offset}}
-               .dump() +
-           "\n";
+    nlohmann::json line = {{"pid", pid},           {"address", address},   {"path", symbol.path},
+                           {"build_id", symbol.build_id}, {"name", symbol.name}, {"offset", symbol.offset}};
+    if (!symbol.source.empty()) line["source"] = source_json(symbol.source);
+    return line.dump() + "\n";
   }
 
   // Names each address once per process, so the bundle reads on a machine
@@ -359,9 +365,10 @@ class SampleCollector : public sampler::Listener {
   void remember_symbols(std::uint32_t pid, const unwind::AddressSpace& space, const std::vector<std::uint64_t>& frames) {
     std::string lines;
     auto& seen = symbolized_[pid];
-    for (std::uint64_t address : frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      const std::uint64_t address = frames[i];
       if (!seen.insert(address).second) continue;
-      const auto symbol = space.symbolize(address);
+      const auto symbol = space.symbolize(address, i > 0);
       if (!symbol) continue;
       lines += symbol_line(pid, address, *symbol);
     }

@@ -16,6 +16,8 @@
 #include <optional>
 #include <unordered_map>
 
+#include "source_lines.h"
+
 // Part of libunwind's remote API, exported but not declared in its header:
 // looks an IP up in a binary-search table of FDEs (.eh_frame_hdr).
 extern "C" int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip, unw_dyn_info_t* di,
@@ -92,6 +94,11 @@ class ElfImage {
     const FunctionSymbol& symbol = *std::prev(after);
     if (symbol.size > 0 && vaddr >= symbol.start + symbol.size) return std::nullopt;
     return std::make_pair(symbol.name, vaddr - symbol.start);
+  }
+  std::vector<SourceFrame> source_at(std::uint64_t vaddr) const {
+    // Opened on first use: most images (and every stripped one) are never asked.
+    std::call_once(source_lines_opened_, [this] { source_lines_ = std::make_unique<SourceLines>(path_); });
+    return source_lines_->at(vaddr);
   }
   const std::optional<FdeTable>& fde_table() const { return fde_table_; }
   std::uint64_t low() const { return low_; }
@@ -228,6 +235,8 @@ class ElfImage {
   std::string build_id_;
   mutable std::once_flag symbols_loaded_;
   mutable std::vector<FunctionSymbol> symbols_;
+  mutable std::once_flag source_lines_opened_;
+  mutable std::unique_ptr<SourceLines> source_lines_;
   std::vector<Segment> segments_;
   std::optional<FdeTable> fde_table_;
   std::uint64_t low_ = 0, high_ = 0;
@@ -286,14 +295,15 @@ const AddressSpace::Image* AddressSpace::image_at(std::uint64_t address) const {
   return address < it->second.high ? &it->second : nullptr;
 }
 
-std::optional<Symbol> AddressSpace::symbolize(std::uint64_t address) const {
+std::optional<Symbol> AddressSpace::symbolize(std::uint64_t address, bool return_address) const {
   const Image* image = image_at(address);
   if (image == nullptr) return std::nullopt;
-  Symbol symbol{image->elf->path(), image->elf->build_id(), {}, address - image->low};
+  Symbol symbol{image->elf->path(), image->elf->build_id(), {}, address - image->low, {}};
   if (auto found = image->elf->symbol_at(address - image->bias)) {
     symbol.name = std::move(found->first);
     symbol.offset = found->second;
   }
+  symbol.source = image->elf->source_at(address - image->bias - (return_address ? 1 : 0));
   return symbol;
 }
 
@@ -322,7 +332,7 @@ std::optional<Symbol> KernelSymbols::symbolize(std::uint64_t address) const {
                                 [](std::uint64_t value, const auto& entry) { return value < entry.first; });
   if (after == names_.begin()) return std::nullopt;
   const auto& [start, name] = *std::prev(after);
-  return Symbol{"[kernel.kallsyms]", {}, name, address - start};
+  return Symbol{"[kernel.kallsyms]", {}, name, address - start, {}};
 }
 
 namespace {

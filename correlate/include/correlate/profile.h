@@ -51,8 +51,9 @@ struct Frame {
   Category category;
   std::string name;  // function, "trace 5", symbol, or library when unnamed
   std::string file;  // Python file or library path
-  std::int64_t line = 0;
+  std::int64_t line = 0;  // Python line, or native source line (from DWARF)
   std::optional<std::uint64_t> trace;  // JitTrace, JitInlined
+  std::string source_file;  // native frames of binaries with debug information
 };
 
 struct Sample {

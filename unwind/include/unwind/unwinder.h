@@ -45,12 +45,22 @@ struct Result {
 
 class ElfImage;
 
+// A function and the source line an address is at, from DWARF.
+struct SourceFrame {
+  std::string function;
+  std::string file;
+  std::int64_t line = 0;
+};
+
 // What an address is, for a bundle that must be readable on another machine.
 struct Symbol {
   std::string path;      // the ELF file
   std::string build_id;  // hex, empty when the file has none
   std::string name;      // function symbol from .symtab or .dynsym; empty when unknown
   std::uint64_t offset;  // from the symbol's start, or from the file's load address when unnamed
+  // With debug information: the function, then the functions inlined into it,
+  // outermost first, each at its line. Empty for stripped binaries.
+  std::vector<SourceFrame> source;
 };
 
 // One process's executable images and JIT regions, built from mmap events.
@@ -75,7 +85,8 @@ class AddressSpace {
   // Changes whenever a mapping is added, so that cached unwind info can be dropped.
   std::uint64_t generation() const { return generation_; }
   // Nullopt for addresses outside any ELF image (JIT code, [vdso], unmapped).
-  std::optional<Symbol> symbolize(std::uint64_t address) const;
+  // A return address's source line is its call's, looked up one byte before.
+  std::optional<Symbol> symbolize(std::uint64_t address, bool return_address = false) const;
 
  private:
   std::map<std::uint64_t, Image> images_;  // by low
