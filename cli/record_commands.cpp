@@ -7,10 +7,10 @@
 #include <map>
 
 #include "bundle/bundle.h"
-#include "bundle/json_lines.h"
 #include "bundle/samples.h"
 #include "commands.h"
 #include "common.h"
+#include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "record/record.h"
 #include "vmprof/profile.h"
@@ -43,43 +43,28 @@ int run_record(const RecordOptions& options) {
 
 namespace {
 
-struct AddressRange {
-  std::uint64_t start, end;
-};
-
-std::vector<AddressRange> jit_regions(const bundle::Bundle& read) {
-  std::vector<AddressRange> regions;
-  for (const json& mapping : bundle::json_lines(read, bundle::sections::kMaps))
-    if (bundle::is_jit_mapping(mapping))
-      regions.push_back({mapping.value("start", std::uint64_t{0}),
-                         mapping.value("start", std::uint64_t{0}) + mapping.value("length", std::uint64_t{0})});
-  return regions;
-}
-
 struct SampleSummary {
   std::size_t samples = 0, in_kernel = 0, in_jit_code = 0, in_traces = 0, unique_stacks = 0;
   std::size_t user_frames = 0;
   std::map<std::string, std::size_t> unwind_stops;  // why user stacks end
 };
 
-SampleSummary summarize_samples(const bundle::Bundle& read, const jitlog::Forest& forest) {
+SampleSummary summarize_samples(const bundle::Bundle& read) {
   SampleSummary summary;
   const bundle::SampleTable table = bundle::decode_samples(read.stream(bundle::sections::kSamples));
-  const auto regions = jit_regions(read);
   summary.samples = table.rows.size();
   summary.unique_stacks = table.stacks.size();
   for (const auto& row : table.rows) {
     summary.in_kernel += row.kernel_stack != bundle::SampleTable::kNoStack;
     ++summary.unwind_stops[bundle::unwind_stop_name(row.unwind_stop)];
     if (row.user_stack != bundle::SampleTable::kNoStack) summary.user_frames += table.stacks[row.user_stack].size();
-    if (row.user_stack == bundle::SampleTable::kNoStack || table.stacks[row.user_stack].empty()) continue;
-    const std::uint64_t ip = table.stacks[row.user_stack].front();
-    const bool in_jit = std::any_of(regions.begin(), regions.end(),
-                                    [ip](const AddressRange& r) { return ip >= r.start && ip < r.end; });
-    if (!in_jit) continue;
-    ++summary.in_jit_code;
-    summary.in_traces += forest.trace_at_address(ip) != nullptr;
   }
+  if (summary.samples == 0) return summary;
+  // JIT samples resolve at their own time (code is freed and reused): the
+  // correlator's answer, so that info and report agree.
+  const correlate::Profile profile = correlate::correlate(read);
+  summary.in_jit_code = profile.stats.jit;
+  summary.in_traces = profile.stats.jit_in_trace;
   return summary;
 }
 
@@ -167,7 +152,7 @@ int run_info(const InfoOptions& options) {
       has_vmprof ? vmprof::parse_profile(read.stream(bundle::sections::kVmprof)) : vmprof::Profile{};
   std::size_t loops = 0;
   for (const auto& trace : forest.traces) loops += trace.kind == jitlog::TraceKind::Loop;
-  const SampleSummary samples = summarize_samples(read, forest);
+  const SampleSummary samples = summarize_samples(read);
   const json crash = crash_json(read, forest);
   const double duration = manifest.is_object() ? manifest.value("duration_s", 0.0) : 0.0;
 
