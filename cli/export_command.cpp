@@ -73,6 +73,8 @@ int run_export(const ExportOptions& options) {
   else if (options.format == "pprof") exports::write_pprof(profile, out);
   else if (options.format == "speedscope")
     exports::write_speedscope(profile, std::filesystem::path(options.file).filename().string(), out);
+  else if (options.format == "firefox")
+    exports::write_firefox(profile, std::filesystem::path(options.file).filename().string(), out);
   out.flush();
   if (!out) {
     std::cerr << fmt::format("jitprof: error: writing {} failed\n", options.output);

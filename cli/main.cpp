@@ -95,10 +95,10 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   export_cmd->add_option("-f,--format", export_options.format,
-                         "collapsed (flamegraph.pl), speedscope (JSON), pprof (gzipped profile.proto), "
+                         "collapsed (flamegraph.pl), speedscope (JSON), pprof (gzipped profile.proto), firefox (Firefox Profiler, Gecko JSON), "
                          "perf-map (/tmp/perf-PID.map for perf report), jitdump (for perf inject --jit)")
       ->required()
-      ->check(CLI::IsMember({"collapsed", "speedscope", "pprof", "perf-map", "jitdump"}));
+      ->check(CLI::IsMember({"collapsed", "speedscope", "pprof", "firefox", "perf-map", "jitdump"}));
   export_cmd->add_option("--pid", export_options.pid, "jitdump: the PyPy process the traces ran in");
   export_cmd->add_option("-o,--output", export_options.output, "file to write, - for standard output")
       ->capture_default_str();

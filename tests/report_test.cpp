@@ -182,6 +182,46 @@ TEST_F(Report, SpeedscopeFileHoldsEverySampleWithValidFrameIndices) {
   EXPECT_EQ(valid.out, "valid\n");
 }
 
+TEST_F(Report, FirefoxProfileHoldsEverySampleWithCategoriesAndPassesTheLoadersRules) {
+  const std::string out = (dir_ / "profile.firefox.json").string();
+  ASSERT_EQ(run({JITPROF_BIN, "export", bundle(), "-f", "firefox", "-o", out}).status, 0);
+  const json document = json::parse(jitprof::testing::slurp(out));
+  std::map<std::string, std::size_t> category_index;
+  for (std::size_t i = 0; i < document["meta"]["categories"].size(); ++i)
+    category_index[document["meta"]["categories"][i]["name"]] = i;
+  ASSERT_TRUE(category_index.count("JIT") && category_index.count("Python"));
+  const json& jit_subcategories = document["meta"]["categories"][category_index["JIT"]]["subcategories"];
+
+  std::size_t samples = 0;
+  std::set<std::string> jit_frames;  // "location / subcategory"
+  for (const auto& thread : document["threads"]) {
+    samples += thread["samples"]["data"].size();
+    const auto& strings = thread["stringTable"];
+    for (const auto& frame : thread["frameTable"]["data"]) {
+      if (frame[6] != category_index["JIT"]) continue;
+      jit_frames.insert(strings[frame[0].get<std::size_t>()].get<std::string>() + " / " +
+                        jit_subcategories[frame[7].get<std::size_t>()].get<std::string>());
+    }
+  }
+  EXPECT_EQ(samples, jitprof_json({"report", bundle()})["samples"].get<std::size_t>());
+  // g inlined into f's loop: a script function with its file, in the JIT's
+  // "Inlined Python" subcategory; the trace itself a labelled JIT frame.
+  const std::string g_location = "g (" + std::string(JITPROF_SOURCE_DIR) + "/tests/programs/inlined.py:";
+  EXPECT_TRUE(std::any_of(jit_frames.begin(), jit_frames.end(), [&](const std::string& frame) {
+    return frame.starts_with(g_location) && frame.ends_with(" / Inlined Python");
+  })) << ::testing::PrintToString(jit_frames);
+  EXPECT_TRUE(std::any_of(jit_frames.begin(), jit_frames.end(), [](const std::string& frame) {
+    return frame.starts_with("[jit] trace ") && frame.ends_with("(loop) / Trace");
+  })) << ::testing::PrintToString(jit_frames);
+
+  // The Firefox Profiler publishes no schema or loader package: tests/js has a
+  // checker built from its loader's source (docs/firefox-format.md).
+  const std::string validator = std::string(JITPROF_SOURCE_DIR) + "/tests/js/validate-firefox.mjs";
+  const Result valid = run({"node", validator, "--strict", out});
+  EXPECT_EQ(valid.status, 0) << valid.out << valid.err;
+  EXPECT_TRUE(valid.out.starts_with("valid\n")) << valid.out;
+}
+
 TEST_F(Report, PprofDecodesWithProtocAndCountsEverySample) {
   const std::string out = (dir_ / "profile.pb.gz").string();
   ASSERT_EQ(run({JITPROF_BIN, "export", bundle(), "-f", "pprof", "-o", out}).status, 0);

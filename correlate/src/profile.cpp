@@ -115,8 +115,8 @@ class Builder {
       if (rate > 0) profile_.seconds_per_sample = 1.0 / rate;
     }
     if (manifest.contains("clock")) {
-      clock_monotonic_ns_ = manifest["clock"].value("monotonic_ns", std::uint64_t{0});
-      clock_unix_s_ = manifest["clock"].value("unix_s", 0.0);
+      profile_.clock_monotonic_ns = manifest["clock"].value("monotonic_ns", std::uint64_t{0});
+      profile_.clock_unix_s = manifest["clock"].value("unix_s", 0.0);
     }
   }
 
@@ -209,14 +209,14 @@ class Builder {
     if (vmprof_stacks_.empty()) return;
     profile_.samples_from_vmprof = true;
     if (vmprof_period_s_ > 0) profile_.seconds_per_sample = vmprof_period_s_;
-    const bool timed = clock_monotonic_ns_ != 0 && vmprof_end_s_ > vmprof_start_s_;
+    const bool timed = profile_.clock_monotonic_ns != 0 && vmprof_end_s_ > vmprof_start_s_;
     for (std::size_t i = 0; i < vmprof_stacks_.size(); ++i) {
       Sample sample;
       if (timed) {
         // Spread evenly over the run, as vmprof's CPU-time timer spreads them.
         const double wall = vmprof_start_s_ + (double(i) + 0.5) / double(vmprof_stacks_.size()) *
                                                   (vmprof_end_s_ - vmprof_start_s_);
-        sample.time_ns = clock_monotonic_ns_ + static_cast<std::uint64_t>((wall - clock_unix_s_) * 1e9);
+        sample.time_ns = profile_.clock_monotonic_ns + static_cast<std::uint64_t>((wall - profile_.clock_unix_s) * 1e9);
       }
       FrameIds ids = parts_[vmprof_stacks_[i]];
       if (const auto& block = vmprof_blocks_[i]) {
@@ -238,8 +238,8 @@ class Builder {
 
   // The vmprof stack (an interned part) at about this time.
   std::optional<std::uint32_t> vmprof_stack_at(std::uint64_t time_ns) const {
-    if (vmprof_stacks_.empty() || clock_monotonic_ns_ == 0 || vmprof_end_s_ <= vmprof_start_s_) return std::nullopt;
-    const double wall = clock_unix_s_ + (double(time_ns) - double(clock_monotonic_ns_)) / 1e9;
+    if (vmprof_stacks_.empty() || profile_.clock_monotonic_ns == 0 || vmprof_end_s_ <= vmprof_start_s_) return std::nullopt;
+    const double wall = profile_.clock_unix_s + (double(time_ns) - double(profile_.clock_monotonic_ns)) / 1e9;
     const double position = (wall - vmprof_start_s_) / (vmprof_end_s_ - vmprof_start_s_);
     if (position < 0 || position > 1) return std::nullopt;
     const auto index = std::min(vmprof_stacks_.size() - 1, static_cast<std::size_t>(position * double(vmprof_stacks_.size())));
@@ -455,8 +455,6 @@ class Builder {
       jit_parts_;
   std::unordered_map<std::uint64_t, std::uint32_t> stack_of_parts_;
   double vmprof_start_s_ = 0, vmprof_end_s_ = 0;
-  std::uint64_t clock_monotonic_ns_ = 0;
-  double clock_unix_s_ = 0;
 };
 
 }  // namespace

@@ -83,6 +83,10 @@ struct Profile {
   std::vector<std::vector<std::uint32_t>> stacks;  // frame ids, root first
   std::vector<Sample> samples;
   double seconds_per_sample = 0.001;  // 1 / sampling rate
+  // One moment on both clocks (from the manifest): sample times are
+  // CLOCK_MONOTONIC, this dates them. Zero when the bundle does not say.
+  std::uint64_t clock_monotonic_ns = 0;
+  double clock_unix_s = 0;
   Stats stats;
   jitlog::Forest forest;
   bool has_perf_samples = false;

@@ -22,6 +22,11 @@ void write_collapsed(const correlate::Profile& profile, std::ostream& out);
 // one sampled profile per thread, weights in seconds of CPU time.
 void write_speedscope(const correlate::Profile& profile, const std::string& name, std::ostream& out);
 
+// The Firefox Profiler's Gecko profile format (docs/firefox-format.md): one
+// thread track per thread, frames coloured by category (Python, JIT with
+// trace / inlined / helper subcategories, interpreter, GC, native, kernel).
+void write_firefox(const correlate::Profile& profile, const std::string& name, std::ostream& out);
+
 // pprof's profile.proto, gzip-compressed (what `go tool pprof` and
 // pprof-compatible viewers open): one sample per distinct stack, with values
 // [samples, cpu nanoseconds]; locations leaf first.
