@@ -42,6 +42,14 @@ struct RecordOptions {
   bool children = false;
 };
 
+struct AttachOptions {
+  int pid = 0;
+  double duration_s = 0;
+  std::string output = "jitprof.jprof";
+  unsigned rate_hz = 1000;
+  bool quiet = false;
+};
+
 struct ReportOptions {
   std::string file;
   std::size_t top = 15;
@@ -71,6 +79,7 @@ int run_jitlog_summary(const JitlogOptions& options);
 int run_trace(const TraceOptions& options);
 int run_profile(const ProfileOptions& options);
 int run_record(const RecordOptions& options);
+int run_attach(const AttachOptions& options);
 int run_info(const InfoOptions& options);
 int run_report(const ReportOptions& options);
 int run_export(const ExportOptions& options);

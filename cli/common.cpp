@@ -69,10 +69,10 @@ vmprof::Profile load_profile(const std::string& file) {
 }
 
 std::optional<Correlated> load_correlated(const std::string& file, const std::string& purpose) {
-  const bundle::Bundle read = bundle::read_bundle(file);
   Correlated result;
-  result.status = report_diagnostics(file, read.warnings, read.error);
-  result.profile = correlate::correlate(read);
+  result.bundle = bundle::read_bundle(file);
+  result.status = report_diagnostics(file, result.bundle.warnings, result.bundle.error);
+  result.profile = correlate::correlate(result.bundle);
   if (result.profile.samples.empty()) {
     std::cerr << fmt::format("jitprof: error: {} has no samples {}: neither perf's nor PyPy's own\n", file, purpose);
     return std::nullopt;

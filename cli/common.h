@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "binio/binio.h"
+#include "bundle/bundle.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "vmprof/profile.h"
@@ -29,6 +30,7 @@ vmprof::Profile load_profile(const std::string& file);
 
 // A bundle's correlated profile, with the exit status its reading earned.
 struct Correlated {
+  bundle::Bundle bundle;
   correlate::Profile profile;
   int status = 0;
 };

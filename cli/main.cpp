@@ -74,6 +74,23 @@ int main(int argc, char** argv) {
   record_cmd->footer("Example: jitprof record -o app.jprof -- pypy3 app.py ARGS...\n"
                      "jitprof exits with the target's exit status (128 + N when it died by signal N).");
 
+  AttachOptions attach_options;
+  auto* attach_cmd = app.add_subcommand(
+      "attach", "Sample a PyPy process that is already running, without stopping it, and write one bundle file");
+  attach_cmd->add_option("PID", attach_options.pid, "the PyPy process")->required();
+  attach_cmd->add_option("-d,--duration", attach_options.duration_s,
+                         "seconds to sample (default: until Ctrl-C or the process exits)")
+      ->check(CLI::NonNegativeNumber);
+  attach_cmd->add_option("-o,--output", attach_options.output, "bundle to write")->capture_default_str();
+  attach_cmd->add_option("--rate", attach_options.rate_hz, "samples per second of CPU time, per thread")
+      ->check(CLI::Range(2u, 1000000u))
+      ->capture_default_str();
+  attach_cmd->add_flag("-q,--quiet", attach_options.quiet, "no status line and no summary");
+  attach_cmd->footer(
+      "JIT code is named from the process's own jitlog when it writes one (started with JITLOG=path);\n"
+      "otherwise the hottest JIT code is read from its memory and shown disassembled, without trace names.\n"
+      "Example: jitprof attach 1234 --duration 10 -o service.jprof");
+
   InfoOptions info_options;
   auto* info_cmd = app.add_subcommand("info", "Show a bundle's manifest and sections");
   info_cmd->add_option("FILE", info_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
@@ -130,6 +147,7 @@ int main(int argc, char** argv) {
     }
     if (*profile_cmd) return run_profile(profile_options);
     if (*record_cmd) return run_record(record_options);
+    if (*attach_cmd) return run_attach(attach_options);
     if (*info_cmd) return run_info(info_options);
     if (*report_cmd) return run_report(report_options);
     if (*export_cmd) return run_export(export_options);

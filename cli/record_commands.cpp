@@ -41,6 +41,28 @@ int run_record(const RecordOptions& options) {
   return outcome.exit_code;
 }
 
+int run_attach(const AttachOptions& options) {
+  record::AttachOptions settings;
+  settings.pid = options.pid;
+  settings.output = options.output;
+  settings.duration_s = options.duration_s;
+  settings.rate_hz = options.rate_hz;
+  settings.progress = ::isatty(STDERR_FILENO) && !options.quiet;
+  if (!options.quiet) settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
+  const record::AttachOutcome outcome = record::attach(settings);
+  if (!options.quiet) {
+    std::cerr << fmt::format("jitprof: sampled {:.2f} s: {} samples from {} threads ({} lost)", outcome.seconds,
+                             with_commas(outcome.samples), outcome.threads, with_commas(outcome.lost));
+    if (outcome.jit_names == record::JitNames::LiveJitlog)
+      std::cerr << fmt::format("; jitlog {} bytes from {}", with_commas(outcome.jitlog_bytes), outcome.jitlog_path);
+    else
+      std::cerr << fmt::format("; no jitlog, {} bytes of hot JIT code read", with_commas(outcome.jit_code_bytes));
+    if (outcome.target_exited) std::cerr << "; the process exited";
+    std::cerr << fmt::format("\njitprof: bundle written to {}\n", options.output);
+  }
+  return 0;
+}
+
 namespace {
 
 struct SampleSummary {

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "correlate/jit_code.h"
 #include "correlate/profile.h"
 
 namespace jitprof::cli {
@@ -118,6 +119,29 @@ std::string source_text(const jitlog::Trace& trace) {
   return point ? fmt::format("{} at {}:{}", point->function, point->file, point->line) : "-";
 }
 
+// `jitprof attach` bundles: which process, and how its JIT code got names.
+std::optional<json> attach_summary(const bundle::Bundle& read) {
+  const bundle::Frame* frame = read.latest(bundle::sections::kManifest);
+  if (frame == nullptr) return std::nullopt;
+  const json manifest = json::parse(frame->data, nullptr, false);
+  if (!manifest.is_object() || manifest.value("mode", "") != "attach" || !manifest.contains("attach")) return std::nullopt;
+  json summary = manifest["attach"];
+  summary["pid"] = manifest.value("pid", 0);
+  summary["seconds"] = manifest.value("duration_s", 0.0);
+  return summary;
+}
+
+json region_json(const correlate::JitCodeRegion& region) {
+  json instructions = json::array();
+  for (const auto& instruction : region.instructions)
+    instructions.push_back({{"address", instruction.address}, {"text", instruction.text}, {"samples", instruction.samples}});
+  return {{"pid", region.pid},
+          {"start", region.start},
+          {"end", region.end},
+          {"samples", region.samples},
+          {"instructions", std::move(instructions)}};
+}
+
 }  // namespace
 
 int run_report(const ReportOptions& options) {
@@ -131,6 +155,9 @@ int run_report(const ReportOptions& options) {
   const auto traces = top(report.trace_samples, options.top, [](std::uint64_t n) { return n; });
   const auto native_functions = top(report.native_functions, options.top, [](const NativeFunction& f) { return f.self; });
   const auto& stats = profile.stats;
+  const std::optional<json> attached = attach_summary(correlated->bundle);
+  auto regions = correlate::anonymous_jit_code(correlated->bundle, profile);
+  if (regions.size() > options.top) regions.resize(options.top);
 
   auto trace_json = [&](std::uint64_t id, std::uint64_t count) {
     const jitlog::Trace* trace = profile.forest.find(id);
@@ -182,6 +209,9 @@ int run_report(const ReportOptions& options) {
     for (const auto& [id, count] : traces) out["traces"].push_back(trace_json(id, count));
     out["leaf_categories"] = report.leaf_categories;
     out["native_libraries"] = report.native_libraries;
+    if (attached) out["attach"] = *attached;
+    out["anonymous_jit_code"] = json::array();
+    for (const auto& region : regions) out["anonymous_jit_code"].push_back(region_json(region));
     out["native_functions"] = json::array();
     for (const auto& [key, function] : native_functions) {
       json lines = json::array();
@@ -207,6 +237,10 @@ int run_report(const ReportOptions& options) {
   else
     std::cout << fmt::format("{} samples ({:.3f} s of CPU time) from {}\n", with_commas(report.samples),
                              total * profile.seconds_per_sample, options.file);
+  if (attached)
+    std::cout << fmt::format("attached to process {} for {:.1f} s; JIT code: {} ({})\n", attached->value("pid", 0),
+                             attached->value("seconds", 0.0), attached->value("jit_names", "?"),
+                             attached->value("explanation", ""));
   std::cout << fmt::format("JIT code: {} samples; {} inside a trace, {} ({}) attributed to an IR op\n",
                            with_commas(stats.jit), with_commas(stats.jit_in_trace), with_commas(stats.jit_on_op),
                            percent(double(stats.jit_on_op), double(stats.jit)));
@@ -233,6 +267,22 @@ int run_report(const ReportOptions& options) {
         std::cout << fmt::format(" -> bridge {} ({} samples)", guard["bridge"].get<std::uint64_t>(),
                                  guard["bridge_samples"].get<std::uint64_t>());
       std::cout << "\n";
+    }
+  }
+
+  if (!regions.empty()) {
+    std::cout << "\n" << style.title("JIT code without a jitlog (read from the process; hottest regions)") << "\n";
+    for (const auto& region : regions) {
+      std::cout << fmt::format("{:>7} {:>8}  {:#x}-{:#x} in process {}\n", percent(double(region.samples), total),
+                               with_commas(region.samples), region.start, region.end, region.pid);
+      // From the first to the last sampled instruction: the hot part of the region.
+      auto first = std::find_if(region.instructions.begin(), region.instructions.end(),
+                                [](const auto& instruction) { return instruction.samples > 0; });
+      auto last = std::find_if(region.instructions.rbegin(), region.instructions.rend(),
+                               [](const auto& instruction) { return instruction.samples > 0; });
+      for (auto it = first; it != region.instructions.end() && it <= std::prev(last.base()); ++it)
+        std::cout << fmt::format("{:>17}  {:#x}  {}\n", it->samples ? with_commas(it->samples) : "", it->address,
+                                 it->text);
     }
   }
 

@@ -1,13 +1,17 @@
 // Runs a command for the end-to-end tests and captures its output.
 #pragma once
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace jitprof::testing {
@@ -25,6 +29,9 @@ inline std::string slurp(const std::filesystem::path& path) {
   return buffer.str();
 }
 
+// A wait status as a shell reports it: the exit code, or 128 + signal.
+inline int shell_status(int raw) { return WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw); }
+
 inline std::string shell_quote(const std::string& word) {
   std::string quoted = "'";
   for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -39,10 +46,74 @@ inline Result run_command(const std::vector<std::string>& argv, const std::files
   command += "> " + shell_quote(out.string()) + " 2> " + shell_quote(err.string()) + " < /dev/null";
   const int raw = std::system(command.c_str());
   Result result{};
-  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  result.status = shell_status(raw);
   result.out = slurp(out);
   result.err = slurp(err);
   return result;
 }
+
+// A process running beside the test: stdout and stderr go to files, extra
+// environment variables are added to the test's own.
+class Background {
+ public:
+  Background(const std::vector<std::string>& argv, const std::filesystem::path& scratch, const std::string& name,
+             const std::vector<std::string>& environment = {})
+      : out_(scratch / (name + ".out")), err_(scratch / (name + ".err")) {
+    pid_ = ::fork();
+    if (pid_ != 0) return;
+    for (const auto& assignment : environment) ::putenv(const_cast<char*>(assignment.c_str()));
+    std::FILE* in = std::freopen("/dev/null", "r", stdin);
+    std::FILE* out = std::freopen(out_.c_str(), "w", stdout);
+    std::FILE* err = std::freopen(err_.c_str(), "w", stderr);
+    if (!in || !out || !err) ::_exit(126);
+    std::vector<char*> words;
+    for (const auto& word : argv) words.push_back(const_cast<char*>(word.c_str()));
+    words.push_back(nullptr);
+    ::execvp(words[0], words.data());
+    ::_exit(127);
+  }
+  ~Background() {
+    if (!status_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+  pid_t pid() const { return pid_; }
+  std::string out() const { return slurp(out_); }
+  std::string err() const { return slurp(err_); }
+  // Still alive (a process that exited, zombie or not, is not).
+  bool running() {
+    if (status_) return false;
+    int raw = 0;
+    if (::waitpid(pid_, &raw, WNOHANG) != pid_) return true;
+    status_ = shell_status(raw);
+    return false;
+  }
+  // Polls stdout for `text`, up to `seconds`.
+  bool wait_for_output(const std::string& text, double seconds = 20) const {
+    for (int i = 0; i < seconds * 20; ++i) {
+      if (out().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  // Exit status as a shell reports it.
+  int wait() {
+    if (!status_) {
+      int raw = 0;
+      ::waitpid(pid_, &raw, 0);
+      status_ = shell_status(raw);
+    }
+    return *status_;
+  }
+
+ private:
+  std::filesystem::path out_, err_;
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
 
 }  // namespace jitprof::testing

@@ -22,6 +22,7 @@ const char* category_name(Category category) {
     case Category::JitInlined: return "jit-inlined";
     case Category::JitTrace: return "jit";
     case Category::JitHelper: return "jit-helper";
+    case Category::JitAnonymous: return "jit-anonymous";
     case Category::Interpreter: return "interpreter";
     case Category::Gc: return "gc";
     case Category::Native: return "native";
@@ -425,11 +426,14 @@ class Builder {
     profile_.samples.push_back(sample);
   }
 
-  // A sample in PyPy's JIT helpers: the Python stack at that time, then a helper frame.
+  // A JIT sample outside every trace: the Python stack at that time, then a
+  // frame for PyPy's JIT helpers, or for JIT code no jitlog describes at all.
   std::uint32_t helper_part(std::uint64_t time_ns) {
     FrameIds frames;
     if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
-    frames.push_back(frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""}));
+    frames.push_back(!read_.has(bundle::sections::kJitlog)
+                         ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
+                         : frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""}));
     return intern(std::move(frames), parts_, part_index_);
   }
 

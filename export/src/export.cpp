@@ -19,7 +19,8 @@ std::string frame_label(const correlate::Frame& frame) {
       // By function: merge points name the current line, vmprof the first one.
       return fmt::format("{} ({})", frame.name, file);
     case Category::JitTrace: return "[jit] " + frame.name;
-    case Category::JitHelper: return "[jit] " + frame.name;
+    case Category::JitHelper:
+    case Category::JitAnonymous: return "[jit] " + frame.name;
     case Category::Kernel: return frame.name + " [kernel]";
     case Category::Interpreter:
     case Category::Gc:

@@ -29,7 +29,7 @@ struct FirefoxCategory {
 const std::vector<FirefoxCategory> kCategories = {
     {"Other", "grey", {"Other"}},
     {"Python", "blue", {"Other"}},
-    {"JIT", "green", {"Other", "Trace", "Inlined Python", "Helper"}},
+    {"JIT", "green", {"Other", "Trace", "Inlined Python", "Helper", "No jitlog"}},
     {"Interpreter", "yellow", {"Other"}},
     {"GC", "orange", {"Other"}},
     {"Native", "purple", {"Other"}},
@@ -42,6 +42,7 @@ std::pair<int, int> category_of(Category category) {
     case Category::JitTrace: return {2, 1};
     case Category::JitInlined: return {2, 2};
     case Category::JitHelper: return {2, 3};
+    case Category::JitAnonymous: return {2, 4};
     case Category::Interpreter: return {3, 0};
     case Category::Gc: return {4, 0};
     case Category::Native: return {5, 0};
@@ -80,7 +81,8 @@ class Locations {
         return fmt::format("{} (in {})", frame.name, library.empty() ? "?" : library);
       case Category::Kernel: return fmt::format("{} (in kernel)", frame.name);
       case Category::JitTrace:
-      case Category::JitHelper: break;
+      case Category::JitHelper:
+      case Category::JitAnonymous: break;
     }
     return frame_label(frame);  // labels: "[jit] trace 4 (loop)"
   }

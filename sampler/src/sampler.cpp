@@ -16,7 +16,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <filesystem>
 #include <optional>
+#include <sstream>
 
 namespace jitprof::sampler {
 namespace {
@@ -124,8 +126,10 @@ struct Sampler::Ring {
   std::size_t mapped = 0;
   std::size_t data_size = 0;
   std::vector<std::uint8_t> scratch;  // for records that wrap around the ring's end
+  std::vector<int> followers;         // more threads' events on this CPU, writing into this ring
 
   ~Ring() {
+    for (int follower : followers) ::close(follower);
     if (base != MAP_FAILED) ::munmap(base, mapped);
     if (fd >= 0) ::close(fd);
   }
@@ -133,30 +137,61 @@ struct Sampler::Ring {
   const std::uint8_t* data() const { return static_cast<const std::uint8_t*>(base) + page()->data_offset; }
 };
 
-std::unique_ptr<Sampler> Sampler::for_process_at_exec(pid_t pid, const Settings& settings) {
+// A record copied out of a ring, waiting to be handed over in time order.
+struct Sampler::Pending {
+  std::uint64_t time;
+  int order;  // at equal times: task and mapping records before samples
+  std::optional<Sample> sample;
+  std::vector<std::uint8_t> stack;  // the sample's user stack bytes
+  std::optional<Mapping> mapping;
+  std::optional<TaskEvent> task;
+};
+
+namespace {
+
+void check(const Settings& settings) {
   if (settings.rate_hz == 0) throw SamplerError("the sampling rate must be positive");
   if (settings.ring_pages == 0 || !std::has_single_bit(settings.ring_pages))
     throw SamplerError("the ring buffer size must be a power of two pages");
-  std::unique_ptr<Sampler> sampler(new Sampler());
-  sampler->register_mask_ = ((std::uint64_t{1} << (PERF_REG_X86_IP + 1)) - 1) |
-                            (std::uint64_t{0xff} << PERF_REG_X86_R8);
-  sampler->sample_type_ = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CPU |
-                          PERF_SAMPLE_PERIOD | PERF_SAMPLE_CALLCHAIN | PERF_SAMPLE_REGS_USER |
-                          PERF_SAMPLE_STACK_USER;
+}
 
+// Threads of a running process, from /proc/PID/task.
+std::vector<pid_t> threads_of(pid_t pid) {
+  std::vector<pid_t> threads;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), error)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) threads.push_back(std::stoi(name));
+  }
+  std::sort(threads.begin(), threads.end());
+  return threads;
+}
+
+std::string read_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+}  // namespace
+
+perf_event_attr Sampler::event_attributes(const Settings& settings) {
+  register_mask_ = ((std::uint64_t{1} << (PERF_REG_X86_IP + 1)) - 1) | (std::uint64_t{0xff} << PERF_REG_X86_R8);
+  sample_type_ = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CPU | PERF_SAMPLE_PERIOD |
+                 PERF_SAMPLE_CALLCHAIN | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
   perf_event_attr attr{};
   attr.size = sizeof attr;
   attr.type = PERF_TYPE_SOFTWARE;
   attr.config = PERF_COUNT_SW_CPU_CLOCK;
   attr.sample_period = std::max<std::uint64_t>(1, 1'000'000'000ull / settings.rate_hz);  // nanoseconds
-  attr.sample_type = sampler->sample_type_;
-  attr.sample_regs_user = sampler->register_mask_;
+  attr.sample_type = sample_type_;
+  attr.sample_regs_user = register_mask_;
   attr.sample_stack_user = settings.user_stack_bytes & ~7u;
   // The kernel's user callchain walks frame pointers, which PyPy's JIT code and
   // libpypy do not keep: user frames come from the registers and stack copy.
   attr.exclude_callchain_user = 1;
-  attr.disabled = 1;
-  attr.enable_on_exec = 1;
+  // Threads and processes started later are followed.
   attr.inherit = 1;
   attr.mmap = 1;
   attr.mmap2 = 1;
@@ -169,24 +204,131 @@ std::unique_ptr<Sampler> Sampler::for_process_at_exec(pid_t pid, const Settings&
   attr.clockid = CLOCK_MONOTONIC;
   attr.watermark = 1;
   attr.wakeup_watermark = static_cast<std::uint32_t>(settings.ring_pages * ::sysconf(_SC_PAGESIZE) / 4);
+  return attr;
+}
 
+int Sampler::open_event(perf_event_attr& attr, pid_t pid, int cpu) {
+  int fd = perf_event_open(attr, pid, cpu);
+  if (fd < 0 && (errno == EACCES || errno == EPERM) && !attr.exclude_kernel) {
+    // Unprivileged users may still sample their own processes' user space.
+    attr.exclude_kernel = 1;
+    kernel_frames_ = false;
+    fd = perf_event_open(attr, pid, cpu);
+  }
+  return fd;
+}
+
+void Sampler::map_ring(Ring& ring, int cpu, const Settings& settings) {
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  ring.mapped = (1 + settings.ring_pages) * page;
+  ring.data_size = settings.ring_pages * page;
+  ring.base = ::mmap(nullptr, ring.mapped, PROT_READ | PROT_WRITE, MAP_SHARED, ring.fd, 0);
+  if (ring.base == MAP_FAILED)
+    throw SamplerError(fmt::format("cannot map the perf ring buffer of CPU {}: {}", cpu, std::strerror(errno)));
+}
+
+std::unique_ptr<Sampler> Sampler::for_process_at_exec(pid_t pid, const Settings& settings) {
+  check(settings);
+  std::unique_ptr<Sampler> sampler(new Sampler());
+  perf_event_attr attr = sampler->event_attributes(settings);
+  attr.disabled = 1;
+  attr.enable_on_exec = 1;
   for (int cpu : online_cpus()) {
     auto ring = std::make_unique<Ring>();
-    ring->fd = perf_event_open(attr, pid, cpu);
-    if (ring->fd < 0 && (errno == EACCES || errno == EPERM) && !attr.exclude_kernel) {
-      // Unprivileged users may still sample their own processes' user space.
-      attr.exclude_kernel = 1;
-      sampler->kernel_frames_ = false;
-      ring->fd = perf_event_open(attr, pid, cpu);
-    }
+    ring->fd = sampler->open_event(attr, pid, cpu);
     if (ring->fd < 0) throw SamplerError(refusal_message(errno));
-    ring->mapped = (1 + settings.ring_pages) * page;
-    ring->data_size = settings.ring_pages * page;
-    ring->base = ::mmap(nullptr, ring->mapped, PROT_READ | PROT_WRITE, MAP_SHARED, ring->fd, 0);
-    if (ring->base == MAP_FAILED)
-      throw SamplerError(fmt::format("cannot map the perf ring buffer of CPU {}: {}", cpu, std::strerror(errno)));
+    sampler->map_ring(*ring, cpu, settings);
     sampler->rings_.push_back(std::move(ring));
+  }
+  sampler->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return sampler;
+}
+
+std::unique_ptr<Sampler> Sampler::for_running_process(pid_t pid, const Settings& settings) {
+  check(settings);
+  std::unique_ptr<Sampler> sampler(new Sampler());
+  perf_event_attr attr = sampler->event_attributes(settings);
+  const std::vector<int> cpus = online_cpus();
+  for (std::size_t i = 0; i < cpus.size(); ++i) sampler->rings_.push_back(std::make_unique<Ring>());
+  // What existed before the events: dated before any sample they see.
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  const std::uint64_t before = std::uint64_t(now.tv_sec) * 1'000'000'000u + std::uint64_t(now.tv_nsec);
+
+  // One event per thread and CPU; per CPU, the first thread's event owns the
+  // ring and the others write into it. Threads that existing threads start
+  // later inherit the events; threads started while these open are found by
+  // listing again until no new one appears.
+  std::vector<pid_t> attached;
+  for (bool found_new = true; found_new;) {
+    found_new = false;
+    for (pid_t tid : threads_of(pid)) {
+      if (std::binary_search(attached.begin(), attached.end(), tid)) continue;
+      found_new = true;
+      std::vector<int> fds;
+      for (std::size_t i = 0; i < cpus.size(); ++i) {
+        const int fd = sampler->open_event(attr, tid, cpus[i]);
+        if (fd < 0) {
+          const int error = errno;
+          for (int opened : fds) ::close(opened);
+          if (error == ESRCH) break;  // the thread ended meanwhile
+          throw SamplerError(refusal_message(error));
+        }
+        fds.push_back(fd);
+      }
+      if (fds.size() != cpus.size()) continue;
+      for (std::size_t i = 0; i < cpus.size(); ++i) {
+        Ring& ring = *sampler->rings_[i];
+        if (ring.fd < 0) {
+          ring.fd = fds[i];
+          sampler->map_ring(ring, cpus[i], settings);
+        } else if (::ioctl(fds[i], PERF_EVENT_IOC_SET_OUTPUT, ring.fd) == 0) {
+          ring.followers.push_back(fds[i]);
+        } else {
+          const int error = errno;
+          ::close(fds[i]);
+          throw SamplerError(fmt::format("cannot share the perf ring of CPU {}: {}", cpus[i], std::strerror(error)));
+        }
+      }
+      attached.insert(std::upper_bound(attached.begin(), attached.end(), tid), tid);
+    }
+  }
+  if (attached.empty()) throw SamplerError(fmt::format("process {} has no threads left to sample", pid));
+
+  // The kernel reports only mappings made from now on; the ones that exist
+  // come from /proc, as perf's own synthesized records do.
+  std::ifstream maps(fmt::format("/proc/{}/maps", pid));
+  for (std::string line; std::getline(maps, line);) {
+    // "7f2c4a000000-7f2c4a200000 r-xp 00001000 08:01 1234   /usr/lib/x.so"
+    std::istringstream fields(line);
+    std::string range, permissions, offset, device, path;
+    std::uint64_t inode = 0;
+    fields >> range >> permissions >> offset >> device >> inode;
+    std::getline(fields >> std::ws, path);
+    if (permissions.size() < 3 || permissions[2] != 'x') continue;  // as perf: executable mappings only
+    Mapping mapping{};
+    mapping.time_ns = before;
+    mapping.pid = static_cast<std::uint32_t>(pid);
+    mapping.tid = static_cast<std::uint32_t>(pid);
+    mapping.start = std::stoull(range.substr(0, range.find('-')), nullptr, 16);
+    mapping.length = std::stoull(range.substr(range.find('-') + 1), nullptr, 16) - mapping.start;
+    mapping.file_offset = std::stoull(offset, nullptr, 16);
+    mapping.major = static_cast<std::uint32_t>(std::stoul(device.substr(0, device.find(':')), nullptr, 16));
+    mapping.minor = static_cast<std::uint32_t>(std::stoul(device.substr(device.find(':') + 1), nullptr, 16));
+    mapping.inode = inode;
+    mapping.prot = (permissions[0] == 'r' ? PROT_READ : 0) | (permissions[1] == 'w' ? PROT_WRITE : 0) | PROT_EXEC;
+    mapping.flags = permissions[3] == 's' ? MAP_SHARED : MAP_PRIVATE;
+    mapping.path = path.empty() ? "//anon" : path;
+    sampler->pending_.push_back({before, 0, std::nullopt, {}, std::move(mapping), std::nullopt});
+  }
+  for (pid_t tid : attached) {
+    TaskEvent comm{};
+    comm.kind = TaskEvent::Kind::Comm;
+    comm.time_ns = before;
+    comm.pid = static_cast<std::uint32_t>(pid);
+    comm.tid = static_cast<std::uint32_t>(tid);
+    comm.comm = read_line(fmt::format("/proc/{}/task/{}/comm", pid, tid));
+    sampler->pending_.push_back({before, 0, std::nullopt, {}, std::nullopt, std::move(comm)});
   }
   sampler->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   return sampler;
@@ -219,16 +361,6 @@ Stats Sampler::stats() const {
   stats.records = records_;
   return stats;
 }
-
-// A record copied out of a ring, waiting to be handed over in time order.
-struct Sampler::Pending {
-  std::uint64_t time;
-  int order;  // at equal times: task and mapping records before samples
-  std::optional<Sample> sample;
-  std::vector<std::uint8_t> stack;  // the sample's user stack bytes
-  std::optional<Mapping> mapping;
-  std::optional<TaskEvent> task;
-};
 
 void Sampler::run(Listener& listener) {
   std::vector<pollfd> fds;

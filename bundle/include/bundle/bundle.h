@@ -48,6 +48,9 @@ inline constexpr SectionType kJitlogClock = SectionType::from("JLTM");  // jitlo
 inline constexpr SectionType kCrash = SectionType::from("CRSH");     // the fatal fault: JSON document
 inline constexpr SectionType kSymbols = SectionType::from("SYMS");   // each sampled native address named, JSON lines
 inline constexpr SectionType kSamples = SectionType::from("SMPL");   // native samples (bundle/samples.h)
+// Hot machine code read from a running process's JIT memory when no jitlog
+// names it (attach): JSON lines {"pid", "address", "hex"}.
+inline constexpr SectionType kJitCode = SectionType::from("JCOD");
 }  // namespace sections
 
 struct Frame {

@@ -40,6 +40,7 @@ enum class Category : std::uint8_t {
   JitInlined,   // a Python function inlined into a trace
   JitTrace,     // a trace's machine code
   JitHelper,    // PyPy's assembler helpers in JIT memory (not in the jitlog)
+  JitAnonymous, // JIT code of a bundle without a jitlog (attach to a process that writes none)
   Interpreter,  // libpypy: the interpreter, its runtime and GC (stripped: unnamed)
   Gc,           // a GC function, when symbols name it
   Native,       // other libraries and the executable

@@ -39,6 +39,34 @@ class RecordError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// `jitprof attach`: samples a PyPy process that is already running, without
+// stopping it, until the duration ends, Ctrl-C/SIGTERM, or the process exits.
+struct AttachOptions {
+  int pid = 0;
+  std::filesystem::path output;
+  double duration_s = 0;     // 0: until interrupted or the target exits
+  unsigned rate_hz = 1000;
+  bool progress = false;
+  std::function<void(const std::string&)> notice;
+};
+
+// How JIT code got its names (the order of preference).
+enum class JitNames {
+  LiveJitlog,      // (a) the process writes a jitlog (JITLOG=path): read as it grows
+  AnonymousCode,   // (c) no jitlog: hot JIT code read from memory and disassembled
+};
+
+struct AttachOutcome {
+  JitNames jit_names = JitNames::AnonymousCode;
+  std::string jitlog_path;   // LiveJitlog: the file the process writes
+  bool target_exited = false;
+  std::uint64_t samples = 0, lost = 0, jitlog_bytes = 0, jit_code_bytes = 0;
+  std::size_t threads = 0;   // threads sampled, including those started while attached
+  double seconds = 0;
+};
+
+AttachOutcome attach(const AttachOptions& options);
+
 bool looks_like_pypy(const std::string& program);
 
 // Runs the target to completion and writes the bundle. The target keeps the

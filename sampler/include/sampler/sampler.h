@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+struct perf_event_attr;
+
 namespace jitprof::sampler {
 
 struct Settings {
@@ -85,6 +87,10 @@ class Sampler {
   // starts, counting from its next exec. Throws SamplerError with the cause
   // and the fix when the kernel refuses.
   static std::unique_ptr<Sampler> for_process_at_exec(pid_t pid, const Settings& settings);
+  // Opens events on every thread of a running process, now, and follows the
+  // threads it starts later. The target is never stopped. Its executable
+  // mappings and thread names come first, read from /proc.
+  static std::unique_ptr<Sampler> for_running_process(pid_t pid, const Settings& settings);
   ~Sampler();
   Sampler(const Sampler&) = delete;
   Sampler& operator=(const Sampler&) = delete;
@@ -99,6 +105,9 @@ class Sampler {
   struct Ring;
   struct Pending;
   Sampler();
+  perf_event_attr event_attributes(const Settings& settings);
+  int open_event(perf_event_attr& attr, pid_t pid, int cpu);
+  void map_ring(Ring& ring, int cpu, const Settings& settings);
   void run(Listener& listener);
   void round(Listener& listener, bool final);
   void drain(Ring& ring);
