@@ -120,6 +120,38 @@ TEST_F(Attach, KillingJitprofWithSigkillLeavesTheTargetRunning) {
   EXPECT_GT(json::parse(info.out)["samples"]["count"].get<int>(), 0);
 }
 
+TEST_F(Attach, CtrlCAndSigtermEndTheAttachmentWithACompleteBundle) {
+  auto service = start_service(6, 60, {"JITLOG=" + path("service.jitlog")});
+  for (int signal : {SIGINT, SIGTERM}) {
+    const std::string bundle = path("signal" + std::to_string(signal) + ".jprof");
+    Background jitprof({JITPROF_BIN, "attach", std::to_string(service->pid()), "-o", bundle}, dir_, "jitprof");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    ::kill(jitprof.pid(), signal);
+    EXPECT_EQ(jitprof.wait(), 0) << jitprof.err();
+    EXPECT_NE(jitprof.err().find("bundle written to"), std::string::npos) << jitprof.err();
+    const Result info = run({JITPROF_BIN, "info", "--json", bundle});
+    ASSERT_EQ(info.status, 0) << info.err;
+    const json manifest = json::parse(info.out)["manifest"];
+    EXPECT_EQ(manifest["state"], "complete");
+    EXPECT_EQ(manifest["target_exited"], false);
+    EXPECT_NEAR(manifest["duration_s"].get<double>(), 1.0, 0.5);
+    EXPECT_TRUE(service->running()) << "signal " << signal << " stays with jitprof";
+  }
+}
+
+TEST_F(Attach, EndsWhenTheTargetExitsWithItsWholeJitlog) {
+  auto service = start_service(2, 60, {"JITLOG=" + path("service.jitlog")});
+  const std::string bundle = path("exited.jprof");
+  const Result attached = run({JITPROF_BIN, "attach", std::to_string(service->pid()), "-o", bundle});
+  ASSERT_EQ(attached.status, 0) << attached.err;
+  EXPECT_NE(attached.err.find("the process exited"), std::string::npos) << attached.err;
+  EXPECT_EQ(service->wait(), 3);
+  const json manifest = json::parse(run({JITPROF_BIN, "info", "--json", bundle}).out)["manifest"];
+  EXPECT_EQ(manifest["target_exited"], true);
+  // Everything PyPy wrote, including the counters it adds at exit.
+  EXPECT_EQ(manifest["sections"]["jitlog_bytes"].get<std::uintmax_t>(), fs::file_size(path("service.jitlog")));
+}
+
 TEST_F(Attach, WithoutAJitlogTheHotJitCodeIsReadAndDisassembled) {
   auto service = start_service(5, 60);
   const std::string bundle = path("anonymous.jprof");

@@ -27,7 +27,7 @@ def start_late_thread(delay):
 
 
 seconds, delay = float(sys.argv[1]), float(sys.argv[2])
-threading.Thread(target=start_late_thread, args=(delay,)).start()
+threading.Thread(target=start_late_thread, args=(delay,), daemon=True).start()
 print("ready", flush=True)
 deadline = time.time() + seconds
 rounds = 0
