@@ -13,6 +13,7 @@
 #include "common.h"
 #include "jitlog/disassembler.h"
 #include "jitlog/jitlog.h"
+#include "views/views.h"
 
 namespace jitprof::cli {
 namespace {
@@ -30,64 +31,19 @@ std::string location(const MergePoint* point) {
   return fmt::format("{} at {}:{}", point->function, point->file, point->line);
 }
 
-json location_json(const MergePoint* point) {
-  if (point == nullptr) return nullptr;
-  return {{"function", point->function}, {"file", point->file},       {"line", point->line},
-          {"bytecode_index", point->bytecode_index}, {"opcode", point->opcode}, {"inline_depth", point->inline_depth}};
-}
-
-std::string op_text(const Operation& op) {
-  std::string args;
-  for (const auto& arg : op.args) args += (args.empty() ? "" : ", ") + arg;
-  if (!op.descr.empty()) args += (args.empty() ? "descr=" : ", descr=") + op.descr;
-  std::string text = op.result == "?" ? fmt::format("{}({})", op.name, args)
-                                      : fmt::format("{} = {}({})", op.result, op.name, args);
-  if (!op.failargs.empty()) {
-    std::string failargs;
-    for (const auto& arg : op.failargs) failargs += (failargs.empty() ? "" : ", ") + arg;
-    text += fmt::format(" [{}]", failargs);
-  }
-  return text;
-}
-
-// The optimizer's and the backend's changes, as JSON and as text lines.
-struct StageStep {
-  StageKind from, to;
-};
-constexpr StageStep kSteps[] = {{StageKind::NoOpt, StageKind::Opt}, {StageKind::Opt, StageKind::Asm}};
-
-json diff_json(const Trace& trace) {
-  json diffs = json::array();
-  for (const StageStep& step : kSteps) {
-    const Stage* from = trace.stage(step.from);
-    const Stage* to = trace.stage(step.to);
-    if (!from || !to) continue;
-    const jitlog::StageDiff diff = jitlog::diff_stages(*from, *to);
-    diffs.push_back({{"from", jitlog::stage_name(step.from)},
-                     {"to", jitlog::stage_name(step.to)},
-                     {"ops", {diff.ops_before, diff.ops_after}},
-                     {"guards", {diff.guards_before, diff.guards_after}},
-                     {"removed", diff.removed},
-                     {"added", diff.added}});
-  }
-  return diffs;
-}
-
 void print_diff(const Trace& trace) {
-  auto list = [](const std::map<std::string, std::size_t>& ops) {
+  auto list = [](const json& ops) {
     std::string text;
-    for (const auto& [name, count] : ops) text += fmt::format("{}{} x{}", text.empty() ? "" : ", ", name, count);
+    for (const auto& [name, count] : ops.items())
+      text += fmt::format("{}{} x{}", text.empty() ? "" : ", ", name, count.get<std::size_t>());
     return text.empty() ? std::string("none") : text;
   };
-  for (const StageStep& step : kSteps) {
-    const Stage* from = trace.stage(step.from);
-    const Stage* to = trace.stage(step.to);
-    if (!from || !to) continue;
-    const jitlog::StageDiff diff = jitlog::diff_stages(*from, *to);
-    std::cout << fmt::format("{} -> {}: {} -> {} ops, {} -> {} guards\n", jitlog::stage_name(step.from),
-                             jitlog::stage_name(step.to), diff.ops_before, diff.ops_after, diff.guards_before,
-                             diff.guards_after);
-    std::cout << fmt::format("  removed: {}\n  added:   {}\n", list(diff.removed), list(diff.added));
+  for (const json& step : views::diff_json(trace)) {
+    std::cout << fmt::format("{} -> {}: {} -> {} ops, {} -> {} guards\n", step["from"].get<std::string>(),
+                             step["to"].get<std::string>(), step["ops"][0].get<std::size_t>(),
+                             step["ops"][1].get<std::size_t>(), step["guards"][0].get<std::size_t>(),
+                             step["guards"][1].get<std::size_t>());
+    std::cout << fmt::format("  removed: {}\n  added:   {}\n", list(step["removed"]), list(step["added"]));
   }
   std::cout << "\n";
 }
@@ -135,22 +91,6 @@ std::vector<const Trace*> hottest(const Forest& forest, std::size_t limit) {
   return order;
 }
 
-json trace_summary_json(const Trace& trace) {
-  json item = {{"id", trace.id},
-               {"type", jitlog::trace_kind_name(trace.kind)},
-               {"jitdriver", trace.jitdriver},
-               {"entries", trace.entry_count},
-               {"label_passes", trace.label_count},
-               {"executions", trace.executions()},
-               {"aborted", trace.aborted},
-               {"source", location_json(trace.source())}};
-  item["code"] = trace.code ? json{{"start", trace.code->start}, {"end", trace.code->end}} : json(nullptr);
-  item["parent"] = trace.parent_guard
-                       ? json{{"trace", trace.parent_guard->trace_id}, {"op_index", trace.parent_guard->op_index}}
-                       : json(nullptr);
-  return item;
-}
-
 }  // namespace
 
 int run_jitlog_summary(const JitlogOptions& options) {
@@ -185,7 +125,7 @@ int run_jitlog_summary(const JitlogOptions& options) {
                 {"counters", forest.counters.size()},
                 {"counters_credited", credited}};
     out["hottest"] = json::array();
-    for (const Trace* trace : hot) out["hottest"].push_back(trace_summary_json(*trace));
+    for (const Trace* trace : hot) out["hottest"].push_back(views::trace_summary_json(*trace));
     out.update(diagnostics_json(forest.warnings, forest.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, forest.warnings, forest.error);
@@ -223,41 +163,6 @@ int run_jitlog_summary(const JitlogOptions& options) {
 
 namespace {
 
-// Samples of one trace from a bundle's correlated profile: per asm op, in the
-// entry code before the first op, and per instruction address.
-struct TraceHeat {
-  std::uint64_t total = 0;
-  std::uint64_t entry = 0;
-  std::vector<std::uint64_t> per_asm_op;
-  std::map<std::uint64_t, std::uint64_t> per_address;
-  std::map<const MergePoint*, std::uint64_t> per_source;  // opt-stage merge points
-
-  std::uint64_t in_range(std::uint64_t start, std::uint64_t size) const {
-    std::uint64_t sum = 0;
-    for (auto it = per_address.lower_bound(start); it != per_address.end() && it->first < start + size; ++it)
-      sum += it->second;
-    return sum;
-  }
-};
-
-TraceHeat heat_of(const correlate::Profile& profile, const Trace& trace) {
-  TraceHeat heat;
-  const Stage* asm_stage = trace.stage(StageKind::Asm);
-  if (asm_stage == nullptr) return heat;
-  heat.per_asm_op.assign(asm_stage->ops.size(), 0);
-  for (const auto& sample : profile.samples) {
-    if (sample.trace != trace.id) continue;
-    ++heat.total;
-    if (sample.op) ++heat.per_asm_op[*sample.op];
-    else ++heat.entry;
-    ++heat.per_address[sample.jit_address];
-  }
-  const auto sources = jitlog::op_sources(trace, *asm_stage);
-  for (std::size_t i = 0; i < sources.size(); ++i)
-    if (sources[i] && heat.per_asm_op[i]) heat.per_source[sources[i]] += heat.per_asm_op[i];
-  return heat;
-}
-
 }  // namespace
 
 int run_trace(const TraceOptions& options) {
@@ -293,8 +198,8 @@ int run_trace(const TraceOptions& options) {
   std::optional<jitlog::Disassembler> disassembler;
   if (options.disassemble && trace->code) disassembler.emplace(forest.header.machine, forest.header.word_size);
   const auto sources = jitlog::op_sources(*trace, *stage);
-  const std::optional<TraceHeat> heat =
-      profile && profile->has_perf_samples ? std::optional(heat_of(*profile, *trace)) : std::nullopt;
+  const std::optional<views::TraceHeat> heat =
+      profile && profile->has_perf_samples ? std::optional(views::heat_of(*profile, *trace)) : std::nullopt;
   auto op_heat = [&](std::size_t i) -> std::optional<std::uint64_t> {
     if (!heat || kind != StageKind::Asm || heat->per_asm_op.empty()) return std::nullopt;
     return heat->per_asm_op[i];
@@ -304,50 +209,7 @@ int run_trace(const TraceOptions& options) {
     for (const auto& [number, line] : lines) source_cache.remember(file, number, line.text);
 
   if (options.json) {
-    json out = trace_summary_json(*trace);
-    out["stage"] = jitlog::stage_name(kind);
-    out["stage_diffs"] = diff_json(*trace);
-    out["input_args"] = stage->input_args;
-    if (heat) {
-      out["samples"] = heat->total;
-      out["entry_code_samples"] = heat->entry;
-    }
-    out["ops"] = json::array();
-    for (std::size_t i = 0; i < stage->ops.size(); ++i) {
-      const Operation& op = stage->ops[i];
-      json item = {{"index", i},       {"opnum", op.opnum},   {"name", op.name},
-                   {"result", op.result}, {"args", op.args},  {"descr", op.descr},
-                   {"failargs", op.failargs}, {"source", location_json(sources[i])}};
-      item["descr_number"] = op.descr_number ? json(*op.descr_number) : json(nullptr);
-      item["bridge"] = op.bridge ? json(*op.bridge) : json(nullptr);
-      item["target_trace"] = op.target_trace ? json(*op.target_trace) : json(nullptr);
-      item["counter"] = op.counter;
-      if (auto samples = op_heat(i)) item["samples"] = *samples;
-      if (op.code && trace->code) {
-        item["address"] = trace->code->start + op.code->offset;
-        item["code_size"] = op.code->bytes.size();
-        if (disassembler) {
-          item["instructions"] = json::array();
-          for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset))
-            item["instructions"].push_back({{"address", insn.address},
-                                            {"size", insn.size},
-                                            {"mnemonic", insn.mnemonic},
-                                            {"operands", insn.operands},
-                                            {"samples", heat ? heat->in_range(insn.address, insn.size) : 0}});
-        }
-      }
-      out["ops"].push_back(std::move(item));
-    }
-    out["merge_points"] = json::array();
-    for (const MergePoint& point : stage->merge_points) {
-      json item = location_json(&point);
-      item["op_index"] = point.op_index;
-      if (heat) {
-        auto samples = heat->per_source.find(&point);
-        item["samples"] = samples == heat->per_source.end() ? 0 : samples->second;
-      }
-      out["merge_points"].push_back(std::move(item));
-    }
+    json out = views::trace_json(forest, *trace, kind, profile ? &*profile : nullptr, options.disassemble);
     out.update(diagnostics_json(forest.warnings, forest.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, forest.warnings, forest.error);
@@ -420,7 +282,7 @@ int run_trace(const TraceOptions& options) {
     if (op.counter) note += fmt::format("  ({} {})", with_commas(op.counter), op.is_guard() ? "failures" : "passes");
     const auto samples = op_heat(i);
     const std::string heat_column = samples ? fmt::format("{:>6} ", *samples ? with_commas(*samples) : "") : "";
-    std::cout << fmt::format("  {}{} {:>4}  {}{}\n", heat_column, address, i, op_text(op), note);
+    std::cout << fmt::format("  {}{} {:>4}  {}{}\n", heat_column, address, i, views::op_text(op), note);
     if (disassembler && op.code) {
       for (const auto& insn : disassembler->disassemble(op.code->bytes, trace->code->start + op.code->offset)) {
         const std::uint64_t hits = heat ? heat->in_range(insn.address, insn.size) : 0;

@@ -1,0 +1,69 @@
+// The views of a bundle as JSON documents: what `jitprof report/trace/top
+// --json` print and what `jitprof serve` answers, computed in one place so
+// that the terminal and the web viewer always agree.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bundle/bundle.h"
+#include "correlate/profile.h"
+#include "jitlog/jitlog.h"
+
+namespace jitprof::views {
+
+// --- traces ------------------------------------------------------------------
+
+// "i3 = int_add(i1, i2, descr=...) [failargs]"
+std::string op_text(const jitlog::Operation& op);
+// {function, file, line, bytecode_index, opcode, inline_depth}, or null.
+nlohmann::json location_json(const jitlog::MergePoint* point);
+// id, type, jitdriver, counts, source, code range, parent guard.
+nlohmann::json trace_summary_json(const jitlog::Trace& trace);
+// The optimizer's (noopt -> opt) and the backend's (opt -> asm) changes.
+nlohmann::json diff_json(const jitlog::Trace& trace);
+
+// Samples of one trace: per asm op, in the entry code before the first op,
+// per instruction address and per (opt-stage) merge point.
+struct TraceHeat {
+  std::uint64_t total = 0;
+  std::uint64_t entry = 0;
+  std::vector<std::uint64_t> per_asm_op;
+  std::map<std::uint64_t, std::uint64_t> per_address;
+  std::map<const jitlog::MergePoint*, std::uint64_t> per_source;
+  std::uint64_t in_range(std::uint64_t start, std::uint64_t size) const;
+};
+TraceHeat heat_of(const correlate::Profile& profile, const jitlog::Trace& trace);
+
+// One trace at one stage: its ops (text, source, guards' bridges, call
+// targets, machine code, heat when `profile` has perf samples), merge points
+// and stage differences. `disassemble`: each op's instructions.
+nlohmann::json trace_json(const jitlog::Forest& forest, const jitlog::Trace& trace, jitlog::StageKind stage,
+                          const correlate::Profile* profile, bool disassemble);
+
+// --- the correlated profile --------------------------------------------------
+
+// `jitprof report`: top functions (self/total), hot traces with failing guards,
+// leaf categories, native libraries and functions, threads, attach details,
+// JIT code without a jitlog. `top` limits each list.
+nlohmann::json report_json(const correlate::Profile& profile, const bundle::Bundle& bundle, std::size_t top);
+
+// The merged call tree by frame label (exports::frame_label), outermost first.
+struct CallTree {
+  struct Node {
+    std::uint64_t total = 0, self = 0;
+    correlate::Category category = correlate::Category::Python;
+    std::map<std::string, Node> children;  // by label
+  };
+  Node root;
+};
+CallTree call_tree(const correlate::Profile& profile);
+// Children of `node` as [{frame, category, total, self, children}], largest
+// first, down to `depth` levels, leaving out branches below `minimum` samples.
+nlohmann::json call_tree_json(const CallTree::Node& node, std::size_t depth, std::uint64_t minimum);
+
+}  // namespace jitprof::views

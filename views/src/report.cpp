@@ -1,0 +1,202 @@
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "correlate/jit_code.h"
+#include "views/views.h"
+
+namespace jitprof::views {
+namespace {
+
+using correlate::Category;
+using correlate::Profile;
+using nlohmann::json;
+
+struct Count {
+  std::uint64_t self = 0, total = 0;
+};
+
+struct FunctionKey {
+  std::string name, file;
+  auto operator<=>(const FunctionKey&) const = default;
+};
+
+struct NativeFunction {
+  std::uint64_t self = 0;
+  std::map<std::pair<std::string, std::int64_t>, std::uint64_t> lines;  // (source file, line), with debug information
+};
+
+struct Summary {
+  std::size_t samples = 0;
+  std::map<FunctionKey, Count> functions;
+  std::map<FunctionKey, std::int64_t> first_line;
+  std::map<std::uint64_t, std::uint64_t> trace_samples;  // by trace id
+  std::map<std::string, std::uint64_t> leaf_categories;
+  std::map<std::string, std::uint64_t> native_libraries;  // leaf frames outside Python and JIT code
+  std::map<FunctionKey, NativeFunction> native_functions;  // named leaf frames, by name and library
+  std::map<std::uint32_t, std::uint64_t> threads;
+  std::map<std::uint32_t, std::map<FunctionKey, std::uint64_t>> thread_functions;
+};
+
+Summary summarize(const Profile& profile) {
+  Summary summary;
+  summary.samples = profile.samples.size();
+  for (const auto& sample : profile.samples) {
+    const auto& stack = profile.stacks[sample.stack];
+    ++summary.threads[sample.tid];
+    std::set<FunctionKey> seen;
+    for (std::uint32_t id : stack) {
+      const auto& frame = profile.frames[id];
+      if (frame.category != Category::Python && frame.category != Category::JitInlined) continue;
+      FunctionKey key{frame.name, frame.file};
+      if (seen.insert(key).second) ++summary.functions[key].total;
+      auto [line, fresh] = summary.first_line.try_emplace(key, frame.line);
+      if (!fresh && frame.line > 0 && (line->second == 0 || frame.line < line->second)) line->second = frame.line;
+    }
+    if (auto leaf = profile.python_leaf(sample.stack)) {
+      const auto& frame = profile.frames[*leaf];
+      FunctionKey key{frame.name, frame.file};
+      ++summary.functions[key].self;
+      ++summary.thread_functions[sample.tid][key];
+    }
+    if (sample.trace) ++summary.trace_samples[*sample.trace];
+    if (stack.empty()) {
+      ++summary.leaf_categories["unknown"];
+      continue;
+    }
+    const auto& leaf = profile.frames[stack.back()];
+    ++summary.leaf_categories[correlate::category_name(leaf.category)];
+    if (leaf.category == Category::Native || leaf.category == Category::Interpreter || leaf.category == Category::Gc) {
+      const std::string library = std::filesystem::path(leaf.file).filename().string();
+      ++summary.native_libraries[library];
+      if (leaf.name != library && !leaf.name.starts_with("0x")) {
+        NativeFunction& function = summary.native_functions[{leaf.name, leaf.file}];
+        ++function.self;
+        if (!leaf.source_file.empty()) ++function.lines[{leaf.source_file, leaf.line}];
+      }
+    }
+    if (leaf.category == Category::Kernel) ++summary.native_libraries["[kernel]"];
+  }
+  return summary;
+}
+
+// The `limit` largest entries of a map by `by(value)`, keeping map order among equals.
+template <class Map>
+std::vector<std::pair<typename Map::key_type, typename Map::mapped_type>> largest(const Map& map, std::size_t limit,
+                                                                                  auto by) {
+  std::vector<std::pair<typename Map::key_type, typename Map::mapped_type>> items(map.begin(), map.end());
+  std::stable_sort(items.begin(), items.end(), [&](const auto& a, const auto& b) { return by(a.second) > by(b.second); });
+  if (items.size() > limit) items.resize(limit);
+  return items;
+}
+
+json hot_trace_json(const Profile& profile, const Summary& summary, std::uint64_t id, std::uint64_t count) {
+  json item = {{"id", id}, {"samples", count}, {"share", double(count) / double(summary.samples)}};
+  const jitlog::Trace* trace = profile.forest.find(id);
+  if (trace == nullptr) return item;
+  item["type"] = jitlog::trace_kind_name(trace->kind);
+  item["entries"] = trace->entry_count;
+  item["label_passes"] = trace->label_count;
+  item["source"] = location_json(trace->source());
+  // The guards that fail most, and the bridges they lead to.
+  std::vector<std::pair<std::uint64_t, std::size_t>> guards;
+  const jitlog::Stage* stage = trace->stage(jitlog::StageKind::Asm);
+  if (stage)
+    for (std::size_t i = 0; i < stage->ops.size(); ++i)
+      if (stage->ops[i].is_guard() && stage->ops[i].counter > 0) guards.emplace_back(stage->ops[i].counter, i);
+  std::sort(guards.rbegin(), guards.rend());
+  item["failing_guards"] = json::array();
+  for (std::size_t g = 0; g < std::min<std::size_t>(guards.size(), 3); ++g) {
+    const auto& op = stage->ops[guards[g].second];
+    json guard = {{"op_index", guards[g].second}, {"op", op.name}, {"failures", op.counter}};
+    guard["bridge"] = op.bridge ? json(*op.bridge) : json(nullptr);
+    if (op.bridge) {
+      auto bridge_samples = summary.trace_samples.find(*op.bridge);
+      guard["bridge_samples"] = bridge_samples == summary.trace_samples.end() ? 0 : bridge_samples->second;
+    }
+    item["failing_guards"].push_back(std::move(guard));
+  }
+  return item;
+}
+
+// `jitprof attach` bundles: which process, and how its JIT code got names.
+json attach_json(const bundle::Bundle& read) {
+  const bundle::Frame* frame = read.latest(bundle::sections::kManifest);
+  if (frame == nullptr) return nullptr;
+  const json manifest = json::parse(frame->data, nullptr, false);
+  if (!manifest.is_object() || manifest.value("mode", "") != "attach" || !manifest.contains("attach")) return nullptr;
+  json summary = manifest["attach"];
+  summary["pid"] = manifest.value("pid", 0);
+  summary["seconds"] = manifest.value("duration_s", 0.0);
+  return summary;
+}
+
+json region_json(const correlate::JitCodeRegion& region) {
+  json instructions = json::array();
+  for (const auto& instruction : region.instructions)
+    instructions.push_back({{"address", instruction.address}, {"text", instruction.text}, {"samples", instruction.samples}});
+  return {{"pid", region.pid},
+          {"start", region.start},
+          {"end", region.end},
+          {"samples", region.samples},
+          {"instructions", std::move(instructions)}};
+}
+
+std::optional<FunctionKey> busiest_function(const Summary& summary, std::uint32_t tid) {
+  auto functions = summary.thread_functions.find(tid);
+  if (functions == summary.thread_functions.end() || functions->second.empty()) return std::nullopt;
+  return largest(functions->second, 1, [](std::uint64_t n) { return n; }).front().first;
+}
+
+}  // namespace
+
+json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size_t top) {
+  const Summary summary = summarize(profile);
+  const auto& stats = profile.stats;
+  const auto by_count = [](std::uint64_t n) { return n; };
+  json out = {{"samples", summary.samples},
+              {"seconds_per_sample", profile.seconds_per_sample},
+              {"sample_source", profile.samples_from_vmprof ? "vmprof" : "perf"},
+              {"jit", {{"samples", stats.jit}, {"in_traces", stats.jit_in_trace}, {"on_ops", stats.jit_on_op}}},
+              {"python_stacks",
+               {{"from_jitlog", stats.python_from_jit},
+                {"from_vmprof_by_time", stats.python_from_vmprof_time},
+                {"unknown", stats.python_unknown}}}};
+  out["functions"] = json::array();
+  for (const auto& [key, count] :
+       largest(summary.functions, top, [](const Count& c) { return c.self * 1'000'000 + c.total; }))
+    out["functions"].push_back({{"name", key.name},
+                                {"file", key.file},
+                                {"line", summary.first_line.at(key)},
+                                {"self", count.self},
+                                {"total", count.total}});
+  out["traces"] = json::array();
+  for (const auto& [id, count] : largest(summary.trace_samples, top, by_count))
+    out["traces"].push_back(hot_trace_json(profile, summary, id, count));
+  out["leaf_categories"] = summary.leaf_categories;
+  out["native_libraries"] = summary.native_libraries;
+  out["native_functions"] = json::array();
+  for (const auto& [key, function] : largest(summary.native_functions, top, [](const NativeFunction& f) { return f.self; })) {
+    json lines = json::array();
+    for (const auto& [location, count] : largest(function.lines, top, by_count))
+      lines.push_back({{"file", location.first}, {"line", location.second}, {"samples", count}});
+    out["native_functions"].push_back(
+        {{"name", key.name}, {"library", key.file}, {"self", function.self}, {"lines", std::move(lines)}});
+  }
+  out["threads"] = json::array();
+  for (const auto& [tid, count] : summary.threads) {
+    json thread = {{"tid", tid}, {"samples", count}};
+    if (auto function = busiest_function(summary, tid)) thread["top_function"] = function->name;
+    out["threads"].push_back(std::move(thread));
+  }
+  out["attach"] = attach_json(bundle);
+  out["anonymous_jit_code"] = json::array();
+  auto regions = correlate::anonymous_jit_code(bundle, profile);
+  if (regions.size() > top) regions.resize(top);
+  for (const auto& region : regions) out["anonymous_jit_code"].push_back(region_json(region));
+  return out;
+}
+
+}  // namespace jitprof::views

@@ -1,0 +1,157 @@
+#include <fmt/format.h>
+
+#include <optional>
+
+#include "jitlog/disassembler.h"
+#include "views/views.h"
+
+namespace jitprof::views {
+
+using jitlog::MergePoint;
+using jitlog::Operation;
+using jitlog::Stage;
+using jitlog::StageKind;
+using jitlog::Trace;
+using nlohmann::json;
+
+std::string op_text(const Operation& op) {
+  std::string args;
+  for (const auto& arg : op.args) args += (args.empty() ? "" : ", ") + arg;
+  if (!op.descr.empty()) args += (args.empty() ? "descr=" : ", descr=") + op.descr;
+  std::string text = op.result == "?" ? fmt::format("{}({})", op.name, args)
+                                      : fmt::format("{} = {}({})", op.result, op.name, args);
+  if (!op.failargs.empty()) {
+    std::string failargs;
+    for (const auto& arg : op.failargs) failargs += (failargs.empty() ? "" : ", ") + arg;
+    text += fmt::format(" [{}]", failargs);
+  }
+  return text;
+}
+
+json location_json(const MergePoint* point) {
+  if (point == nullptr) return nullptr;
+  return {{"function", point->function}, {"file", point->file},       {"line", point->line},
+          {"bytecode_index", point->bytecode_index}, {"opcode", point->opcode}, {"inline_depth", point->inline_depth}};
+}
+
+json trace_summary_json(const Trace& trace) {
+  json item = {{"id", trace.id},
+               {"type", jitlog::trace_kind_name(trace.kind)},
+               {"jitdriver", trace.jitdriver},
+               {"entries", trace.entry_count},
+               {"label_passes", trace.label_count},
+               {"executions", trace.executions()},
+               {"aborted", trace.aborted},
+               {"source", location_json(trace.source())}};
+  item["code"] = trace.code ? json{{"start", trace.code->start}, {"end", trace.code->end}} : json(nullptr);
+  item["parent"] = trace.parent_guard
+                       ? json{{"trace", trace.parent_guard->trace_id}, {"op_index", trace.parent_guard->op_index}}
+                       : json(nullptr);
+  return item;
+}
+
+json diff_json(const Trace& trace) {
+  static constexpr std::pair<StageKind, StageKind> kSteps[] = {{StageKind::NoOpt, StageKind::Opt},
+                                                                {StageKind::Opt, StageKind::Asm}};
+  json diffs = json::array();
+  for (const auto& [from_kind, to_kind] : kSteps) {
+    const Stage* from = trace.stage(from_kind);
+    const Stage* to = trace.stage(to_kind);
+    if (!from || !to) continue;
+    const jitlog::StageDiff diff = jitlog::diff_stages(*from, *to);
+    diffs.push_back({{"from", jitlog::stage_name(from_kind)},
+                     {"to", jitlog::stage_name(to_kind)},
+                     {"ops", {diff.ops_before, diff.ops_after}},
+                     {"guards", {diff.guards_before, diff.guards_after}},
+                     {"removed", diff.removed},
+                     {"added", diff.added}});
+  }
+  return diffs;
+}
+
+std::uint64_t TraceHeat::in_range(std::uint64_t start, std::uint64_t size) const {
+  std::uint64_t sum = 0;
+  for (auto it = per_address.lower_bound(start); it != per_address.end() && it->first < start + size; ++it)
+    sum += it->second;
+  return sum;
+}
+
+TraceHeat heat_of(const correlate::Profile& profile, const Trace& trace) {
+  TraceHeat heat;
+  const Stage* asm_stage = trace.stage(StageKind::Asm);
+  if (asm_stage == nullptr) return heat;
+  heat.per_asm_op.assign(asm_stage->ops.size(), 0);
+  for (const auto& sample : profile.samples) {
+    if (sample.trace != trace.id) continue;
+    ++heat.total;
+    if (sample.op) ++heat.per_asm_op[*sample.op];
+    else ++heat.entry;
+    ++heat.per_address[sample.jit_address];
+  }
+  const auto sources = jitlog::op_sources(trace, *asm_stage);
+  for (std::size_t i = 0; i < sources.size(); ++i)
+    if (sources[i] && heat.per_asm_op[i]) heat.per_source[sources[i]] += heat.per_asm_op[i];
+  return heat;
+}
+
+json trace_json(const jitlog::Forest& forest, const Trace& trace, StageKind kind, const correlate::Profile* profile,
+                bool disassemble) {
+  json out = trace_summary_json(trace);
+  const Stage* stage = trace.stage(kind);
+  out["stage"] = jitlog::stage_name(kind);
+  out["stages"] = json::array();
+  for (StageKind each : {StageKind::NoOpt, StageKind::Opt, StageKind::Asm})
+    if (trace.stage(each)) out["stages"].push_back(jitlog::stage_name(each));
+  out["stage_diffs"] = diff_json(trace);
+  if (stage == nullptr) return out;
+  out["input_args"] = stage->input_args;
+  std::optional<jitlog::Disassembler> disassembler;
+  if (disassemble && trace.code) disassembler.emplace(forest.header.machine, forest.header.word_size);
+  const auto sources = jitlog::op_sources(trace, *stage);
+  const std::optional<TraceHeat> heat =
+      profile && profile->has_perf_samples ? std::optional(heat_of(*profile, trace)) : std::nullopt;
+  if (heat) {
+    out["samples"] = heat->total;
+    out["entry_code_samples"] = heat->entry;
+  }
+  out["ops"] = json::array();
+  for (std::size_t i = 0; i < stage->ops.size(); ++i) {
+    const Operation& op = stage->ops[i];
+    json item = {{"index", i},           {"opnum", op.opnum}, {"name", op.name},
+                 {"result", op.result},  {"args", op.args},   {"descr", op.descr},
+                 {"failargs", op.failargs}, {"text", op_text(op)}, {"source", location_json(sources[i])}};
+    item["descr_number"] = op.descr_number ? json(*op.descr_number) : json(nullptr);
+    item["bridge"] = op.bridge ? json(*op.bridge) : json(nullptr);
+    item["target_trace"] = op.target_trace ? json(*op.target_trace) : json(nullptr);
+    item["guard"] = op.is_guard();
+    item["counter"] = op.counter;
+    if (heat && kind == StageKind::Asm && !heat->per_asm_op.empty()) item["samples"] = heat->per_asm_op[i];
+    if (op.code && trace.code) {
+      item["address"] = trace.code->start + op.code->offset;
+      item["code_size"] = op.code->bytes.size();
+      if (disassembler) {
+        item["instructions"] = json::array();
+        for (const auto& insn : disassembler->disassemble(op.code->bytes, trace.code->start + op.code->offset))
+          item["instructions"].push_back({{"address", insn.address},
+                                          {"size", insn.size},
+                                          {"mnemonic", insn.mnemonic},
+                                          {"operands", insn.operands},
+                                          {"samples", heat ? heat->in_range(insn.address, insn.size) : 0}});
+      }
+    }
+    out["ops"].push_back(std::move(item));
+  }
+  out["merge_points"] = json::array();
+  for (const MergePoint& point : stage->merge_points) {
+    json item = location_json(&point);
+    item["op_index"] = point.op_index;
+    if (heat) {
+      auto samples = heat->per_source.find(&point);
+      item["samples"] = samples == heat->per_source.end() ? 0 : samples->second;
+    }
+    out["merge_points"].push_back(std::move(item));
+  }
+  return out;
+}
+
+}  // namespace jitprof::views
