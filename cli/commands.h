@@ -40,6 +40,26 @@ struct RecordOptions {
   bool quiet = false;
   bool no_perf = false;
   bool children = false;
+  std::string web;    // upload the bundle to this server at the end
+  std::string token;  // for --web
+};
+
+struct UploadOptions {
+  std::string file;
+  std::string server;
+  std::string token;
+  std::string token_file;
+  bool quiet = false;
+};
+
+struct ServeOptions {
+  std::string data_dir;
+  std::string listen = "127.0.0.1:8080";
+  std::string token_file;
+  bool private_reads = false;
+  std::uint64_t max_body_mb = 512;
+  unsigned threads = 0;
+  bool quiet = false;
 };
 
 struct AttachOptions {
@@ -80,6 +100,10 @@ int run_trace(const TraceOptions& options);
 int run_profile(const ProfileOptions& options);
 int run_record(const RecordOptions& options);
 int run_attach(const AttachOptions& options);
+int run_upload(const UploadOptions& options);
+// Uploads a bundle and prints its link on stdout; 0, or 1 after an error line.
+int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet);
+int run_serve(const ServeOptions& options);
 int run_info(const InfoOptions& options);
 int run_report(const ReportOptions& options);
 int run_export(const ExportOptions& options);

@@ -209,7 +209,7 @@ int run_trace(const TraceOptions& options) {
     for (const auto& [number, line] : lines) source_cache.remember(file, number, line.text);
 
   if (options.json) {
-    json out = views::trace_json(forest, *trace, kind, profile ? &*profile : nullptr, options.disassemble);
+    json out = views::trace_json(forest, *trace, kind, heat ? &*heat : nullptr, options.disassemble);
     out.update(diagnostics_json(forest.warnings, forest.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, forest.warnings, forest.error);

@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
   record_cmd->add_flag("--no-perf", record_options.no_perf,
                        "do not sample with perf_event_open; keep only PyPy's own sampling (vmprof)");
   record_cmd->add_flag("--children", record_options.children, "also keep samples of child processes");
+  record_cmd->add_option("--web", record_options.web,
+                         "upload the bundle to this jitprof server at the end and print its link");
+  record_cmd->add_option("--token", record_options.token, "token for --web");
   record_cmd->add_option("COMMAND", record_options.command, "the program and its arguments, after --")->required();
   record_cmd->footer("Example: jitprof record -o app.jprof -- pypy3 app.py ARGS...\n"
                      "jitprof exits with the target's exit status (128 + N when it died by signal N).");
@@ -90,6 +93,32 @@ int main(int argc, char** argv) {
       "JIT code is named from the process's own jitlog when it writes one (started with JITLOG=path);\n"
       "otherwise the hottest JIT code is read from its memory and shown disassembled, without trace names.\n"
       "Example: jitprof attach 1234 --duration 10 -o service.jprof");
+
+  UploadOptions upload_options;
+  auto* upload_cmd = app.add_subcommand("upload", "Send a bundle to a jitprof server and print its share link");
+  upload_cmd->add_option("FILE", upload_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  upload_cmd->add_option("-s,--server", upload_options.server, "the server, e.g. https://jitprof.example.org")
+      ->required();
+  upload_cmd->add_option("--token", upload_options.token, "upload token, if the server wants one");
+  upload_cmd->add_option("--token-file", upload_options.token_file, "read the token from this file")
+      ->check(CLI::ExistingFile);
+  upload_cmd->add_flag("-q,--quiet", upload_options.quiet, "print only the link");
+
+  ServeOptions serve_options;
+  auto* serve_cmd = app.add_subcommand("serve", "Run a jitprof server: uploads, a JSON API and the web viewer");
+  serve_cmd->add_option("-d,--data", serve_options.data_dir, "directory for bundles and the index (created if missing)")
+      ->required();
+  serve_cmd->add_option("-l,--listen", serve_options.listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->capture_default_str();
+  serve_cmd->add_option("--token-file", serve_options.token_file, "tokens, one a line: uploads need one")
+      ->check(CLI::ExistingFile);
+  serve_cmd->add_flag("--private", serve_options.private_reads, "reading needs a token too");
+  serve_cmd->add_option("--max-body-mb", serve_options.max_body_mb, "largest upload accepted, in MiB")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  serve_cmd->add_option("--threads", serve_options.threads, "worker threads (default: twice the CPUs, at least 4)");
+  serve_cmd->add_flag("-q,--quiet", serve_options.quiet, "no request log");
+  serve_cmd->footer("Example: jitprof serve --data /var/lib/jitprof --listen 0.0.0.0:8080 --token-file tokens.txt");
 
   InfoOptions info_options;
   auto* info_cmd = app.add_subcommand("info", "Show a bundle's manifest and sections");
@@ -148,6 +177,8 @@ int main(int argc, char** argv) {
     if (*profile_cmd) return run_profile(profile_options);
     if (*record_cmd) return run_record(record_options);
     if (*attach_cmd) return run_attach(attach_options);
+    if (*upload_cmd) return run_upload(upload_options);
+    if (*serve_cmd) return run_serve(serve_options);
     if (*info_cmd) return run_info(info_options);
     if (*report_cmd) return run_report(report_options);
     if (*export_cmd) return run_export(export_options);

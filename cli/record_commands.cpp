@@ -38,6 +38,8 @@ int run_record(const RecordOptions& options) {
     if (outcome.signal) std::cerr << fmt::format("; the target was killed by signal {}", *outcome.signal);
     std::cerr << fmt::format("\njitprof: bundle written to {}\n", options.output);
   }
+  // The bundle is complete even when the upload fails; the target's status stays jitprof's.
+  if (!options.web.empty()) upload_bundle(options.output, options.web, options.token, options.quiet);
   return outcome.exit_code;
 }
 

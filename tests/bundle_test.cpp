@@ -79,6 +79,19 @@ TEST_F(BundleFile, CompressibleDataIsStoredCompressed) {
   EXPECT_EQ(read.stream(bundle::sections::kJitlog), std::vector<std::uint8_t>(1 << 20, 'x'));
 }
 
+TEST_F(BundleFile, ADecompressionBombStopsAtTheInflatedLimit) {
+  {
+    bundle::BundleWriter writer(path_);
+    for (int i = 0; i < 3; ++i) writer.append(bundle::sections::kJitlog, std::vector<std::uint8_t>(1 << 20, 'x'));
+  }
+  const auto limited = bundle::read_bundle(path_, (2 << 20) + 100);
+  ASSERT_TRUE(limited.error);
+  EXPECT_NE(limited.error->message.find("inflate past the limit of 2097252 bytes"), std::string::npos)
+      << limited.error->message;
+  EXPECT_EQ(limited.frames.size(), 2u);  // the frames within the limit were read
+  EXPECT_FALSE(bundle::read_bundle(path_, 3 << 20).error);
+}
+
 TEST_F(BundleFile, EveryCutReadsTheCompleteFramesBeforeIt) {
   const auto whole = write_sample(pattern(2000, 3), pattern(900, 4));
   const auto full = bundle::parse_bundle(whole);

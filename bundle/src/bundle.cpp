@@ -117,7 +117,7 @@ namespace {
 
 class FrameParser {
  public:
-  explicit FrameParser(Bundle& bundle) : bundle_(bundle) {}
+  FrameParser(Bundle& bundle, std::uint64_t max_inflated) : bundle_(bundle), max_inflated_(max_inflated) {}
 
   void parse(binio::ByteCursor& in) {
     if (!saw_header_) {
@@ -136,6 +136,9 @@ class FrameParser {
     if (size > kMaxFrameBytes || stored_size > kMaxFrameBytes)
       in.fail_at(at + 8, fmt::format("frame of {} bytes exceeds the limit of {}", std::max(size, stored_size),
                                      kMaxFrameBytes));
+    if (size > max_inflated_ - inflated_)
+      in.fail_at(at + 8, fmt::format("the frames inflate past the limit of {} bytes", max_inflated_));
+    inflated_ += size;
     if (!(flags & kFlagZlib) && size != stored_size)
       in.fail_at(at + 8, fmt::format("uncompressed frame declares {} bytes but stores {}", size, stored_size));
     const auto stored = in.bytes(stored_size);
@@ -166,11 +169,14 @@ class FrameParser {
 
   Bundle& bundle_;
   bool saw_header_ = false;
+  const std::uint64_t max_inflated_;
+  std::uint64_t inflated_ = 0;
 };
 
 // Reads chunks through a RecordBuffer so a large bundle is never held twice.
 class StreamingReader {
  public:
+  explicit StreamingReader(std::uint64_t max_inflated = UINT64_MAX) : parser_{bundle_, max_inflated} {}
   void feed(std::span<const std::uint8_t> chunk) {
     if (bundle_.error) return;
     buffer_.append(chunk);
@@ -199,7 +205,7 @@ class StreamingReader {
  private:
   Bundle bundle_;
   binio::RecordBuffer buffer_;
-  FrameParser parser_{bundle_};
+  FrameParser parser_;
 };
 
 }  // namespace
@@ -218,8 +224,8 @@ Bundle parse_bundle(std::span<const std::uint8_t> bytes) {
   return reader.finish();
 }
 
-Bundle read_bundle(const std::filesystem::path& path) {
-  StreamingReader reader;
+Bundle read_bundle(const std::filesystem::path& path, std::uint64_t max_inflated_bytes) {
+  StreamingReader reader(max_inflated_bytes);
   binio::read_file_chunks(path, [&](std::span<const std::uint8_t> chunk) { reader.feed(chunk); });
   return reader.finish();
 }

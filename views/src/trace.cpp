@@ -76,25 +76,57 @@ std::uint64_t TraceHeat::in_range(std::uint64_t start, std::uint64_t size) const
   return sum;
 }
 
-TraceHeat heat_of(const correlate::Profile& profile, const Trace& trace) {
-  TraceHeat heat;
+namespace {
+
+void add_sample(TraceHeat& heat, const correlate::Sample& sample) {
+  ++heat.total;
+  if (sample.op && *sample.op < heat.per_asm_op.size()) ++heat.per_asm_op[*sample.op];
+  else ++heat.entry;
+  ++heat.per_address[sample.jit_address];
+}
+
+// Sizes the per-op counts; false for a trace without machine code.
+bool start_heat(TraceHeat& heat, const Trace& trace) {
   const Stage* asm_stage = trace.stage(StageKind::Asm);
-  if (asm_stage == nullptr) return heat;
+  if (asm_stage == nullptr) return false;
   heat.per_asm_op.assign(asm_stage->ops.size(), 0);
-  for (const auto& sample : profile.samples) {
-    if (sample.trace != trace.id) continue;
-    ++heat.total;
-    if (sample.op) ++heat.per_asm_op[*sample.op];
-    else ++heat.entry;
-    ++heat.per_address[sample.jit_address];
-  }
-  const auto sources = jitlog::op_sources(trace, *asm_stage);
+  return true;
+}
+
+void finish_heat(TraceHeat& heat, const Trace& trace) {
+  const auto sources = jitlog::op_sources(trace, *trace.stage(StageKind::Asm));
   for (std::size_t i = 0; i < sources.size(); ++i)
     if (sources[i] && heat.per_asm_op[i]) heat.per_source[sources[i]] += heat.per_asm_op[i];
+}
+
+}  // namespace
+
+TraceHeat heat_of(const correlate::Profile& profile, const Trace& trace) {
+  TraceHeat heat;
+  if (!start_heat(heat, trace)) return heat;
+  for (const auto& sample : profile.samples)
+    if (sample.trace == trace.id) add_sample(heat, sample);
+  finish_heat(heat, trace);
   return heat;
 }
 
-json trace_json(const jitlog::Forest& forest, const Trace& trace, StageKind kind, const correlate::Profile* profile,
+std::map<std::uint64_t, TraceHeat> heat_of_traces(const correlate::Profile& profile) {
+  std::map<std::uint64_t, TraceHeat> heats;
+  for (const auto& sample : profile.samples) {
+    if (!sample.trace) continue;
+    auto [heat, fresh] = heats.try_emplace(*sample.trace);
+    const Trace* trace = fresh ? profile.forest.find(*sample.trace) : nullptr;
+    if (fresh && (trace == nullptr || !start_heat(heat->second, *trace))) {
+      heats.erase(heat);
+      continue;
+    }
+    add_sample(heat->second, sample);
+  }
+  for (auto& [id, heat] : heats) finish_heat(heat, *profile.forest.find(id));
+  return heats;
+}
+
+json trace_json(const jitlog::Forest& forest, const Trace& trace, StageKind kind, const TraceHeat* heat,
                 bool disassemble) {
   json out = trace_summary_json(trace);
   const Stage* stage = trace.stage(kind);
@@ -108,8 +140,6 @@ json trace_json(const jitlog::Forest& forest, const Trace& trace, StageKind kind
   std::optional<jitlog::Disassembler> disassembler;
   if (disassemble && trace.code) disassembler.emplace(forest.header.machine, forest.header.word_size);
   const auto sources = jitlog::op_sources(trace, *stage);
-  const std::optional<TraceHeat> heat =
-      profile && profile->has_perf_samples ? std::optional(heat_of(*profile, trace)) : std::nullopt;
   if (heat) {
     out["samples"] = heat->total;
     out["entry_code_samples"] = heat->entry;

@@ -104,6 +104,8 @@ bool is_bundle(const std::filesystem::path& path);
 
 Bundle parse_bundle(std::span<const std::uint8_t> bytes);
 // Throws binio::InputError when the file cannot be read.
-Bundle read_bundle(const std::filesystem::path& path);
+// `max_inflated_bytes` bounds the frames' total size once inflated (a server
+// reading untrusted uploads refuses decompression bombs with it).
+Bundle read_bundle(const std::filesystem::path& path, std::uint64_t max_inflated_bytes = UINT64_MAX);
 
 }  // namespace jitprof::bundle

@@ -38,12 +38,14 @@ struct TraceHeat {
   std::uint64_t in_range(std::uint64_t start, std::uint64_t size) const;
 };
 TraceHeat heat_of(const correlate::Profile& profile, const jitlog::Trace& trace);
+// The heat of every trace with samples, in one pass over the samples.
+std::map<std::uint64_t, TraceHeat> heat_of_traces(const correlate::Profile& profile);
 
 // One trace at one stage: its ops (text, source, guards' bridges, call
-// targets, machine code, heat when `profile` has perf samples), merge points
-// and stage differences. `disassemble`: each op's instructions.
+// targets, machine code, and their samples when `heat` is given), merge
+// points and stage differences. `disassemble`: each op's instructions.
 nlohmann::json trace_json(const jitlog::Forest& forest, const jitlog::Trace& trace, jitlog::StageKind stage,
-                          const correlate::Profile* profile, bool disassemble);
+                          const TraceHeat* heat, bool disassemble);
 
 // --- the correlated profile --------------------------------------------------
 

@@ -1,0 +1,74 @@
+// `jitprof upload` and `jitprof serve`.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <mutex>
+
+#include "commands.h"
+#include "common.h"
+#include "server/server.h"
+#include "uploader/uploader.h"
+
+namespace jitprof::cli {
+
+int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet) {
+  uploader::Options options;
+  options.server = server;
+  options.token = token;
+  const bool bar = !quiet && ::isatty(STDERR_FILENO);
+  if (bar)
+    options.progress = [](std::uint64_t sent, std::uint64_t total) {
+      std::cerr << fmt::format("\r\033[Kjitprof: uploading {} of {} bytes ({})", with_commas(sent), with_commas(total),
+                               percent(double(sent), double(total)))
+                << std::flush;
+    };
+  options.notice = [bar](const std::string& message) { std::cerr << (bar ? "\r\033[K" : "") << "jitprof: " << message << "\n"; };
+  try {
+    const uploader::Result result = uploader::upload(file, options);
+    if (bar) std::cerr << "\r\033[K";
+    if (!quiet)
+      std::cerr << fmt::format("jitprof: {} {}\n", result.existed ? "already on the server:" : "uploaded:", file);
+    std::cout << result.url << "\n";
+    return 0;
+  } catch (const uploader::UploadError& error) {
+    if (bar) std::cerr << "\r\033[K";
+    std::cerr << "jitprof: error: " << error.what() << "\n";
+    return 1;
+  }
+}
+
+int run_upload(const UploadOptions& options) {
+  std::string token = options.token;
+  if (!options.token_file.empty()) {
+    std::ifstream in(options.token_file);
+    std::getline(in, token);
+  }
+  return upload_bundle(options.file, options.server, token, options.quiet);
+}
+
+int run_serve(const ServeOptions& options) {
+  server::Settings settings;
+  settings.data_dir = options.data_dir;
+  settings.listen = options.listen;
+  if (!options.token_file.empty()) settings.token_file = options.token_file;
+  settings.private_reads = options.private_reads;
+  settings.max_body_bytes = options.max_body_mb << 20;
+  settings.threads = options.threads;
+  static std::mutex log_mutex;
+  if (!options.quiet)
+    settings.log = [](const std::string& line) {
+      std::lock_guard lock(log_mutex);
+      std::cerr << line << "\n";
+    };
+  settings.on_listening = [&](const std::string& url) {
+    std::lock_guard lock(log_mutex);
+    std::cerr << fmt::format("jitprof: serving {} on {}{}\n", options.data_dir, url,
+                             options.token_file.empty() ? "" : " (uploads need a token)");
+  };
+  server::serve(settings);
+  return 0;
+}
+
+}  // namespace jitprof::cli

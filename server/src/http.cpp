@@ -1,0 +1,493 @@
+// The HTTP side of `jitprof serve` (Boost.Beast): sessions, limits, routing.
+#include <utility>  // Boost 1.74's asio uses std::exchange without including it
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <limits>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "server/server.h"
+#include "store.h"
+#include "web/assets.h"
+
+namespace jitprof::server {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace fs = std::filesystem;
+using tcp = net::ip::tcp;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kSmallBodyBytes = 1 << 20;  // JSON requests
+constexpr auto kIdleTimeout = std::chrono::seconds(60);
+
+struct Response {
+  http::status status = http::status::ok;
+  std::string content_type = "application/json";
+  std::string body;
+  std::string disposition;  // Content-Disposition, for downloads
+  bool cache = false;       // immutable assets and views
+};
+
+Response json_response(http::status status, const json& body) { return {status, "application/json", body.dump(), {}, false}; }
+Response error_response(http::status status, const std::string& message) {
+  return json_response(status, {{"error", message}});
+}
+
+std::string url_decode(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out += ' ';
+    } else if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+struct Target {
+  std::vector<std::string> segments;  // the path split at '/', decoded
+  std::map<std::string, std::string> query;
+
+  explicit Target(std::string_view target) {
+    const std::size_t mark = target.find('?');
+    const std::string_view path = target.substr(0, mark);
+    for (std::size_t at = 0; at < path.size();) {
+      const std::size_t slash = std::min(path.find('/', at), path.size());
+      if (slash > at) segments.push_back(url_decode(path.substr(at, slash - at)));
+      at = slash + 1;
+    }
+    if (mark == std::string_view::npos) return;
+    const std::string_view rest = target.substr(mark + 1);
+    for (std::size_t at = 0; at < rest.size();) {
+      const std::size_t amp = std::min(rest.find('&', at), rest.size());
+      const std::string_view pair = rest.substr(at, amp - at);
+      const std::size_t equals = pair.find('=');
+      query[url_decode(pair.substr(0, equals))] = equals == std::string_view::npos ? "" : url_decode(pair.substr(equals + 1));
+      at = amp + 1;
+    }
+  }
+  // The path starts with `prefix`; "*" matches any one segment.
+  bool is(std::initializer_list<std::string_view> prefix) const {
+    if (segments.size() < prefix.size()) return false;
+    std::size_t i = 0;
+    for (std::string_view part : prefix) {
+      if (part != "*" && segments[i] != part) return false;
+      ++i;
+    }
+    return true;
+  }
+  std::size_t number(const std::string& key, std::size_t fallback, std::size_t maximum) const {
+    auto it = query.find(key);
+    if (it == query.end() || it->second.empty()) return fallback;
+    std::size_t value = 0;
+    try {
+      value = std::stoul(it->second);
+    } catch (const std::exception&) {
+      throw BadRequest(fmt::format("{} must be a number", key));
+    }
+    return std::min(value, maximum);
+  }
+  std::string text(const std::string& key) const {
+    auto it = query.find(key);
+    return it == query.end() ? "" : it->second;
+  }
+};
+
+std::set<std::string> read_tokens(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(fmt::format("cannot read the token file {}", path.string()));
+  std::set<std::string> tokens;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    if (!line.empty() && line[0] != '#') tokens.insert(line);
+  }
+  if (tokens.empty()) throw std::runtime_error(fmt::format("the token file {} holds no token", path.string()));
+  return tokens;
+}
+
+// Routes requests to the store and the web assets.
+class App {
+ public:
+  App(const Settings& settings, Store& store)
+      : settings_(settings), store_(store), tokens_(settings.token_file ? read_tokens(*settings.token_file) : std::set<std::string>{}) {}
+
+  const Settings& settings() const { return settings_; }
+  Store& store() { return store_; }
+
+  // Requests whose body is a file to store (bundles, vmprof profiles, jitlogs).
+  static bool takes_file(http::verb method, const Target& target) {
+    if (method != http::verb::post) return false;
+    return target.segments == std::vector<std::string>{"api", "upload"} ||
+           (target.is({"api", "runtime", "upload", "*", "*", "add"}) && target.segments.size() == 6);
+  }
+
+  // Uploads need a token when the server has a token file; reads only when private.
+  bool authorized(const http::request_header<>& request, bool write) const {
+    if (tokens_.empty() || (!write && !settings_.private_reads)) return true;
+    const auto field = request[http::field::authorization];
+    const std::string_view header(field.data(), field.size());
+    for (std::string_view scheme : {"Bearer ", "Token "})
+      if (header.starts_with(scheme) && tokens_.count(std::string(header.substr(scheme.size())))) return true;
+    return false;
+  }
+  static bool writes(http::verb method) { return method == http::verb::post || method == http::verb::put; }
+
+  Response handle(const http::request_header<>& request, const Target& target, const std::string& body,
+                  const std::optional<fs::path>& file) {
+    try {
+      return route(request, target, body, file);
+    } catch (const BadRequest& error) {
+      return error_response(http::status::bad_request, error.what());
+    } catch (const NotFound& error) {
+      return error_response(http::status::not_found, error.what());
+    } catch (const std::exception& error) {
+      return error_response(http::status::internal_server_error, error.what());
+    }
+  }
+
+ private:
+  std::string base_url(const http::request_header<>& request) const {
+    const auto host = request[http::field::host];
+    return fmt::format("http://{}", host.empty() ? settings_.listen : std::string(host.data(), host.size()));
+  }
+
+  static std::string checked_id(const std::string& id) {
+    if (!is_bundle_id(id)) throw BadRequest("not an upload id: ids are 64 hex digits");
+    return id;
+  }
+
+  Response route(const http::request_header<>& request, const Target& target, const std::string& body,
+                 const std::optional<fs::path>& file) {
+    const auto method = request.method();
+    const auto& parts = target.segments;
+    if (method == http::verb::get || method == http::verb::head) {
+      if (parts.empty() || parts[0] == "p" || parts[0] == "uploads") return page("index.html");
+      if (parts[0] == "static" && parts.size() == 2) return page(parts[1]);
+      if (parts[0] != "api") throw NotFound("no such page");
+      if (target.is({"api", "uploads"}) && parts.size() == 2)
+        return json_response(http::status::ok, store_.list(target.text("q"), target.number("offset", 0, SIZE_MAX),
+                                                           target.number("limit", 20, 200)));
+      if (target.is({"api", "runtime", "*"}) && parts.size() == 3) {
+        const auto bundle = store_.run_bundle(parts[2]);
+        return json_response(http::status::ok, {{"bundle", bundle ? json(*bundle) : json(nullptr)}});
+      }
+      if (!target.is({"api", "p", "*"})) throw NotFound("no such API");
+      const std::string id = checked_id(parts[2]);
+      if (parts.size() == 3) {
+        json summary = store_.view(id, "summary");
+        summary["id"] = id;
+        return cached(json_response(http::status::ok, summary));
+      }
+      const std::string& what = parts[3];
+      if (what == "flame" && parts.size() == 4) return cached(json_response(http::status::ok, store_.view(id, "flame")));
+      if (what == "traces" && parts.size() == 4)
+        return json_response(http::status::ok, store_.traces(id, target.number("offset", 0, SIZE_MAX),
+                                                             target.number("limit", 50, 500), target.text("sort"),
+                                                             target.text("q")));
+      if (what == "functions" && parts.size() == 4)
+        return json_response(http::status::ok, store_.functions(id, target.number("offset", 0, SIZE_MAX),
+                                                                target.number("limit", 50, 500), target.text("q")));
+      if (what == "trace" && parts.size() == 5) {
+        std::uint64_t trace = 0;
+        if (parts[4].empty() || parts[4].size() > 20 || !std::all_of(parts[4].begin(), parts[4].end(), ::isdigit))
+          throw BadRequest("a trace id is a number");
+        trace = std::stoull(parts[4]);
+        std::string stage = target.text("stage");
+        if (stage.empty()) stage = "asm";
+        if (stage != "noopt" && stage != "opt" && stage != "asm") throw BadRequest("stage must be noopt, opt or asm");
+        return cached(json_response(http::status::ok, store_.view(id, fmt::format("trace/{}/{}", trace, stage))));
+      }
+      if (what == "bundle" && parts.size() == 4) {
+        std::ifstream in(store_.bundle_path(id), std::ios::binary);
+        Response response{http::status::ok, "application/octet-stream", {std::istreambuf_iterator<char>(in), {}}, {}, true};
+        response.disposition = fmt::format("attachment; filename=\"{}.jprof\"", id.substr(0, 12));
+        return response;
+      }
+      throw NotFound("no such API");
+    }
+    if (method != http::verb::post) return error_response(http::status::method_not_allowed, "use GET or POST");
+
+    if (parts == std::vector<std::string>{"api", "upload"}) {
+      const Store::Added added = store_.add_bundle(*file, "upload");
+      return json_response(added.existed ? http::status::ok : http::status::created,
+                           {{"id", added.id}, {"url", fmt::format("{}/p/{}", base_url(request), added.id)},
+                            {"existed", added.existed}});
+    }
+    // vmprof-python's client (vmshare/service.py).
+    if (parts == std::vector<std::string>{"api", "runtime", "new"}) {
+      const json fields = json::parse(body.empty() ? "{}" : body, nullptr, false);
+      if (!fields.is_object()) throw BadRequest("expected a JSON object with argv and VM");
+      const auto text = [&](const char* key) {
+        return fields.contains(key) && fields[key].is_string() ? fields[key].get<std::string>() : std::string();
+      };
+      return json_response(http::status::ok, {{"status", "ok"}, {"runtime_id", store_.new_run(text("argv"), text("VM"))}});
+    }
+    if (target.is({"api", "runtime", "upload", "*", "*", "add"}) && parts.size() == 6) {
+      const std::string& kind = parts[3];
+      if (kind != "cpu" && kind != "jit") throw NotFound("uploads are cpu or jit");
+      store_.add_run_file(parts[4], kind, *file);
+      json reply = {{"status", "ok"}};
+      if (kind == "jit") reply["jid"] = parts[4];
+      return json_response(http::status::ok, reply);
+    }
+    if (target.is({"api", "runtime", "*", "freeze"}) && parts.size() == 4) {
+      const std::string bundle = store_.freeze_run(parts[2]);
+      return json_response(http::status::ok, {{"status", "ok"},
+                                              {"bundle", bundle},
+                                              {"url", fmt::format("{}/p/{}", base_url(request), bundle)}});
+    }
+    throw NotFound("no such API");
+  }
+
+  static Response cached(Response response) {
+    response.cache = true;  // views of a content-addressed bundle never change
+    return response;
+  }
+
+  static Response page(const std::string& name) {
+    const auto asset = web::find_asset(name);
+    if (!asset) throw NotFound("no such page");
+    return {http::status::ok, std::string(asset->content_type), std::string(asset->bytes), {}, name != "index.html"};
+  }
+
+  const Settings& settings_;
+  Store& store_;
+  std::set<std::string> tokens_;
+};
+
+// One connection: requests read one after another (keep-alive).
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, App& app) : stream_(std::move(socket)), app_(app) {
+    beast::error_code ignored;
+    const auto remote = stream_.socket().remote_endpoint(ignored);
+    peer_ = ignored ? "?" : remote.address().to_string();
+  }
+
+  void start() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::read_header, shared_from_this())); }
+
+ private:
+  void read_header() {
+    small_parser_.reset();
+    file_parser_.reset();
+    head_.emplace();
+    head_->header_limit(16 * 1024);
+    // Decided once the route is known. (Not boost::none: Beast 1.74 compares
+    // a length with an empty optional as "over the limit".)
+    head_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    stream_.expires_after(kIdleTimeout);
+    http::async_read_header(stream_, buffer_, *head_, beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code error, std::size_t) {
+    if (error) return close();
+    started_ = Clock::now();
+    const auto& request = head_->get();
+    target_.emplace(std::string_view(request.target().data(), request.target().size()));
+    if (!app_.authorized(request, App::writes(request.method()))) {
+      return reply(error_response(http::status::unauthorized, "a valid token is needed: Authorization: Bearer TOKEN"),
+                   true);
+    }
+    if (App::takes_file(request.method(), *target_)) {
+      file_path_ = app_.store().temp_path();
+      file_parser_.emplace(std::move(*head_));
+      file_parser_->body_limit(app_.settings().max_body_bytes);
+      beast::error_code open_error;
+      file_parser_->get().body().open(file_path_.c_str(), beast::file_mode::write, open_error);
+      if (open_error) return reply(error_response(http::status::internal_server_error, open_error.message()), true);
+      stream_.expires_after(std::chrono::minutes(10));
+      http::async_read(stream_, buffer_, *file_parser_, beast::bind_front_handler(&Session::on_file, shared_from_this()));
+    } else {
+      small_parser_.emplace(std::move(*head_));
+      small_parser_->body_limit(kSmallBodyBytes);
+      http::async_read(stream_, buffer_, *small_parser_, beast::bind_front_handler(&Session::on_small, shared_from_this()));
+    }
+  }
+
+  void on_file(beast::error_code error, std::size_t) {
+    file_parser_->get().body().close();
+    if (error == http::error::body_limit) {
+      discard_file();
+      return reply(error_response(http::status::payload_too_large,
+                                  fmt::format("the body exceeds this server's limit of {} bytes",
+                                              app_.settings().max_body_bytes)),
+                   true);
+    }
+    if (error) {
+      discard_file();  // the client went away mid-upload: nothing is kept
+      return close();
+    }
+    const auto& request = file_parser_->get();
+    keep_alive_ = request.keep_alive();
+    reply(app_.handle(request, *target_, {}, file_path_), !keep_alive_);
+    discard_file();
+  }
+
+  void on_small(beast::error_code error, std::size_t) {
+    if (error == http::error::body_limit)
+      return reply(error_response(http::status::payload_too_large, "the request body is too large"), true);
+    if (error) return close();
+    const auto& request = small_parser_->get();
+    keep_alive_ = request.keep_alive();
+    Response response = app_.handle(request, *target_, request.body(), std::nullopt);
+    if (request.method() == http::verb::head) response.body.clear();
+    reply(std::move(response), !keep_alive_);
+  }
+
+  void discard_file() {
+    std::error_code ignored;
+    fs::remove(file_path_, ignored);
+  }
+
+  void reply(Response response, bool close_after) {
+    auto message = std::make_shared<http::response<http::string_body>>(response.status, 11);
+    message->set(http::field::server, "jitprof");
+    message->set(http::field::content_type, response.content_type);
+    if (!response.disposition.empty()) message->set(http::field::content_disposition, response.disposition);
+    message->set(http::field::cache_control, response.cache ? "public, max-age=31536000, immutable" : "no-store");
+    message->body() = std::move(response.body);
+    message->keep_alive(!close_after);
+    message->prepare_payload();
+    if (app_.settings().log)
+      app_.settings().log(fmt::format("{} {} {} {} {}B {:.1f}ms", peer_, std::string(http::to_string(method())),
+                                      target_text(), static_cast<unsigned>(response.status), message->body().size(),
+                                      std::chrono::duration<double, std::milli>(Clock::now() - started_).count()));
+    stream_.expires_after(kIdleTimeout);
+    http::async_write(stream_, *message,
+                      [self = shared_from_this(), message, close_after](beast::error_code error, std::size_t) {
+                        if (error) return self->close();
+                        if (close_after) return self->drain_and_close();
+                        self->read_header();
+                      });
+  }
+
+  http::verb method() const {
+    if (file_parser_) return file_parser_->get().method();
+    if (small_parser_) return small_parser_->get().method();
+    return head_->get().method();
+  }
+  std::string target_text() const {
+    if (file_parser_) return std::string(file_parser_->get().target());
+    if (small_parser_) return std::string(small_parser_->get().target());
+    return std::string(head_->get().target());
+  }
+
+  // After refusing a request whose body is still coming (401, 413), read and
+  // drop a bounded amount of it, so that the client gets to read the answer
+  // instead of a reset connection.
+  void drain_and_close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(5));
+    drain_buffer_.resize(64 * 1024);
+    drain_more();
+  }
+  void drain_more() {
+    stream_.async_read_some(net::buffer(drain_buffer_), [self = shared_from_this()](beast::error_code error, std::size_t got) {
+      self->drained_ += got;
+      if (error || self->drained_ > (std::uint64_t{64} << 20)) return self->close();
+      self->drain_more();
+    });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  App& app_;
+  std::string peer_;
+  std::optional<http::request_parser<http::empty_body>> head_;
+  std::optional<http::request_parser<http::string_body>> small_parser_;
+  std::optional<http::request_parser<http::file_body>> file_parser_;
+  std::optional<Target> target_;
+  fs::path file_path_;
+  bool keep_alive_ = false;
+  Clock::time_point started_ = Clock::now();
+  std::vector<char> drain_buffer_;
+  std::uint64_t drained_ = 0;
+};
+
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  Listener(net::io_context& context, tcp::endpoint endpoint, App& app) : context_(context), acceptor_(context), app_(app) {
+    acceptor_.open(endpoint.protocol());
+    acceptor_.set_option(net::socket_base::reuse_address(true));
+    acceptor_.bind(endpoint);
+    acceptor_.listen(net::socket_base::max_listen_connections);
+  }
+  tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
+  void accept() {
+    acceptor_.async_accept(net::make_strand(context_), [self = shared_from_this()](beast::error_code error, tcp::socket socket) {
+      if (!error) std::make_shared<Session>(std::move(socket), self->app_)->start();
+      self->accept();
+    });
+  }
+
+ private:
+  net::io_context& context_;
+  tcp::acceptor acceptor_;
+  App& app_;
+};
+
+tcp::endpoint parse_listen(const std::string& listen) {
+  const std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error(fmt::format("--listen wants HOST:PORT, not '{}'", listen));
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  beast::error_code error;
+  const auto address = net::ip::make_address(host.empty() ? "0.0.0.0" : host, error);
+  if (error) throw std::runtime_error(fmt::format("--listen: '{}' is not an IP address", host));
+  unsigned long port = 0;
+  try {
+    port = std::stoul(listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = 65536;
+  }
+  if (port > 65535) throw std::runtime_error(fmt::format("--listen: '{}' is not a port", listen.substr(colon + 1)));
+  return {address, static_cast<unsigned short>(port)};
+}
+
+}  // namespace
+
+void serve(const Settings& settings) {
+  Store store(settings.data_dir, settings.max_inflated_bytes);
+  App app(settings, store);
+  const unsigned threads = settings.threads ? settings.threads : std::max(4u, 2 * std::thread::hardware_concurrency());
+  net::io_context context(static_cast<int>(threads));
+  auto listener = std::make_shared<Listener>(context, parse_listen(settings.listen), app);
+  listener->accept();
+  net::signal_set signals(context, SIGINT, SIGTERM);
+  signals.async_wait([&](beast::error_code, int) { context.stop(); });
+  if (settings.on_listening) {
+    const auto endpoint = listener->endpoint();
+    settings.on_listening(fmt::format("http://{}:{}", endpoint.address().to_string(), endpoint.port()));
+  }
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&context] { context.run(); });
+  context.run();
+  for (auto& thread : pool) thread.join();
+}
+
+}  // namespace jitprof::server

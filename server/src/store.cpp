@@ -1,0 +1,619 @@
+#include "store.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <random>
+
+#include "binio/binio.h"
+#include "bundle/bundle.h"
+#include "correlate/profile.h"
+#include "jitlog/jitlog.h"
+#include "views/views.h"
+#include "vmprof/profile.h"
+
+namespace jitprof::server {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool all_hex(const std::string& text, std::size_t length) {
+  return text.size() == length &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// --- files -------------------------------------------------------------------
+
+std::string sha256_of_file(const fs::path& path) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr);
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> chunk(1 << 20);
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0)
+    EVP_DigestUpdate(context.get(), chunk.data(), static_cast<std::size_t>(in.gcount()));
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(context.get(), digest.data(), &size);
+  std::string hex;
+  for (unsigned int i = 0; i < size; ++i) hex += fmt::format("{:02x}", digest[i]);
+  return hex;
+}
+
+void fsync_path(const fs::path& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)));
+  const int result = ::fsync(fd);
+  ::close(fd);
+  if (result != 0) throw std::runtime_error(fmt::format("cannot sync {}: {}", path.string(), std::strerror(errno)));
+}
+
+// Puts a complete file at `target` atomically: its bytes reach the disk
+// before the name appears, and the name before this returns.
+void publish(const fs::path& file, const fs::path& target) {
+  fsync_path(file, O_RDONLY);
+  fs::create_directories(target.parent_path());
+  fs::rename(file, target);
+  fsync_path(target.parent_path(), O_RDONLY | O_DIRECTORY);
+}
+
+std::string deflate_text(const std::string& text) {
+  uLongf size = compressBound(static_cast<uLong>(text.size()));
+  std::string out(size, '\0');
+  compress2(reinterpret_cast<Bytef*>(out.data()), &size, reinterpret_cast<const Bytef*>(text.data()),
+            static_cast<uLong>(text.size()), 6);
+  out.resize(size);
+  return out;
+}
+
+std::string inflate_text(const void* data, std::size_t size, std::size_t original) {
+  std::string out(original, '\0');
+  uLongf length = static_cast<uLongf>(original);
+  if (uncompress(reinterpret_cast<Bytef*>(out.data()), &length, static_cast<const Bytef*>(data),
+                 static_cast<uLong>(size)) != Z_OK)
+    throw std::runtime_error("a stored view is corrupt");
+  out.resize(length);
+  return out;
+}
+
+// --- SQLite ------------------------------------------------------------------
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr) != SQLITE_OK)
+      throw std::runtime_error(fmt::format("SQLite: {} in: {}", sqlite3_errmsg(db), sql));
+  }
+  ~Statement() { sqlite3_finalize(statement_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& bind(int index, const std::string& text) {
+    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind(int index, std::int64_t value) {
+    sqlite3_bind_int64(statement_, index, value);
+    return *this;
+  }
+  Statement& bind(int index, double value) {
+    sqlite3_bind_double(statement_, index, value);
+    return *this;
+  }
+  Statement& bind_blob(int index, const std::string& bytes) {
+    sqlite3_bind_blob(statement_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // True while rows come; throws on errors.
+  bool step() {
+    const int result = sqlite3_step(statement_);
+    if (result == SQLITE_ROW) return true;
+    if (result == SQLITE_DONE) return false;
+    throw std::runtime_error(fmt::format("SQLite: {}", sqlite3_errmsg(db_)));
+  }
+  void run() {
+    while (step()) {
+    }
+    sqlite3_reset(statement_);
+  }
+  std::string text(int column) const {
+    const auto* data = sqlite3_column_text(statement_, column);
+    return data ? std::string(reinterpret_cast<const char*>(data), sqlite3_column_bytes(statement_, column)) : "";
+  }
+  std::int64_t integer(int column) const { return sqlite3_column_int64(statement_, column); }
+  double real(int column) const { return sqlite3_column_double(statement_, column); }
+  bool is_null(int column) const { return sqlite3_column_type(statement_, column) == SQLITE_NULL; }
+  std::pair<const void*, std::size_t> blob(int column) const {
+    return {sqlite3_column_blob(statement_, column), static_cast<std::size_t>(sqlite3_column_bytes(statement_, column))};
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* statement_ = nullptr;
+};
+
+void exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    const std::string message = error ? error : "?";
+    sqlite3_free(error);
+    throw std::runtime_error("SQLite: " + message);
+  }
+}
+
+constexpr const char* kSchema = R"SQL(
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS uploads(
+  id TEXT PRIMARY KEY, created REAL, command TEXT, pypy_version TEXT, size INTEGER,
+  samples INTEGER, traces INTEGER, duration REAL, crashed INTEGER, source TEXT);
+CREATE TABLE IF NOT EXISTS views(upload TEXT, name TEXT, size INTEGER, body BLOB, PRIMARY KEY(upload, name));
+CREATE TABLE IF NOT EXISTS traces(
+  upload TEXT, id INTEGER, type TEXT, samples INTEGER, entries INTEGER, function TEXT, file TEXT,
+  line INTEGER, parent INTEGER, bridges INTEGER, stages TEXT, PRIMARY KEY(upload, id));
+CREATE TABLE IF NOT EXISTS functions(upload TEXT, name TEXT, file TEXT, line INTEGER, self INTEGER, total INTEGER);
+CREATE INDEX IF NOT EXISTS functions_by_upload ON functions(upload, self DESC, total DESC);
+CREATE TABLE IF NOT EXISTS runs(id TEXT PRIMARY KEY, created REAL, argv TEXT, vm TEXT, bundle TEXT);
+)SQL";
+
+std::string command_text(const json& manifest) {
+  std::string command;
+  if (manifest.contains("command") && manifest["command"].is_array())
+    for (const auto& word : manifest["command"])
+      if (word.is_string()) command += (command.empty() ? "" : " ") + word.get<std::string>();
+  return command;
+}
+
+std::string random_hex(std::size_t digits) {
+  static thread_local std::mt19937_64 random{std::random_device{}()};
+  std::string hex;
+  while (hex.size() < digits) hex += fmt::format("{:016x}", random());
+  hex.resize(digits);
+  return hex;
+}
+
+}  // namespace
+
+bool is_bundle_id(const std::string& text) { return all_hex(text, 64); }
+bool is_run_id(const std::string& text) { return all_hex(text, 32); }
+
+Store::Store(const fs::path& data_dir, std::uint64_t max_inflated_bytes)
+    : dir_(data_dir), max_inflated_(max_inflated_bytes) {
+  fs::create_directories(dir_ / "bundles");
+  fs::create_directories(dir_ / "runs");
+  // Anything in tmp is an upload a previous server never finished.
+  fs::remove_all(dir_ / "tmp");
+  fs::create_directories(dir_ / "tmp");
+  if (sqlite3_open_v2((dir_ / "index.sqlite").c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK)
+    throw std::runtime_error(fmt::format("cannot open {}: {}", (dir_ / "index.sqlite").string(), sqlite3_errmsg(db_)));
+  sqlite3_busy_timeout(db_, 10000);
+  exec(db_, kSchema);
+  reconcile();
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+fs::path Store::temp_path() {
+  static std::atomic<std::uint64_t> counter{0};
+  return dir_ / "tmp" / fmt::format("upload-{}-{}-{}", ::getpid(), ++counter, random_hex(8));
+}
+
+// A bundle file whose index rows never got written (the server stopped in
+// between) is indexed now: every stored bundle is listed.
+void Store::reconcile() {
+  for (const auto& shard : fs::directory_iterator(dir_ / "bundles")) {
+    if (!shard.is_directory()) continue;
+    for (const auto& file : fs::directory_iterator(shard.path())) {
+      const std::string id = file.path().stem().string();
+      if (file.path().extension() != ".jprof" || !is_bundle_id(id)) continue;
+      bool known = false;
+      {
+        std::lock_guard lock(mutex_);
+        Statement query(db_, "SELECT 1 FROM uploads WHERE id = ?");
+        known = query.bind(1, id).step();
+      }
+      if (known) continue;
+      try {
+        write_index(id, *compute_index(file.path()), "recovered", fs::file_size(file.path()));
+      } catch (const BadRequest&) {
+        fs::remove(file.path());  // not a bundle this server would have accepted
+      }
+    }
+  }
+}
+
+Store::Added Store::add_bundle(const fs::path& received, const std::string& source) {
+  struct Cleanup {
+    const fs::path& path;
+    ~Cleanup() {
+      std::error_code ignored;
+      fs::remove(path, ignored);
+    }
+  } cleanup{received};
+  const std::string id = sha256_of_file(received);
+  const fs::path target = bundle_path_for(id);
+  {
+    std::lock_guard lock(mutex_);
+    Statement query(db_, "SELECT 1 FROM uploads WHERE id = ?");
+    if (query.bind(1, id).step()) return {id, true};
+  }
+  // Checked before anything becomes visible; the file is in place before its
+  // index rows, and a restart indexes a file whose rows never got written.
+  const auto indexed = compute_index(received);
+  const std::uint64_t size = fs::file_size(received);
+  publish(received, target);
+  write_index(id, *indexed, source, size);
+  return {id, false};
+}
+
+fs::path Store::bundle_path_for(const std::string& id) const {
+  return dir_ / "bundles" / id.substr(0, 2) / (id + ".jprof");
+}
+
+struct Store::Indexed {
+  nlohmann::json manifest, report;
+  std::vector<std::pair<std::string, std::string>> views;  // name, JSON text
+  std::vector<std::string> compressed;                     // the views' bodies as stored
+  struct TraceRow {
+    std::uint64_t id, samples, entries;
+    std::string type, function, file, stages;
+    std::int64_t line, parent;
+    std::size_t bridges;
+  };
+  std::vector<TraceRow> traces;
+  std::size_t samples = 0;
+  bool crashed = false;
+};
+
+std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
+  auto indexed = std::make_unique<Indexed>();
+  const bundle::Bundle read = bundle::read_bundle(path, max_inflated_);
+  if (read.error)
+    throw BadRequest(fmt::format("not a valid jitprof bundle: {} (at byte {})", read.error->message, read.error->offset));
+  if (!read.warnings.empty())
+    throw BadRequest(fmt::format("truncated bundle: {}", read.warnings.front().message));
+  const bundle::Frame* manifest_frame = read.latest(bundle::sections::kManifest);
+  if (manifest_frame == nullptr) throw BadRequest("not a jitprof bundle: it has no manifest");
+  const json manifest = json::parse(manifest_frame->data, nullptr, false);
+  if (!manifest.is_object()) throw BadRequest("the bundle's manifest is not a JSON object");
+
+  const correlate::Profile profile = correlate::correlate(read);
+  json report = views::report_json(profile, read, SIZE_MAX);
+  json summary = report;
+  for (const char* list : {"functions", "traces", "native_functions"})
+    if (summary[list].size() > 50) summary[list].erase(summary[list].begin() + 50, summary[list].end());
+  summary["manifest"] = manifest;
+  const bundle::Frame* crash = read.latest(bundle::sections::kCrash);
+  summary["crash"] = crash ? json::parse(crash->data, nullptr, false) : json(nullptr);
+  summary["trace_count"] = profile.forest.traces.size();
+  summary["has_samples"] = !profile.samples.empty();
+
+  const views::CallTree tree = views::call_tree(profile);
+  // Branches under 1/5000 of the samples are left out: a flame graph cannot show them.
+  const json flame = {{"samples", tree.root.total},
+                      {"children", views::call_tree_json(tree.root, 256, std::max<std::uint64_t>(1, tree.root.total / 5000))}};
+
+  // Every trace: a row for lists and queries, and each stage as a view.
+  const auto heats = views::heat_of_traces(profile);
+  auto& stored_views = indexed->views;
+  stored_views = {{"summary", summary.dump()}, {"flame", flame.dump()}};
+  std::map<std::uint64_t, std::size_t> bridges;
+  for (const jitlog::Trace& trace : profile.forest.traces)
+    if (trace.parent_guard) ++bridges[trace.parent_guard->trace_id];
+  for (const jitlog::Trace& trace : profile.forest.traces) {
+    const auto heat = heats.find(trace.id);
+    const views::TraceHeat* trace_heat = heat == heats.end() ? nullptr : &heat->second;
+    std::string stages;
+    for (jitlog::StageKind kind : {jitlog::StageKind::NoOpt, jitlog::StageKind::Opt, jitlog::StageKind::Asm}) {
+      if (trace.stage(kind) == nullptr) continue;
+      const std::string stage = jitlog::stage_name(kind);
+      stages += (stages.empty() ? "" : ",") + stage;
+      json detail = views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm);
+      stored_views.emplace_back(fmt::format("trace/{}/{}", trace.id, stage), detail.dump());
+    }
+    const jitlog::MergePoint* point = trace.source();
+    indexed->traces.push_back({trace.id, trace_heat ? trace_heat->total : 0, trace.entry_count,
+                               jitlog::trace_kind_name(trace.kind), point ? point->function : std::string(),
+                               point ? point->file : std::string(), stages, point ? point->line : 0,
+                               trace.parent_guard ? static_cast<std::int64_t>(trace.parent_guard->trace_id) : -1,
+                               bridges[trace.id]});
+  }
+  for (const auto& [name, text] : stored_views) indexed->compressed.push_back(deflate_text(text));
+  indexed->manifest = manifest;
+  indexed->report = std::move(report);
+  indexed->samples = profile.samples.size();
+  indexed->crashed = crash != nullptr;
+  return indexed;
+}
+
+void Store::write_index(const std::string& id, const Indexed& indexed, const std::string& source, std::uint64_t size) {
+  const json& manifest = indexed.manifest;
+  const auto& stored_views = indexed.views;
+
+  std::lock_guard lock(mutex_);
+  exec(db_, "BEGIN IMMEDIATE");
+  try {
+    for (const char* table : {"DELETE FROM views WHERE upload = ?", "DELETE FROM traces WHERE upload = ?",
+                              "DELETE FROM functions WHERE upload = ?", "DELETE FROM uploads WHERE id = ?"}) {
+      Statement clear(db_, table);
+      clear.bind(1, id).run();
+    }
+    Statement upload(db_,
+                     "INSERT INTO uploads(id, created, command, pypy_version, size, samples, traces, duration, crashed, "
+                     "source) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    upload.bind(1, id)
+        .bind(2, unix_now())
+        .bind(3, command_text(manifest))
+        .bind(4, manifest.value("pypy_version", std::string()))
+        .bind(5, static_cast<std::int64_t>(size))
+        .bind(6, static_cast<std::int64_t>(indexed.samples))
+        .bind(7, static_cast<std::int64_t>(indexed.traces.size()))
+        .bind(8, manifest.value("duration_s", 0.0))
+        .bind(9, std::int64_t{indexed.crashed})
+        .bind(10, source)
+        .run();
+    Statement view(db_, "INSERT INTO views(upload, name, size, body) VALUES(?, ?, ?, ?)");
+    for (std::size_t i = 0; i < stored_views.size(); ++i) {
+      view.bind(1, id)
+          .bind(2, stored_views[i].first)
+          .bind(3, static_cast<std::int64_t>(stored_views[i].second.size()))
+          .bind_blob(4, indexed.compressed[i])
+          .run();
+    }
+    Statement trace_row(db_,
+                        "INSERT INTO traces(upload, id, type, samples, entries, function, file, line, parent, bridges, "
+                        "stages) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const Indexed::TraceRow& row : indexed.traces) {
+      trace_row.bind(1, id)
+          .bind(2, static_cast<std::int64_t>(row.id))
+          .bind(3, row.type)
+          .bind(4, static_cast<std::int64_t>(row.samples))
+          .bind(5, static_cast<std::int64_t>(row.entries))
+          .bind(6, row.function)
+          .bind(7, row.file)
+          .bind(8, row.line)
+          .bind(9, row.parent)
+          .bind(10, static_cast<std::int64_t>(row.bridges))
+          .bind(11, row.stages)
+          .run();
+    }
+    Statement function_row(db_, "INSERT INTO functions(upload, name, file, line, self, total) VALUES(?, ?, ?, ?, ?, ?)");
+    for (const auto& function : indexed.report["functions"]) {
+      function_row.bind(1, id)
+          .bind(2, function["name"].get<std::string>())
+          .bind(3, function["file"].get<std::string>())
+          .bind(4, function["line"].get<std::int64_t>())
+          .bind(5, function["self"].get<std::int64_t>())
+          .bind(6, function["total"].get<std::int64_t>())
+          .run();
+    }
+    exec(db_, "COMMIT");
+  } catch (...) {
+    exec(db_, "ROLLBACK");
+    throw;
+  }
+}
+
+json Store::list(const std::string& query, std::size_t offset, std::size_t limit) {
+  std::lock_guard lock(mutex_);
+  const std::string pattern = "%" + query + "%";
+  Statement count(db_,
+                  "SELECT COUNT(*) FROM uploads WHERE instr(command, ?1) > 0 OR instr(id, ?1) > 0 OR "
+                  "instr(pypy_version, ?1) > 0");
+  count.bind(1, query).step();
+  json out = {{"total", count.integer(0)}, {"offset", offset}, {"uploads", json::array()}};
+  Statement rows(db_,
+                 "SELECT id, created, command, pypy_version, size, samples, traces, duration, crashed, source FROM "
+                 "uploads WHERE instr(command, ?1) > 0 OR instr(id, ?1) > 0 OR instr(pypy_version, ?1) > 0 "
+                 "ORDER BY created DESC, id LIMIT ?2 OFFSET ?3");
+  rows.bind(1, query).bind(2, static_cast<std::int64_t>(limit)).bind(3, static_cast<std::int64_t>(offset));
+  while (rows.step())
+    out["uploads"].push_back({{"id", rows.text(0)},
+                              {"created", rows.real(1)},
+                              {"command", rows.text(2)},
+                              {"pypy_version", rows.text(3)},
+                              {"size", rows.integer(4)},
+                              {"samples", rows.integer(5)},
+                              {"traces", rows.integer(6)},
+                              {"duration", rows.real(7)},
+                              {"crashed", rows.integer(8) != 0},
+                              {"source", rows.text(9)}});
+  return out;
+}
+
+json Store::view(const std::string& id, const std::string& name) {
+  std::string text;
+  {
+    std::lock_guard lock(mutex_);
+    Statement query(db_, "SELECT size, body FROM views WHERE upload = ? AND name = ?");
+    if (!query.bind(1, id).bind(2, name).step()) throw NotFound(fmt::format("no {} for upload {}", name, id));
+    const auto [data, size] = query.blob(1);
+    text = inflate_text(data, size, static_cast<std::size_t>(query.integer(0)));
+  }
+  return json::parse(text);
+}
+
+json Store::traces(const std::string& id, std::size_t offset, std::size_t limit, const std::string& sort,
+                   const std::string& query) {
+  // Sort keys come from this fixed list, never from the request's text.
+  static const std::map<std::string, std::string> kOrder = {
+      {"samples", "samples DESC, entries DESC, id"}, {"entries", "entries DESC, samples DESC, id"},
+      {"id", "id"}, {"function", "function, id"}};
+  const auto order = kOrder.find(sort.empty() ? "samples" : sort);
+  if (order == kOrder.end()) throw BadRequest("sort must be one of samples, entries, id, function");
+  std::lock_guard lock(mutex_);
+  Statement exists(db_, "SELECT 1 FROM uploads WHERE id = ?");
+  if (!exists.bind(1, id).step()) throw NotFound("no upload " + id);
+  const char* filter = "upload = ?1 AND (?2 = '' OR instr(function, ?2) > 0 OR instr(file, ?2) > 0 OR type = ?2)";
+  Statement count(db_, fmt::format("SELECT COUNT(*) FROM traces WHERE {}", filter).c_str());
+  count.bind(1, id).bind(2, query).step();
+  json out = {{"total", count.integer(0)}, {"offset", offset}, {"traces", json::array()}};
+  Statement rows(db_, fmt::format("SELECT id, type, samples, entries, function, file, line, parent, bridges, stages "
+                                  "FROM traces WHERE {} ORDER BY {} LIMIT ?3 OFFSET ?4",
+                                  filter, order->second)
+                          .c_str());
+  rows.bind(1, id).bind(2, query).bind(3, static_cast<std::int64_t>(limit)).bind(4, static_cast<std::int64_t>(offset));
+  while (rows.step()) {
+    json item = {{"id", rows.integer(0)},      {"type", rows.text(1)},     {"samples", rows.integer(2)},
+                 {"entries", rows.integer(3)}, {"function", rows.text(4)}, {"file", rows.text(5)},
+                 {"line", rows.integer(6)},    {"bridges", rows.integer(8)}};
+    item["parent"] = rows.integer(7) < 0 ? json(nullptr) : json(rows.integer(7));
+    json stages = json::array();
+    std::string list = rows.text(9);
+    for (std::size_t at = 0; at < list.size();) {
+      const std::size_t comma = std::min(list.find(',', at), list.size());
+      stages.push_back(list.substr(at, comma - at));
+      at = comma + 1;
+    }
+    item["stages"] = std::move(stages);
+    out["traces"].push_back(std::move(item));
+  }
+  return out;
+}
+
+json Store::functions(const std::string& id, std::size_t offset, std::size_t limit, const std::string& query) {
+  std::lock_guard lock(mutex_);
+  Statement exists(db_, "SELECT 1 FROM uploads WHERE id = ?");
+  if (!exists.bind(1, id).step()) throw NotFound("no upload " + id);
+  const char* filter = "upload = ?1 AND (?2 = '' OR instr(name, ?2) > 0 OR instr(file, ?2) > 0)";
+  Statement count(db_, fmt::format("SELECT COUNT(*) FROM functions WHERE {}", filter).c_str());
+  count.bind(1, id).bind(2, query).step();
+  json out = {{"total", count.integer(0)}, {"offset", offset}, {"functions", json::array()}};
+  Statement rows(db_, fmt::format("SELECT name, file, line, self, total FROM functions WHERE {} "
+                                  "ORDER BY self DESC, total DESC LIMIT ?3 OFFSET ?4",
+                                  filter)
+                          .c_str());
+  rows.bind(1, id).bind(2, query).bind(3, static_cast<std::int64_t>(limit)).bind(4, static_cast<std::int64_t>(offset));
+  while (rows.step())
+    out["functions"].push_back({{"name", rows.text(0)},
+                                {"file", rows.text(1)},
+                                {"line", rows.integer(2)},
+                                {"self", rows.integer(3)},
+                                {"total", rows.integer(4)}});
+  return out;
+}
+
+fs::path Store::bundle_path(const std::string& id) {
+  if (!is_bundle_id(id)) throw BadRequest("not an upload id");
+  const fs::path path = bundle_path_for(id);
+  if (!fs::exists(path)) throw NotFound("no upload " + id);
+  return path;
+}
+
+// --- vmprof-python's protocol ------------------------------------------------
+
+fs::path Store::run_dir(const std::string& run) const { return dir_ / "runs" / run; }
+
+std::string Store::new_run(const std::string& argv, const std::string& vm) {
+  const std::string run = random_hex(32);
+  fs::create_directories(run_dir(run));
+  std::lock_guard lock(mutex_);
+  Statement insert(db_, "INSERT INTO runs(id, created, argv, vm, bundle) VALUES(?, ?, ?, ?, NULL)");
+  // As vmprof-server did: overlong fields are cut, not refused.
+  insert.bind(1, run).bind(2, unix_now()).bind(3, argv.substr(0, 4096)).bind(4, vm.substr(0, 64)).run();
+  return run;
+}
+
+void Store::add_run_file(const std::string& run, const std::string& kind, const fs::path& received) {
+  struct Cleanup {
+    const fs::path& path;
+    ~Cleanup() {
+      std::error_code ignored;
+      fs::remove(path, ignored);
+    }
+  } cleanup{received};
+  if (!is_run_id(run)) throw BadRequest("not a run id");
+  {
+    std::lock_guard lock(mutex_);
+    Statement query(db_, "SELECT bundle FROM runs WHERE id = ?");
+    if (!query.bind(1, run).step()) throw NotFound("no run " + run);
+    if (!query.is_null(0)) throw BadRequest("the runtime data is already frozen");
+  }
+  binio::ReadOptions options;
+  options.max_decompressed_bytes = max_inflated_;
+  std::vector<std::uint8_t> bytes;
+  try {
+    binio::read_file_chunks(received, [&](std::span<const std::uint8_t> chunk) { bytes.insert(bytes.end(), chunk.begin(), chunk.end()); },
+                            options);
+  } catch (const binio::InputError& error) {
+    throw BadRequest(fmt::format("unreadable {} upload: {}", kind, error.what()));
+  }
+  // Refused now rather than at freeze time, with the reader's own message.
+  if (kind == "cpu") {
+    const vmprof::Profile profile = vmprof::parse_profile(bytes);
+    if (profile.error) throw BadRequest(fmt::format("not a vmprof profile: {}", profile.error->message));
+  } else {
+    const jitlog::Forest forest = jitlog::parse_jitlog(bytes);
+    if (forest.error) throw BadRequest(fmt::format("not a jitlog: {}", forest.error->message));
+  }
+  const fs::path target = run_dir(run) / (kind == "cpu" ? "cpu.prof" : "jit.log");
+  const fs::path decoded = temp_path();
+  std::ofstream(decoded, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                                 static_cast<std::streamsize>(bytes.size()));
+  publish(decoded, target);
+}
+
+std::string Store::freeze_run(const std::string& run) {
+  if (!is_run_id(run)) throw BadRequest("not a run id");
+  std::string argv, vm;
+  {
+    std::lock_guard lock(mutex_);
+    Statement query(db_, "SELECT argv, vm, bundle FROM runs WHERE id = ?");
+    if (!query.bind(1, run).step()) throw NotFound("no run " + run);
+    if (!query.is_null(2)) return query.text(2);  // frozen before: the same bundle
+    argv = query.text(0);
+    vm = query.text(1);
+  }
+  const fs::path cpu = run_dir(run) / "cpu.prof", jit = run_dir(run) / "jit.log";
+  if (!fs::exists(cpu) && !fs::exists(jit)) throw BadRequest("the run has no profile and no jitlog to freeze");
+  const fs::path assembled = temp_path();
+  {
+    bundle::BundleWriter writer(assembled);
+    const json manifest = {{"jitprof_version", JITPROF_VERSION},
+                           {"mode", "vmprof upload"},
+                           {"command", json::array({argv})},
+                           {"vm", vm},
+                           {"start_time", unix_now()},
+                           {"state", "complete"}};
+    writer.append(bundle::sections::kManifest, manifest.dump());
+    for (const auto& [path, section] : {std::pair{cpu, bundle::sections::kVmprof}, std::pair{jit, bundle::sections::kJitlog}}) {
+      if (!fs::exists(path)) continue;
+      std::ifstream in(path, std::ios::binary);
+      const std::string bytes{std::istreambuf_iterator<char>(in), {}};
+      writer.append(section, bytes);
+    }
+    writer.sync();
+  }
+  const Added added = add_bundle(assembled, "vmprof-python");
+  std::lock_guard lock(mutex_);
+  Statement update(db_, "UPDATE runs SET bundle = ? WHERE id = ?");
+  update.bind(1, added.id).bind(2, run).run();
+  return added.id;
+}
+
+std::optional<std::string> Store::run_bundle(const std::string& run) {
+  if (!is_run_id(run)) throw BadRequest("not a run id");
+  std::lock_guard lock(mutex_);
+  Statement query(db_, "SELECT bundle FROM runs WHERE id = ?");
+  if (!query.bind(1, run).step()) throw NotFound("no run " + run);
+  if (query.is_null(0)) return std::nullopt;
+  return query.text(0);
+}
+
+}  // namespace jitprof::server
