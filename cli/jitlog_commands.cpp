@@ -169,8 +169,9 @@ int run_trace(const TraceOptions& options) {
   // A bundle brings samples: the trace is shown with its heat.
   std::optional<correlate::Profile> profile;
   Forest jitlog_only;
+  bundle::Bundle read;
   if (bundle::is_bundle(options.file)) {
-    const bundle::Bundle read = bundle::read_bundle(options.file);
+    read = bundle::read_bundle(options.file);
     report_diagnostics(options.file, read.warnings, read.error);
     profile = correlate::correlate(read);
   } else {
@@ -204,12 +205,14 @@ int run_trace(const TraceOptions& options) {
     if (!heat || kind != StageKind::Asm || heat->per_asm_op.empty()) return std::nullopt;
     return heat->per_asm_op[i];
   };
+  // Source lines the bundle or the jitlog carries win over the files on this machine.
   SourceCache source_cache;
-  for (const auto& [file, lines] : forest.source_code)
-    for (const auto& [number, line] : lines) source_cache.remember(file, number, line.text);
+  const views::SourceFiles carried = views::source_files(read, forest);
+  for (const auto& [file, lines] : carried)
+    for (const auto& [number, text] : lines) source_cache.remember(file, static_cast<std::uint32_t>(number), text);
 
   if (options.json) {
-    json out = views::trace_json(forest, *trace, kind, heat ? &*heat : nullptr, options.disassemble);
+    json out = views::trace_json(forest, *trace, kind, heat ? &*heat : nullptr, options.disassemble, &carried);
     out.update(diagnostics_json(forest.warnings, forest.error));
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, forest.warnings, forest.error);

@@ -27,6 +27,7 @@
 #include "sample_collector.h"
 #include "sampler/sampler.h"
 #include "session.h"
+#include "sources.h"
 
 namespace jitprof::record {
 namespace {
@@ -232,6 +233,9 @@ class Attacher {
     if (!live_ && !outcome_.target_exited) read_jit_code(pid);
     read_jitlog();  // what the target wrote until the end, or until it exited
     flush();
+    if (live_)
+      if (const std::string sources = source_files(live_traces_.finish()); !sources.empty())
+        writer_->append(bundle::sections::kSources, sources);
 
     outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
     const sampler::Stats stats = sampler_->stats();
@@ -321,7 +325,7 @@ class Attacher {
       jitlog_clock_ += nlohmann::json{{"offset", outcome_.jitlog_bytes}, {"t", monotonic_ns()}}.dump() + "\n";
       jitlog_pending_.insert(jitlog_pending_.end(), chunk.begin(), chunk.begin() + got);
       outcome_.jitlog_bytes += static_cast<std::uint64_t>(got);
-      if (options_.progress) live_traces_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
+      live_traces_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
     }
   }
 

@@ -27,6 +27,7 @@
 #include "crash_watcher.h"
 #include "sample_collector.h"
 #include "session.h"
+#include "sources.h"
 #include "jitlog/jitlog.h"
 #include "sampler/sampler.h"
 #include "unwind/unwinder.h"
@@ -369,9 +370,9 @@ class Recorder {
             jitlog_clock_ += nlohmann::json{{"offset", polled[i]->total}, {"t", monotonic_ns()}}.dump() + "\n";
           polled[i]->pending.insert(polled[i]->pending.end(), chunk.begin(), chunk.begin() + got);
           polled[i]->total += static_cast<std::uint64_t>(got);
-          // The status line counts traces as PyPy compiles them.
-          if (options_.progress && polled[i] == &streams_[0])
-            live_jitlog_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
+          // Parsed as it comes: the status line counts traces, and the end
+          // of the recording knows which source files they came from.
+          if (polled[i] == &streams_[0]) live_jitlog_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
         } else if (got == 0 || errno != EINTR) {
           polled[i]->open = false;
         }
@@ -456,6 +457,8 @@ class Recorder {
       manifest_["exit"]["crash_thread"] = fault->tid;
     }
     manifest_["sections"] = {{"jitlog_bytes", outcome.jitlog_bytes}, {"vmprof_bytes", outcome.vmprof_bytes}};
+    if (const std::string sources = source_files(live_jitlog_.finish()); !sources.empty())
+      writer_.append(bundle::sections::kSources, sources);
     const double cpu_seconds = double(usage_.ru_utime.tv_sec) + double(usage_.ru_utime.tv_usec) / 1e6 +
                                double(usage_.ru_stime.tv_sec) + double(usage_.ru_stime.tv_usec) / 1e6;
     manifest_["target_cpu_s"] = cpu_seconds;

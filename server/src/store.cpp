@@ -311,6 +311,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
 
   // Every trace: a row for lists and queries, and each stage as a view.
   const auto heats = views::heat_of_traces(profile);
+  const views::SourceFiles files = views::source_files(read, profile.forest);
   auto& stored_views = indexed->views;
   stored_views = {{"summary", summary.dump()}, {"flame", flame.dump()}};
   std::map<std::uint64_t, std::size_t> bridges;
@@ -324,7 +325,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
       if (trace.stage(kind) == nullptr) continue;
       const std::string stage = jitlog::stage_name(kind);
       stages += (stages.empty() ? "" : ",") + stage;
-      json detail = views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm);
+      json detail = views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm, &files);
       stored_views.emplace_back(fmt::format("trace/{}/{}", trace.id, stage), detail.dump());
     }
     const jitlog::MergePoint* point = trace.source();

@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "bundle/json_lines.h"
 #include "jitlog/disassembler.h"
 #include "views/views.h"
 
@@ -126,8 +127,27 @@ std::map<std::uint64_t, TraceHeat> heat_of_traces(const correlate::Profile& prof
   return heats;
 }
 
+SourceFiles source_files(const bundle::Bundle& bundle, const jitlog::Forest& forest) {
+  SourceFiles files;
+  for (const auto& [file, lines] : forest.source_code)
+    for (const auto& [number, line] : lines) files[file][number] = line.text;
+  for (const json& entry : bundle::json_lines(bundle, bundle::sections::kSources)) {
+    if (!entry.contains("file") || !entry["file"].is_string() || !entry.contains("text") || !entry["text"].is_string())
+      continue;
+    auto& lines = files[entry["file"].get<std::string>()];
+    const std::string& content = entry["text"].get_ref<const std::string&>();
+    std::int64_t number = 1;
+    for (std::size_t start = 0; start <= content.size(); ++number) {
+      const std::size_t stop = std::min(content.find('\n', start), content.size());
+      lines.try_emplace(number, content.substr(start, stop - start));
+      start = stop + 1;
+    }
+  }
+  return files;
+}
+
 json trace_json(const jitlog::Forest& forest, const Trace& trace, StageKind kind, const TraceHeat* heat,
-                bool disassemble) {
+                bool disassemble, const SourceFiles* files) {
   json out = trace_summary_json(trace);
   const Stage* stage = trace.stage(kind);
   out["stage"] = jitlog::stage_name(kind);
@@ -170,6 +190,17 @@ json trace_json(const jitlog::Forest& forest, const Trace& trace, StageKind kind
       }
     }
     out["ops"].push_back(std::move(item));
+  }
+  if (files) {
+    json lines = json::object();
+    for (const MergePoint* point : sources) {
+      if (point == nullptr) continue;
+      auto file = files->find(point->file);
+      if (file == files->end()) continue;
+      auto line = file->second.find(point->line);
+      if (line != file->second.end()) lines[point->file][std::to_string(point->line)] = line->second;
+    }
+    out["source_lines"] = std::move(lines);
   }
   out["merge_points"] = json::array();
   for (const MergePoint& point : stage->merge_points) {

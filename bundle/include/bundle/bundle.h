@@ -51,6 +51,8 @@ inline constexpr SectionType kSamples = SectionType::from("SMPL");   // native s
 // Hot machine code read from a running process's JIT memory when no jitlog
 // names it (attach): JSON lines {"pid", "address", "hex"}.
 inline constexpr SectionType kJitCode = SectionType::from("JCOD");
+// The Python files the jitlog's traces come from: JSON lines {"file", "text"}.
+inline constexpr SectionType kSources = SectionType::from("SRCS");
 }  // namespace sections
 
 struct Frame {

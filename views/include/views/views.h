@@ -41,11 +41,17 @@ TraceHeat heat_of(const correlate::Profile& profile, const jitlog::Trace& trace)
 // The heat of every trace with samples, in one pass over the samples.
 std::map<std::uint64_t, TraceHeat> heat_of_traces(const correlate::Profile& profile);
 
+// Python source lines by file and line number: a bundle's copies of the
+// files (SRCS) and the lines a jitlog carries itself (SOURCE_CODE records).
+using SourceFiles = std::map<std::string, std::map<std::int64_t, std::string>>;
+SourceFiles source_files(const bundle::Bundle& bundle, const jitlog::Forest& forest);
+
 // One trace at one stage: its ops (text, source, guards' bridges, call
 // targets, machine code, and their samples when `heat` is given), merge
 // points and stage differences. `disassemble`: each op's instructions.
+// With `sources`: "source_lines" {file: {line: text}} for the lines its ops come from.
 nlohmann::json trace_json(const jitlog::Forest& forest, const jitlog::Trace& trace, jitlog::StageKind stage,
-                          const TraceHeat* heat, bool disassemble);
+                          const TraceHeat* heat, bool disassemble, const SourceFiles* sources = nullptr);
 
 // --- the correlated profile --------------------------------------------------
 
