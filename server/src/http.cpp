@@ -139,16 +139,18 @@ class App {
            (target.is({"api", "runtime", "upload", "*", "*", "add"}) && target.segments.size() == 6);
   }
 
-  // Uploads need a token when the server has a token file; reads only when private.
-  bool authorized(const http::request_header<>& request, bool write) const {
-    if (tokens_.empty() || (!write && !settings_.private_reads)) return true;
+  // Uploads need a token when the server has a token file; reads of the API
+  // only when private (the viewer's page and scripts hold no data).
+  bool authorized(const http::request_header<>& request, const Target& target) const {
+    const bool write = request.method() == http::verb::post || request.method() == http::verb::put;
+    const bool api = !target.segments.empty() && target.segments[0] == "api";
+    if (tokens_.empty() || (!write && !(settings_.private_reads && api))) return true;
     const auto field = request[http::field::authorization];
     const std::string_view header(field.data(), field.size());
     for (std::string_view scheme : {"Bearer ", "Token "})
       if (header.starts_with(scheme) && tokens_.count(std::string(header.substr(scheme.size())))) return true;
     return false;
   }
-  static bool writes(http::verb method) { return method == http::verb::post || method == http::verb::put; }
 
   Response handle(const http::request_header<>& request, const Target& target, const std::string& body,
                   const std::optional<fs::path>& file) {
@@ -302,10 +304,15 @@ class Session : public std::enable_shared_from_this<Session> {
     started_ = Clock::now();
     const auto& request = head_->get();
     target_.emplace(std::string_view(request.target().data(), request.target().size()));
-    if (!app_.authorized(request, App::writes(request.method()))) {
+    if (!app_.authorized(request, *target_)) {
       return reply(error_response(http::status::unauthorized, "a valid token is needed: Authorization: Bearer TOKEN"),
                    true);
     }
+    const auto& limits = app_.settings();
+    const std::uint64_t limit = App::takes_file(request.method(), *target_) ? limits.max_body_bytes : kSmallBodyBytes;
+    // A declared length over the limit is refused before any of the body is read.
+    if (const auto length = head_->content_length(); length && *length > limit)
+      return reply(too_large(limit), true);
     if (App::takes_file(request.method(), *target_)) {
       file_path_ = app_.store().temp_path();
       file_parser_.emplace(std::move(*head_));
@@ -326,10 +333,7 @@ class Session : public std::enable_shared_from_this<Session> {
     file_parser_->get().body().close();
     if (error == http::error::body_limit) {
       discard_file();
-      return reply(error_response(http::status::payload_too_large,
-                                  fmt::format("the body exceeds this server's limit of {} bytes",
-                                              app_.settings().max_body_bytes)),
-                   true);
+      return reply(too_large(app_.settings().max_body_bytes), true);
     }
     if (error) {
       discard_file();  // the client went away mid-upload: nothing is kept
@@ -342,14 +346,18 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_small(beast::error_code error, std::size_t) {
-    if (error == http::error::body_limit)
-      return reply(error_response(http::status::payload_too_large, "the request body is too large"), true);
+    if (error == http::error::body_limit) return reply(too_large(kSmallBodyBytes), true);
     if (error) return close();
     const auto& request = small_parser_->get();
     keep_alive_ = request.keep_alive();
     Response response = app_.handle(request, *target_, request.body(), std::nullopt);
     if (request.method() == http::verb::head) response.body.clear();
     reply(std::move(response), !keep_alive_);
+  }
+
+  static Response too_large(std::uint64_t limit) {
+    return error_response(http::status::payload_too_large,
+                          fmt::format("the body exceeds this server's limit of {} bytes", limit));
   }
 
   void discard_file() {
