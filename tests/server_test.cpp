@@ -35,20 +35,13 @@ class Server : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  // Starts `jitprof serve` on a free loopback port with `extra` options.
-  void start(std::vector<std::string> extra = {}, const std::string& data = "data") {
-    std::vector<std::string> argv = {JITPROF_BIN, "serve", "--data", (dir_ / data).string(), "--listen", "127.0.0.1:0"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    server_ = std::make_unique<Background>(argv, dir_, "server-" + std::to_string(++starts_));
-    for (int i = 0; i < 200 && url_for(server_->err()).empty(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    url_ = url_for(server_->err());
-    ASSERT_FALSE(url_.empty()) << server_->err();
-  }
-  static std::string url_for(const std::string& log) {
-    std::smatch match;
-    static const std::regex serving(R"(serving .* on (http://127\.0\.0\.1:\d+))");
-    return std::regex_search(log, match, serving) ? match[1].str() : "";
+  // Starts `jitprof serve` on a free loopback port with `extra` options, on DIR/data.
+  void start(const std::vector<std::string>& extra = {}) {
+    server_.reset();
+    server_ = std::make_unique<jitprof::testing::ServeProcess>(JITPROF_BIN, dir_ / "data", dir_,
+                                                                "server-" + std::to_string(++starts_), extra);
+    url_ = server_->url();
+    ASSERT_FALSE(url_.empty()) << server_->process().err();
   }
 
   Result run(const std::vector<std::string>& argv) const { return jitprof::testing::run_command(argv, dir_); }
@@ -89,7 +82,7 @@ class Server : public ::testing::Test {
 
   fs::path dir_;
   std::string url_;
-  std::unique_ptr<Background> server_;
+  std::unique_ptr<jitprof::testing::ServeProcess> server_;
   int starts_ = 0;
 };
 
@@ -283,8 +276,8 @@ TEST_F(Server, AServerKilledMidUploadKeepsEveryStoredBundleAndNoHalfOne) {
                   "slow");
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   ASSERT_FALSE(fs::is_empty(dir_ / "data" / "tmp")) << "the upload is being received";
-  ::kill(server_->pid(), SIGKILL);
-  server_->wait();
+  ::kill(server_->process().pid(), SIGKILL);
+  server_->process().wait();
   slow.wait();
 
   start();  // the same data directory

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -114,6 +115,30 @@ class Background {
   std::filesystem::path out_, err_;
   pid_t pid_ = -1;
   std::optional<int> status_;
+};
+
+// `jitprof serve` on a free loopback port, for as long as the object lives.
+class ServeProcess {
+ public:
+  ServeProcess(const std::string& jitprof, const std::filesystem::path& data, const std::filesystem::path& scratch,
+               const std::string& name, const std::vector<std::string>& options = {}) {
+    std::vector<std::string> argv = {jitprof, "serve", "--data", data.string(), "--listen", "127.0.0.1:0"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    process_ = std::make_unique<Background>(argv, scratch, name);
+    // The server says where it listens once it accepts connections.
+    for (int i = 0; i < 400 && url_.empty(); ++i) {
+      const std::string log = process_->err();
+      const std::size_t at = log.find(" on http://127.0.0.1:");
+      if (at != std::string::npos) url_ = log.substr(at + 4, log.find_first_of(" \n", at + 4) - at - 4);
+      else std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  const std::string& url() const { return url_; }  // empty when it did not start
+  Background& process() { return *process_; }
+
+ private:
+  std::unique_ptr<Background> process_;
+  std::string url_;
 };
 
 }  // namespace jitprof::testing

@@ -1,0 +1,59 @@
+// End-to-end in a browser: `jitprof serve` on loopback, `jitprof record --web`
+// of real PyPy programs, then headless Chromium (tests/js/browser-test.mjs,
+// playwright-core) opens the printed link like a user. Screenshots of every
+// page land in the build tree (tests/browser-screenshots).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <iostream>
+#include <regex>
+
+#include "test_process.h"
+
+namespace fs = std::filesystem;
+using jitprof::testing::Result;
+
+namespace {
+
+TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
+  const fs::path dir = fs::temp_directory_path() / ("jitprof-browser-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  jitprof::testing::ServeProcess server(JITPROF_BIN, dir / "data", dir, "server");
+  ASSERT_FALSE(server.url().empty()) << server.process().err();
+  const std::string programs = std::string(JITPROF_SOURCE_DIR) + "/tests/programs/";
+  auto record_web = [&](const std::vector<std::string>& program) {
+    std::vector<std::string> argv = {JITPROF_BIN, "record", "-q", "--web", server.url(), "-o", (dir / "b.jprof").string(),
+                                     "--", JITPROF_PYPY};
+    argv.insert(argv.end(), program.begin(), program.end());
+    const Result recorded = jitprof::testing::run_command(argv, dir);
+    EXPECT_EQ(recorded.status, 0) << recorded.err;
+    std::smatch link;
+    EXPECT_TRUE(std::regex_search(recorded.out, link, std::regex("/p/([0-9a-f]{64})\n$"))) << recorded.out;
+    return link.size() > 1 ? link[1].str() : std::string();
+  };
+  // f's hot loop with a rarely taken branch: a guard with a bridge.
+  const std::string hotloop = record_web({programs + "hotloop.py", "20000000"});
+  // More than 1,000 traces: the trace page must stay fast.
+  const std::string many = record_web({programs + "many_traces.py", "1200"});
+  ASSERT_FALSE(hotloop.empty());
+  ASSERT_FALSE(many.empty());
+
+  const fs::path screenshots = fs::path(JITPROF_BINARY_DIR) / "browser-screenshots";
+  fs::create_directories(screenshots);
+  const Result browsed = jitprof::testing::run_command(
+      {"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/browser-test.mjs", "--server", server.url(), "--bundle",
+       hotloop, "--function", "f", "--big-bundle", many, "--out", screenshots.string()},
+      dir);
+  std::cout << browsed.out << browsed.err;
+  EXPECT_EQ(browsed.status, 0) << "(tests/js needs 'npm ci --prefix tests/js' and /usr/bin/chromium)";
+  EXPECT_EQ(browsed.out.find("FAIL"), std::string::npos);
+  std::smatch timing;
+  ASSERT_TRUE(std::regex_search(browsed.out, timing, std::regex(R"(trace page of bundle with (\d+) traces loaded in)")));
+  EXPECT_GE(std::stoi(timing[1]), 1000);
+  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png"})
+    EXPECT_TRUE(fs::exists(screenshots / page)) << page;
+  fs::remove_all(dir);
+}
+
+}  // namespace
