@@ -49,6 +49,7 @@ struct UploadOptions {
   std::string server;
   std::string token;
   std::string token_file;
+  std::string ca_file;
   bool quiet = false;
 };
 
@@ -102,7 +103,8 @@ int run_record(const RecordOptions& options);
 int run_attach(const AttachOptions& options);
 int run_upload(const UploadOptions& options);
 // Uploads a bundle and prints its link on stdout; 0, or 1 after an error line.
-int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet);
+int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet,
+                  const std::string& ca_file = "");
 int run_serve(const ServeOptions& options);
 int run_info(const InfoOptions& options);
 int run_report(const ReportOptions& options);

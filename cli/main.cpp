@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
   upload_cmd->add_option("--token", upload_options.token, "upload token, if the server wants one");
   upload_cmd->add_option("--token-file", upload_options.token_file, "read the token from this file")
       ->check(CLI::ExistingFile);
+  upload_cmd->add_option("--ca-file", upload_options.ca_file, "HTTPS: also trust this CA certificate (PEM)")
+      ->check(CLI::ExistingFile);
   upload_cmd->add_flag("-q,--quiet", upload_options.quiet, "print only the link");
 
   ServeOptions serve_options;

@@ -13,10 +13,12 @@
 
 namespace jitprof::cli {
 
-int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet) {
+int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet,
+                  const std::string& ca_file) {
   uploader::Options options;
   options.server = server;
   options.token = token;
+  options.ca_file = ca_file;
   const bool bar = !quiet && ::isatty(STDERR_FILENO);
   if (bar)
     options.progress = [](std::uint64_t sent, std::uint64_t total) {
@@ -45,7 +47,7 @@ int run_upload(const UploadOptions& options) {
     std::ifstream in(options.token_file);
     std::getline(in, token);
   }
-  return upload_bundle(options.file, options.server, token, options.quiet);
+  return upload_bundle(options.file, options.server, token, options.quiet, options.ca_file);
 }
 
 int run_serve(const ServeOptions& options) {

@@ -263,6 +263,19 @@ TEST_F(Server, AVmprofPythonUploadBecomesAViewableBundle) {
   EXPECT_NE(junk.body.find("not a jitlog"), std::string::npos) << junk.body;
 }
 
+TEST_F(Server, UploadsRetryWithBackoffWhileNoServerAnswers) {
+  // A port nobody listens on: connection refused, retried, then one clear line.
+  start();
+  const std::string closed = url_;
+  server_.reset();
+  const Result refused = run({JITPROF_BIN, "upload", bundle().string(), "--server", closed});
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_NE(refused.err.find("retrying in 0.5 s (attempt 2 of 5)"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("retrying in 4.0 s (attempt 5 of 5)"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("jitprof: error: cannot reach " + closed + ": Connection refused"), std::string::npos)
+      << refused.err;
+}
+
 TEST_F(Server, AServerKilledMidUploadKeepsEveryStoredBundleAndNoHalfOne) {
   start();
   const Result first = run({JITPROF_BIN, "upload", "-q", bundle().string(), "--server", url_});
@@ -286,6 +299,33 @@ TEST_F(Server, AServerKilledMidUploadKeepsEveryStoredBundleAndNoHalfOne) {
   ASSERT_EQ(list["total"], 1);
   EXPECT_EQ(list["uploads"][0]["id"], id);
   EXPECT_EQ(request("GET", "/api/p/" + id + "/bundle").body, jitprof::testing::slurp(bundle()));
+}
+
+TEST_F(Server, UploadsGoOverHttpsAndCheckTheServersCertificate) {
+  // A certificate for "localhost" that no system CA vouches for.
+  ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                 "-addext", "subjectAltName=DNS:localhost", "-keyout", (dir_ / "key.pem").string(), "-out",
+                 (dir_ / "cert.pem").string()})
+                .status,
+            0);
+  Background https({"python3", std::string(JITPROF_SOURCE_DIR) + "/tests/support/https_upload_server.py", "--cert",
+                    (dir_ / "cert.pem").string(), "--key", (dir_ / "key.pem").string(), "--port-file",
+                    (dir_ / "port").string()},
+                   dir_, "https");
+  for (int i = 0; i < 200 && jitprof::testing::slurp(dir_ / "port").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  const std::string server = "https://localhost:" + jitprof::testing::slurp(dir_ / "port");
+  const std::string expected_id = run({"sh", "-c", "sha256sum " + shell_quote(bundle().string())}).out.substr(0, 64);
+
+  const Result trusted = run({JITPROF_BIN, "upload", bundle().string(), "--server", server, "--ca-file",
+                              (dir_ / "cert.pem").string()});
+  EXPECT_EQ(trusted.status, 0) << trusted.err;
+  EXPECT_EQ(trusted.out, server + "/p/" + expected_id + "\n");  // the server got every byte
+  // Without the CA the certificate is refused, and that is not retried.
+  const Result untrusted = run({JITPROF_BIN, "upload", bundle().string(), "--server", server});
+  EXPECT_EQ(untrusted.status, 1);
+  EXPECT_NE(untrusted.err.find("certificate verify failed"), std::string::npos) << untrusted.err;
+  EXPECT_EQ(untrusted.err.find("retrying"), std::string::npos) << untrusted.err;
 }
 
 }  // namespace

@@ -122,6 +122,11 @@ net::awaitable<http::response<http::string_body>> attempt(net::io_context& conte
   }
   ssl::context tls(ssl::context::tls_client);
   tls.set_default_verify_paths();
+  if (!options.ca_file.empty()) {
+    boost::system::error_code error;
+    tls.load_verify_file(options.ca_file, error);
+    if (error) throw UploadError(fmt::format("cannot use {} as a CA file: {}", options.ca_file, error.message()));
+  }
   tls.set_verify_mode(ssl::verify_peer);
   beast::ssl_stream<beast::tcp_stream> stream(context, tls);
   // SNI, and the certificate must name the host.
@@ -165,6 +170,12 @@ Result upload(const std::filesystem::path& bundle, const Options& options) {
         std::rethrow_exception(failure);
       } catch (const UploadError&) {
         throw;
+      } catch (const boost::system::system_error& error) {
+        // A certificate that does not verify will not verify on the next try either.
+        if (error.code().category() == net::error::get_ssl_category())
+          throw UploadError(fmt::format("TLS with {} failed: {}", options.server, error.what()));
+        last_problem = fmt::format("cannot reach {}: {}", options.server, error.what());
+        continue;
       } catch (const std::exception& error) {
         last_problem = fmt::format("cannot reach {}: {}", options.server, error.what());
         continue;

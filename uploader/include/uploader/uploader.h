@@ -13,6 +13,7 @@ namespace jitprof::uploader {
 struct Options {
   std::string server;  // "http://host:port" or "https://host", optionally with a path prefix
   std::string token;   // sent as "Authorization: Bearer TOKEN" when not empty
+  std::string ca_file; // HTTPS: trust this CA (PEM) as well, e.g. a self-hosted server's own
   unsigned attempts = 5;  // connection failures and 5xx answers are retried, with backoff
   std::function<void(std::uint64_t sent, std::uint64_t total)> progress;
   std::function<void(const std::string&)> notice;  // one line per retry
