@@ -13,6 +13,7 @@
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "record/record.h"
+#include "views/views.h"
 #include "vmprof/profile.h"
 
 namespace jitprof::cli {
@@ -94,34 +95,6 @@ SampleSummary summarize_samples(const bundle::Bundle& read) {
 
 }  // namespace
 
-// The fatal fault, with the trace and op of the innermost JIT frame on the
-// faulting thread's stack: the faulting instruction itself, or the call from
-// which the trace reached the native code that faulted.
-json crash_json(const bundle::Bundle& read, const jitlog::Forest& forest) {
-  const bundle::Frame* frame = read.latest(bundle::sections::kCrash);
-  if (frame == nullptr) return nullptr;
-  json crash = json::parse(frame->data, nullptr, false);
-  if (!crash.is_object()) return nullptr;
-  const json& frames = crash["frames"];
-  for (std::size_t i = 0; i < frames.size(); ++i) {
-    if (!frames[i].value("jit", false)) continue;
-    // A return address points after its call: look the call itself up.
-    const std::uint64_t address = frames[i].value("address", std::uint64_t{0}) - (i == 0 ? 0 : 1);
-    const jitlog::Trace* trace = forest.trace_at_address(address);
-    if (trace == nullptr) break;
-    crash["trace"] = {{"id", trace->id}, {"type", jitlog::trace_kind_name(trace->kind)}, {"frame_index", i}};
-    if (const auto op = trace->asm_op_at(address)) {
-      const jitlog::Stage& stage = *trace->stage(jitlog::StageKind::Asm);
-      crash["trace"]["op_index"] = *op;
-      crash["trace"]["op"] = stage.ops[*op].name;
-      if (const jitlog::MergePoint* point = jitlog::op_sources(*trace, stage)[*op])
-        crash["trace"]["source"] = {{"function", point->function}, {"file", point->file}, {"line", point->line}};
-    }
-    break;
-  }
-  return crash;
-}
-
 void print_crash(const json& crash) {
   std::cout << fmt::format("crash: {} in thread {} at {}", crash.value("signal_name", "?"), crash.value("tid", 0),
                            hex(crash["registers"].value("rip", std::uint64_t{0})));
@@ -177,7 +150,7 @@ int run_info(const InfoOptions& options) {
   std::size_t loops = 0;
   for (const auto& trace : forest.traces) loops += trace.kind == jitlog::TraceKind::Loop;
   const SampleSummary samples = summarize_samples(read);
-  const json crash = crash_json(read, forest);
+  const json crash = views::crash_json(read, forest);
   const double duration = manifest.is_object() ? manifest.value("duration_s", 0.0) : 0.0;
 
   if (options.json) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <regex>
 
@@ -22,12 +23,12 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
   jitprof::testing::ServeProcess server(JITPROF_BIN, dir / "data", dir, "server");
   ASSERT_FALSE(server.url().empty()) << server.process().err();
   const std::string programs = std::string(JITPROF_SOURCE_DIR) + "/tests/programs/";
-  auto record_web = [&](const std::vector<std::string>& program) {
+  auto record_web = [&](const std::vector<std::string>& program, int status = 0) {
     std::vector<std::string> argv = {JITPROF_BIN, "record", "-q", "--web", server.url(), "-o", (dir / "b.jprof").string(),
                                      "--", JITPROF_PYPY};
     argv.insert(argv.end(), program.begin(), program.end());
     const Result recorded = jitprof::testing::run_command(argv, dir);
-    EXPECT_EQ(recorded.status, 0) << recorded.err;
+    EXPECT_EQ(recorded.status, status) << recorded.err;
     std::smatch link;
     EXPECT_TRUE(std::regex_search(recorded.out, link, std::regex("/p/([0-9a-f]{64})\n$"))) << recorded.out;
     return link.size() > 1 ? link[1].str() : std::string();
@@ -38,12 +39,23 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
   const std::string many = record_web({programs + "many_traces.py", "1200"});
   ASSERT_FALSE(hotloop.empty());
   ASSERT_FALSE(many.empty());
+  // A hot loop that a SIGSEGV from outside kills: the fault hits its machine code.
+  std::ofstream(dir / "forever.py") << "import os, subprocess\n"
+                                        "subprocess.Popen(['sh', '-c', 'sleep 1.5; kill -SEGV %d' % os.getpid()])\n"
+                                        "def spin():\n"
+                                        "    i = s = 0\n"
+                                        "    while True:\n"
+                                        "        i += 1\n"
+                                        "        s += i % 5\n"
+                                        "spin()\n";
+  const std::string crashed = record_web({(dir / "forever.py").string()}, 128 + 11);
+  ASSERT_FALSE(crashed.empty());
 
   const fs::path screenshots = fs::path(JITPROF_BINARY_DIR) / "browser-screenshots";
   fs::create_directories(screenshots);
   const Result browsed = jitprof::testing::run_command(
       {"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/browser-test.mjs", "--server", server.url(), "--bundle",
-       hotloop, "--function", "f", "--big-bundle", many, "--out", screenshots.string()},
+       hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--out", screenshots.string()},
       dir);
   std::cout << browsed.out << browsed.err;
   EXPECT_EQ(browsed.status, 0) << "(tests/js needs 'npm ci --prefix tests/js' and /usr/bin/chromium)";
@@ -51,7 +63,7 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
   std::smatch timing;
   ASSERT_TRUE(std::regex_search(browsed.out, timing, std::regex(R"(trace page of bundle with (\d+) traces loaded in)")));
   EXPECT_GE(std::stoi(timing[1]), 1000);
-  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png"})
+  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png"})
     EXPECT_TRUE(fs::exists(screenshots / page)) << page;
   fs::remove_all(dir);
 }

@@ -38,7 +38,7 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::string disposition;  // Content-Disposition, for downloads
-  bool cache = false;       // immutable assets and views
+  bool cache = false;       // views of a stored bundle, which never change
 };
 
 Response json_response(http::status status, const json& body) { return {status, "application/json", body.dump(), {}, false}; }
@@ -267,7 +267,7 @@ class App {
   static Response page(const std::string& name) {
     const auto asset = web::find_asset(name);
     if (!asset) throw NotFound("no such page");
-    return {http::status::ok, std::string(asset->content_type), std::string(asset->bytes), {}, name != "index.html"};
+    return {http::status::ok, std::string(asset->content_type), std::string(asset->bytes), {}, false};
   }
 
   const Settings& settings_;
@@ -370,7 +370,15 @@ class Session : public std::enable_shared_from_this<Session> {
     message->set(http::field::server, "jitprof");
     message->set(http::field::content_type, response.content_type);
     if (!response.disposition.empty()) message->set(http::field::content_disposition, response.disposition);
-    message->set(http::field::cache_control, response.cache ? "public, max-age=31536000, immutable" : "no-store");
+    // Views of a bundle never change, but on a private server they must not
+    // outlive the token in shared caches; the viewer's files change with upgrades.
+    if (!response.cache)
+      message->set(http::field::cache_control, "no-cache");
+    else if (app_.settings().private_reads)
+      message->set(http::field::cache_control, "private, no-cache");
+    else
+      message->set(http::field::cache_control, "public, max-age=31536000, immutable");
+    message->set(http::field::vary, "Authorization");
     message->body() = std::move(response.body);
     message->keep_alive(!close_after);
     message->prepare_payload();

@@ -299,8 +299,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   for (const char* list : {"functions", "traces", "native_functions"})
     if (summary[list].size() > 50) summary[list].erase(summary[list].begin() + 50, summary[list].end());
   summary["manifest"] = manifest;
-  const bundle::Frame* crash = read.latest(bundle::sections::kCrash);
-  summary["crash"] = crash ? json::parse(crash->data, nullptr, false) : json(nullptr);
+  summary["crash"] = views::crash_json(read, profile.forest);
   summary["trace_count"] = profile.forest.traces.size();
   summary["has_samples"] = !profile.samples.empty();
 
@@ -339,7 +338,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   indexed->manifest = manifest;
   indexed->report = std::move(report);
   indexed->samples = profile.samples.size();
-  indexed->crashed = crash != nullptr;
+  indexed->crashed = !summary["crash"].is_null();
   return indexed;
 }
 

@@ -17,7 +17,10 @@ CallTree call_tree(const correlate::Profile& profile) {
     ++node->total;
     for (std::uint32_t id : profile.stacks[sample.stack]) {
       auto [child, fresh] = node->children.try_emplace(labels[id]);
-      if (fresh) child->second.category = profile.frames[id].category;
+      if (fresh) {
+        child->second.category = profile.frames[id].category;
+        if (child->second.category == correlate::Category::JitTrace) child->second.trace = profile.frames[id].trace;
+      }
       node = &child->second;
       ++node->total;
     }
@@ -34,12 +37,15 @@ json call_tree_json(const CallTree::Node& node, std::size_t depth, std::uint64_t
     if (child.total >= minimum) ranked.emplace_back(&label, &child);
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const auto& a, const auto& b) { return a.second->total > b.second->total; });
-  for (const auto& [label, child] : ranked)
-    children.push_back({{"frame", *label},
-                        {"category", correlate::category_name(child->category)},
-                        {"total", child->total},
-                        {"self", child->self},
-                        {"children", call_tree_json(*child, depth - 1, minimum)}});
+  for (const auto& [label, child] : ranked) {
+    json item = {{"frame", *label},
+                 {"category", correlate::category_name(child->category)},
+                 {"total", child->total},
+                 {"self", child->self},
+                 {"children", call_tree_json(*child, depth - 1, minimum)}};
+    if (child->trace) item["trace"] = *child->trace;
+    children.push_back(std::move(item));
+  }
   return children;
 }
 

@@ -4,6 +4,8 @@
 #include <optional>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "correlate/jit_code.h"
 #include "views/views.h"
 
@@ -151,6 +153,42 @@ std::optional<FunctionKey> busiest_function(const Summary& summary, std::uint32_
 }
 
 }  // namespace
+
+json crash_json(const bundle::Bundle& read, const jitlog::Forest& forest) {
+  const bundle::Frame* frame = read.latest(bundle::sections::kCrash);
+  if (frame == nullptr) return nullptr;
+  json crash = json::parse(frame->data, nullptr, false);
+  if (!crash.is_object()) return nullptr;
+  const auto hex = [](std::uint64_t value) { return fmt::format("{:#x}", value); };
+  if (crash.contains("registers") && crash["registers"].is_object())
+    for (const auto& [name, value] : crash["registers"].items())
+      if (value.is_number_unsigned()) crash["registers_hex"][name] = hex(value.get<std::uint64_t>());
+  if (crash.contains("fault_address") && crash["fault_address"].is_number_unsigned())
+    crash["fault_address_hex"] = hex(crash["fault_address"].get<std::uint64_t>());
+  if (!crash.contains("frames") || !crash["frames"].is_array()) crash["frames"] = json::array();
+  json& frames = crash["frames"];
+  for (json& each : frames)
+    if (each.is_object() && each.contains("address") && each["address"].is_number_unsigned())
+      each["address_hex"] = hex(each["address"].get<std::uint64_t>());
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    if (!frames[i].is_object() || !frames[i].value("jit", false)) continue;
+    // A return address points after its call: look the call itself up.
+    const std::uint64_t address = frames[i].value("address", std::uint64_t{0}) - (i == 0 ? 0 : 1);
+    const jitlog::Trace* trace = forest.trace_at_address(address);
+    if (trace == nullptr) break;
+    crash["trace"] = {{"id", trace->id}, {"type", jitlog::trace_kind_name(trace->kind)}, {"frame_index", i}};
+    frames[i]["trace"] = trace->id;
+    if (const auto op = trace->asm_op_at(address)) {
+      const jitlog::Stage& stage = *trace->stage(jitlog::StageKind::Asm);
+      crash["trace"]["op_index"] = *op;
+      crash["trace"]["op"] = stage.ops[*op].name;
+      if (const jitlog::MergePoint* point = jitlog::op_sources(*trace, stage)[*op])
+        crash["trace"]["source"] = {{"function", point->function}, {"file", point->file}, {"line", point->line}};
+    }
+    break;
+  }
+  return crash;
+}
 
 json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size_t top) {
   const Summary summary = summarize(profile);

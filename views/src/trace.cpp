@@ -113,6 +113,10 @@ TraceHeat heat_of(const correlate::Profile& profile, const Trace& trace) {
 
 std::map<std::uint64_t, TraceHeat> heat_of_traces(const correlate::Profile& profile) {
   std::map<std::uint64_t, TraceHeat> heats;
+  // With perf samples, a trace none hit has a heat of zero, not an unknown one.
+  if (profile.has_perf_samples)
+    for (const Trace& trace : profile.forest.traces)
+      if (TraceHeat heat; start_heat(heat, trace)) heats.emplace(trace.id, std::move(heat));
   for (const auto& sample : profile.samples) {
     if (!sample.trace) continue;
     auto [heat, fresh] = heats.try_emplace(*sample.trace);

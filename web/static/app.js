@@ -1,0 +1,851 @@
+// jitprof web viewer: client-side routing (History API) and the pages.
+//   /                        uploads (?q= search, ?offset= page)
+//   /p/ID                    profile (?search= &zoom= of the flame graph)
+//   /p/ID/traces             all traces (?q= &sort= &offset=)
+//   /p/ID/trace/TID          one trace (?stage=noopt|opt|asm, #op-N)
+//   /#/RID                   vmprof-python's link: redirects to the run's /p/ID
+import {
+  api,
+  h,
+  HttpError,
+  TOKEN_KEY,
+  fmtInt,
+  fmtDuration,
+  fmtBytes,
+  pct,
+  relativeTime,
+  absoluteTime,
+  shortPypyVersion,
+  basename,
+  hex,
+  debounce,
+  fileLine,
+  setChildren,
+} from "./util.js";
+import { FlameGraph, CATEGORIES, categoryColor } from "./flame.js";
+import { traceView, traceUrl } from "./trace.js";
+
+const main = document.getElementById("app");
+const crumbs = document.getElementById("crumbs");
+let generation = 0; // bumped by each navigation: late answers of an older page are dropped
+let controller = null; // aborts the previous page's requests
+let routed = ""; // path and query of the page on screen
+let cleanup = []; // run when the page is left (observers of the flame graph)
+
+const ROUTES = [
+  [/^\/(?:uploads\/?)?$/, uploadsView],
+  [/^\/p\/([0-9a-fA-F]+)\/?$/, profileView, ["id"]],
+  [/^\/p\/([0-9a-fA-F]+)\/traces\/?$/, tracesView, ["id"]],
+  [/^\/p\/([0-9a-fA-F]+)\/trace\/(\d+)\/?$/, traceView, ["id", "tid"]],
+];
+
+function navigate(url, { replace = false } = {}) {
+  history[replace ? "replaceState" : "pushState"](null, "", url);
+  route();
+  if (!replace && !window.location.hash) window.scrollTo(0, 0);
+}
+
+// Changes the query of the page on screen without rendering it again
+// (search boxes, flame graph zoom): the URL stays shareable.
+function updateQuery(changes, { push = false } = {}) {
+  const url = new URL(window.location.href);
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === "" || value === null || value === undefined || value === 0) url.searchParams.delete(key);
+    else url.searchParams.set(key, value);
+  }
+  const next = url.pathname + url.search + url.hash;
+  // Paging pushes (Back returns to the previous page); typing replaces.
+  history[push ? "pushState" : "replaceState"](null, "", next);
+  routed = url.pathname + url.search;
+}
+
+async function route() {
+  const current = ++generation;
+  if (controller) controller.abort();
+  controller = new AbortController();
+  const signal = controller.signal;
+  for (const fn of cleanup) fn();
+  cleanup = [];
+  const url = new URL(window.location.href);
+  routed = url.pathname + url.search;
+  renderAuthBadge();
+
+  const runtime = /^#\/([\w.-]+)$/.exec(url.hash);
+  if (runtime) return runtimeRedirect(runtime[1], current);
+
+  let view = notFoundView;
+  let params = {};
+  for (const [pattern, fn, names] of ROUTES) {
+    const match = pattern.exec(url.pathname);
+    if (match) {
+      view = fn;
+      (names || []).forEach((name, i) => (params[name] = match[i + 1]));
+      break;
+    }
+  }
+  const ctx = {
+    params,
+    query: url.searchParams,
+    isCurrent: () => current === generation,
+    api: async (path, options = {}) => {
+      const body = await api(path, { ...options, signal });
+      if (current !== generation) throw new StaleError();
+      return body;
+    },
+    show: (element) => {
+      if (current !== generation) return;
+      main.replaceChildren(element);
+      document.body.classList.remove("busy");
+    },
+    setTitle: (title, trail) => {
+      if (current !== generation) return;
+      document.title = title ? `${title} · jitprof` : "jitprof";
+      crumbs.replaceChildren(...(trail || []).flatMap((c) => [h("span", { class: "sep" }, "›"), c.href ? h("a", { href: c.href }, c.label) : h("span", {}, c.label)]));
+    },
+    onLeave: (fn) => cleanup.push(fn),
+  };
+  document.body.classList.add("busy");
+  try {
+    await view(ctx);
+  } catch (error) {
+    if (error instanceof StaleError || error.name === "AbortError" || current !== generation) return;
+    ctx.show(errorView(error));
+  } finally {
+    if (current === generation) document.body.classList.remove("busy");
+  }
+}
+
+class StaleError extends Error {}
+
+// A list reloaded in place (search, paging) shows its error where the list was.
+function showLoadError(slot, error) {
+  if (error instanceof StaleError || error.name === "AbortError") return;
+  slot.replaceChildren(errorView(error));
+}
+
+function errorView(error) {
+  if (error instanceof HttpError && error.status === 401) return tokenForm(Boolean(localStorage.getItem(TOKEN_KEY)));
+  const title = error instanceof HttpError && error.status === 404 ? "Not found" : "Something went wrong";
+  return h("div", { class: "error-box", role: "alert" }, h("h1", {}, title), h("p", {}, error.message), h("p", {}, h("a", { href: "/" }, "← all uploads")));
+}
+
+// Servers run with --private want a token for reading: ask once, keep it in localStorage.
+function tokenForm(refused) {
+  const input = h("input", { type: "password", name: "token", autocomplete: "current-password", placeholder: "token", required: true, size: 40 });
+  return h(
+    "form",
+    {
+      class: "token-form",
+      onsubmit: (event) => {
+        event.preventDefault();
+        localStorage.setItem(TOKEN_KEY, input.value.trim());
+        route();
+      },
+    },
+    h("h1", {}, "This jitprof server is private"),
+    h("p", {}, refused ? "The saved token was refused: enter another one." : "Reading profiles needs an access token (one line of the server's token file)."),
+    h("p", {}, input, " ", h("button", { type: "submit" }, "Save token")),
+    h("p", { class: "muted" }, "The token is kept in this browser's local storage and sent with every request."),
+  );
+}
+
+function renderAuthBadge() {
+  const slot = document.getElementById("auth");
+  if (!localStorage.getItem(TOKEN_KEY)) return slot.replaceChildren();
+  slot.replaceChildren(
+    h("span", { class: "muted" }, "token saved "),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "link-button",
+        onclick: () => {
+          localStorage.removeItem(TOKEN_KEY);
+          route();
+        },
+      },
+      "forget",
+    ),
+  );
+}
+
+async function runtimeRedirect(runtimeId, current) {
+  main.replaceChildren(h("p", { class: "loading" }, `Looking up vmprof run ${runtimeId}…`));
+  try {
+    const answer = await api(`/api/runtime/${encodeURIComponent(runtimeId)}`);
+    if (current !== generation) return;
+    if (answer.bundle) return navigate(`/p/${answer.bundle}`, { replace: true });
+    main.replaceChildren(
+      h("div", { class: "error-box" }, h("h1", {}, "Profile not ready"), h("p", {}, `The vmprof run ${runtimeId} has not been completed: its profile has no bundle yet.`), h("p", {}, h("a", { href: "/" }, "← all uploads"))),
+    );
+  } catch (error) {
+    if (current === generation) main.replaceChildren(errorView(error));
+  }
+}
+
+function notFoundView(ctx) {
+  ctx.setTitle("Not found", []);
+  ctx.show(h("div", { class: "error-box" }, h("h1", {}, "No such page"), h("p", {}, h("a", { href: "/" }, "← all uploads"))));
+}
+
+// Prev/next for a paged list; `go(offset)` loads the page.
+function pager(total, offset, limit, go) {
+  const last = Math.min(total, offset + limit);
+  return h(
+    "div",
+    { class: "pager" },
+    h("span", { class: "muted" }, total ? `${fmtInt(offset + 1)}–${fmtInt(last)} of ${fmtInt(total)}` : "none"),
+    h("button", { type: "button", disabled: offset <= 0, onclick: () => go(Math.max(0, offset - limit)) }, "‹ Prev"),
+    h("button", { type: "button", disabled: last >= total, onclick: () => go(offset + limit) }, "Next ›"),
+  );
+}
+
+function table(className, columns, rows) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: className },
+      h("thead", {}, h("tr", {}, columns.map(([label, cls]) => h("th", { class: cls }, label)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- uploads
+
+async function uploadsView(ctx) {
+  const limit = 50;
+  ctx.setTitle("", [{ label: "uploads" }]);
+  let query = ctx.query.get("q") || "";
+  let offset = Number(ctx.query.get("offset")) || 0;
+  const results = h("div", { class: "results" });
+  const search = h("input", {
+    type: "search",
+    class: "search",
+    placeholder: "Search command, id or PyPy version",
+    "aria-label": "Search uploads",
+    value: query,
+    oninput: debounce(() => {
+      query = search.value.trim();
+      offset = 0;
+      updateQuery({ q: query, offset: 0 });
+      load().catch(report);
+    }, 250),
+  });
+  let loads = 0;
+  const report = (error) => showLoadError(results, error);
+  const load = async () => {
+    const mine = ++loads;
+    const data = await ctx.api(`/api/uploads?q=${encodeURIComponent(query)}&offset=${offset}&limit=${limit}`);
+    if (mine !== loads) return; // a newer search answered first
+    const rows = data.uploads.map((upload) =>
+      h(
+        "tr",
+        { "data-id": upload.id },
+        h(
+          "td",
+          { class: "command" },
+          h("a", { href: `/p/${upload.id}`, class: "upload-link", title: upload.id }, upload.command || upload.id.slice(0, 12)),
+          upload.crashed ? h("span", { class: "badge crash" }, "crashed") : null,
+          upload.source && upload.source !== "upload" ? h("span", { class: "badge" }, upload.source) : null,
+        ),
+        h("td", { title: upload.pypy_version }, shortPypyVersion(upload.pypy_version)),
+        h("td", { class: "num" }, fmtInt(upload.samples)),
+        h("td", { class: "num" }, fmtInt(upload.traces)),
+        h("td", { class: "num" }, fmtDuration(upload.duration)),
+        h("td", { class: "num", title: fmtBytes(upload.size) }, fmtBytes(upload.size)),
+        h("td", { title: absoluteTime(upload.created) }, relativeTime(upload.created)),
+      ),
+    );
+    setChildren(
+      results,
+      data.total === 0
+        ? h("p", { class: "notice" }, query ? `No upload matches “${query}”.` : "No uploads yet. Send one with: jitprof upload FILE.jprof --server URL")
+        : table(
+            "uploads",
+            [["Command"], ["PyPy"], ["Samples", "num"], ["Traces", "num"], ["Duration", "num"], ["Size", "num"], ["Uploaded"]],
+            rows,
+          ),
+      data.total > limit
+        ? pager(data.total, offset, limit, (next) => {
+            offset = next;
+            updateQuery({ offset }, { push: true });
+            load().catch(report);
+            window.scrollTo(0, 0);
+          })
+        : null,
+    );
+  };
+  await load();
+  ctx.show(h("div", { class: "uploads-page" }, h("div", { class: "page-head" }, h("h1", {}, "Uploads"), search), results));
+}
+
+// ---------------------------------------------------------------- profile
+
+async function profileView(ctx) {
+  const { id } = ctx.params;
+  // The flame tree can be large: ask for it at once, next to the summary.
+  const flamePromise = ctx.api(`/api/p/${id}/flame`);
+  flamePromise.catch(() => {}); // reported where it is awaited
+  const summary = await ctx.api(`/api/p/${id}`);
+  const command = commandText(summary.manifest);
+  ctx.setTitle(command || id.slice(0, 12), [{ label: `profile ${id.slice(0, 8)}` }]);
+
+  const flameSlot = h("div", { class: "flame-slot" }, h("p", { class: "loading" }, "Loading the flame graph…"));
+  const page = h(
+    "div",
+    { class: "profile-page" },
+    profileHeader(summary, command),
+    summary.crash ? crashSummary(summary) : null,
+    summary.attach ? attachBox(summary.attach) : null,
+    categoryBar(summary),
+    h("section", { class: "card" }, h("h2", {}, "Flame graph ", h("span", { class: "muted small" }, "root at the top, callees below; click a frame to zoom, a JIT trace frame to open it")), flameSlot),
+    summary.has_samples || !summary.trace_count ? tracesCard(id, summary) : tracesByEntriesCard(ctx, id, summary),
+    h("div", { class: "columns" }, functionsCard(ctx, id, summary, (name) => {
+        if (!flame) return;
+        flame.setSearch(name);
+        flame.element.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      }), h("div", {}, threadsCard(summary), nativeCard(summary))),
+    summary.anonymous_jit_code && summary.anonymous_jit_code.length ? anonymousCard(summary) : null,
+    summary.crash ? crashCard(summary) : null,
+  );
+  ctx.show(page);
+
+  let flame = null;
+  let tree;
+  try {
+    tree = await flamePromise;
+  } catch (error) {
+    if (error instanceof StaleError || error.name === "AbortError") return;
+    flameSlot.replaceChildren(h("p", { class: "notice" }, `The flame graph could not be loaded: ${error.message}`));
+    return;
+  }
+  if (!ctx.isCurrent()) return;
+  if (!tree.samples) {
+    flameSlot.replaceChildren(h("p", { class: "notice" }, "This bundle has no samples: only its JIT traces can be shown."));
+    return;
+  }
+  flame = new FlameGraph(tree, {
+    zoom: ctx.query.get("zoom") || "",
+    search: ctx.query.get("search") || "",
+    traceHref: (tid) => traceUrl(id, tid),
+    openTrace: (url, newTab) => (newTab ? window.open(url, "_blank") : navigate(url)),
+    onChange: debounce(({ zoom, search }) => ctx.isCurrent() && updateQuery({ zoom, search }), 200),
+  });
+  ctx.onLeave(() => flame.destroy());
+  flameSlot.replaceChildren(flame.element);
+}
+
+// <dl> of [term, value] pairs; each pair in a <div> so that a wrap never splits it.
+function factList(facts) {
+  return h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value))));
+}
+
+function commandText(manifest) {
+  if (!manifest || !Array.isArray(manifest.command)) return "";
+  return manifest.command.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`)).join(" ");
+}
+
+function profileHeader(summary, command) {
+  const manifest = summary.manifest || {};
+  const samples = summary.samples || 0;
+  const exit = manifest.exit;
+  let exitText = null;
+  if (exit) exitText = exit.signal_name || exit.signal ? `killed by ${exit.signal_name || `signal ${exit.signal}`}` : `exit status ${exit.code}`;
+  const facts = [
+    ["PyPy", h("span", { title: manifest.pypy_version || "" }, shortPypyVersion(manifest.pypy_version))],
+    ["duration", fmtDuration(manifest.duration_s)],
+    ["samples", `${fmtInt(samples)}${samples && summary.seconds_per_sample ? ` (every ${fmtDuration(summary.seconds_per_sample)}, ${summary.sample_source})` : ""}`],
+    ["in JIT code", h("span", { class: "jit-share" }, samples ? `${pct(summary.jit.samples, samples)} (${pct(summary.jit.in_traces, samples)} in known traces)` : "–")],
+    ["traces", fmtInt(summary.trace_count)],
+    ["threads", fmtInt((summary.threads || []).length)],
+    manifest.start_time ? ["started", absoluteTime(manifest.start_time)] : null,
+    exitText ? ["exit", h("span", { class: exit.code === 0 && !exit.signal ? "" : "bad" }, exitText)] : null,
+  ].filter(Boolean);
+  return h(
+    "section",
+    { class: "profile-header" },
+    h("h1", { class: "command", title: command }, command || summary.id),
+    factList(facts),
+    h(
+      "p",
+      { class: "actions" },
+      h("a", { href: `/p/${summary.id}/traces`, class: "button" }, `All ${fmtInt(summary.trace_count)} traces`),
+      " ",
+      downloadLink(summary.id),
+    ),
+  );
+}
+
+// A plain link, unless a token is needed: then the bundle is fetched with it.
+function downloadLink(id) {
+  const href = `/api/p/${id}/bundle`;
+  return h(
+    "a",
+    {
+      href,
+      class: "button",
+      download: `${id.slice(0, 12)}.jprof`,
+      onclick: async (event) => {
+        const token = localStorage.getItem(TOKEN_KEY);
+        if (!token) return;
+        event.preventDefault();
+        const response = await fetch(href, { headers: { Authorization: `Bearer ${token}` } });
+        const url = URL.createObjectURL(await response.blob());
+        const a = h("a", { href: url, download: `${id.slice(0, 12)}.jprof` });
+        a.click();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+      },
+    },
+    "Download bundle",
+  );
+}
+
+function crashSummary(summary) {
+  const crash = summary.crash;
+  const top = (crash.frames || [])[0];
+  return h(
+    "div",
+    { class: "crash-banner", role: "alert" },
+    h("strong", {}, `Crashed: ${crash.signal_name || `signal ${crash.signal}`}`),
+    ` in thread ${crash.tid}`,
+    crash.fault_address !== undefined ? ` at address ${hex(crash.fault_address)}` : "",
+    top ? [" — in ", h("code", {}, frameName(top) || `${basename(top.path)}+${hex(top.offset)}`)] : "",
+    " · ",
+    h("a", { href: "#crash" }, "crash record"),
+  );
+}
+
+function attachBox(attach) {
+  return h(
+    "div",
+    { class: "attach-banner" },
+    h("strong", {}, `Attached to process ${attach.pid}`),
+    attach.seconds ? ` for ${fmtDuration(attach.seconds)}` : "",
+    attach.jit_names ? ` · JIT code named by: ${attach.jit_names}` : "",
+    attach.explanation ? h("div", { class: "muted" }, attach.explanation) : null,
+  );
+}
+
+// Where the samples end: one bar split by the leaf frame's category.
+function categoryBar(summary) {
+  const categories = Object.entries(summary.leaf_categories || {}).sort((a, b) => b[1] - a[1]);
+  const total = categories.reduce((sum, [, n]) => sum + n, 0);
+  if (!total) return null;
+  return h(
+    "section",
+    { class: "card categories" },
+    h("h2", {}, "Where the time goes ", h("span", { class: "muted small" }, "by the innermost frame of each sample")),
+    h(
+      "div",
+      { class: "stacked-bar" },
+      categories.map(([name, n]) =>
+        h("span", {
+          class: "segment",
+          "data-category": name,
+          title: `${(CATEGORIES[name] || { label: name }).label}: ${fmtInt(n)} samples (${pct(n, total)})`,
+          style: { width: `${(100 * n) / total}%`, background: categoryColor(name) },
+        }),
+      ),
+    ),
+    h(
+      "ul",
+      { class: "legend" },
+      categories.map(([name, n]) =>
+        h("li", {}, h("span", { class: "swatch", style: { background: categoryColor(name) } }), `${(CATEGORIES[name] || { label: name }).label} `, h("span", { class: "muted" }, pct(n, total))),
+      ),
+    ),
+  );
+}
+
+function functionsCard(ctx, id, summary, highlight) {
+  const limit = 20;
+  const samples = summary.samples || 0;
+  let query = "";
+  let offset = 0;
+  let loads = 0;
+  const body = h("div", {});
+  const load = async () => {
+    const mine = ++loads;
+    let data;
+    try {
+      data = await ctx.api(`/api/p/${id}/functions?offset=${offset}&limit=${limit}&q=${encodeURIComponent(query)}`);
+    } catch (error) {
+      if (!(error instanceof StaleError) && error.name !== "AbortError") showLoadError(body, error);
+      return;
+    }
+    if (mine !== loads) return;
+    const rows = data.functions.map((fn) =>
+      h(
+        "tr",
+        { "data-function": fn.name },
+        h(
+          "td",
+          { class: "name" },
+          h("button", { type: "button", class: "link-button", title: "Highlight in the flame graph", onclick: () => highlight(`${fn.name} (${basename(fn.file)})`) }, fn.name),
+        ),
+        h("td", {}, fileLine(fn.file, fn.line)),
+        h("td", { class: "num" }, fmtInt(fn.self)),
+        h("td", { class: "num" }, pct(fn.self, samples)),
+        h("td", { class: "num" }, fmtInt(fn.total)),
+        h("td", { class: "num" }, pct(fn.total, samples)),
+      ),
+    );
+    setChildren(body,
+      data.total
+        ? table("functions", [["Function"], ["Location"], ["Self", "num"], ["%", "num"], ["Total", "num"], ["%", "num"]], rows)
+        : h("p", { class: "notice" }, query ? "No function matches." : "No Python function was sampled."),
+      data.total > limit
+        ? pager(data.total, offset, limit, (next) => {
+            offset = next;
+            load();
+          })
+        : null,
+    );
+  };
+  const search = h("input", {
+    type: "search",
+    class: "search small",
+    placeholder: "Filter functions",
+    "aria-label": "Filter functions",
+    oninput: debounce(() => {
+      query = search.value.trim();
+      offset = 0;
+      load();
+    }, 250),
+  });
+  load();
+  return h("section", { class: "card hot-functions" }, h("div", { class: "card-head" }, h("h2", {}, "Hot functions"), search), body);
+}
+
+function tracesCard(id, summary) {
+  const traces = summary.traces || [];
+  const rows = traces.map((trace) => {
+    const href = traceUrl(id, trace.id);
+    const source = trace.source;
+    return h(
+      "tr",
+      {
+        class: "clickable",
+        "data-trace-id": trace.id,
+        "data-type": trace.type || "",
+        "data-samples": trace.samples,
+        // The whole row opens the trace; links inside it keep their own targets.
+        onclick: (event) => {
+          if (!event.target.closest("a, button")) navigate(href);
+        },
+      },
+      h("td", {}, h("a", { href, class: "trace-link", "data-trace-id": trace.id }, `${trace.id}`)),
+      h("td", {}, trace.type ? h("span", { class: `badge ${trace.type}` }, trace.type) : "–"),
+      h("td", { class: "name" }, source ? [h("span", {}, source.function), " ", fileLine(source.file, source.line)] : h("span", { class: "muted" }, "–")),
+      h("td", { class: "num" }, fmtInt(trace.samples)),
+      h("td", { class: "num" }, pct(trace.samples, summary.samples)),
+      h("td", { class: "num" }, fmtInt(trace.entries)),
+      h(
+        "td",
+        { class: "guards" },
+        (trace.failing_guards || []).map((guard) =>
+          h(
+            "div",
+            { class: "failing-guard" },
+            h("a", { href: traceUrl(id, trace.id, "asm", guard.op_index) }, `op ${guard.op_index}`),
+            ` ${guard.op} ×${fmtInt(guard.failures)}`,
+            guard.bridge !== null && guard.bridge !== undefined
+              ? [" ", h("a", { href: traceUrl(id, guard.bridge), class: "guard-link", "data-trace-id": guard.bridge }, `→ bridge ${guard.bridge}`), h("span", { class: "muted" }, ` (${fmtInt(guard.bridge_samples)} samples)`)]
+              : h("span", { class: "muted" }, " (no bridge)"),
+          ),
+        ),
+      ),
+    );
+  });
+  return h(
+    "section",
+    { class: "card hot-traces" },
+    h("div", { class: "card-head" }, h("h2", {}, "Hot traces"), h("a", { href: `/p/${id}/traces` }, `all ${fmtInt(summary.trace_count)} traces →`)),
+    traces.length
+      ? table("traces", [["Trace"], ["Type"], ["Source"], ["Samples", "num"], ["%", "num"], ["Entries", "num"], ["Failing guards"]], rows)
+      : h("p", { class: "notice" }, summary.trace_count ? "No sample fell in a JIT trace." : "The jitlog has no traces."),
+  );
+}
+
+// A bundle without samples (a jitlog alone): its traces by how often they ran.
+function tracesByEntriesCard(ctx, id, summary) {
+  const body = h("p", { class: "loading" }, "Loading traces…");
+  const card = h(
+    "section",
+    { class: "card hot-traces" },
+    h("div", { class: "card-head" }, h("h2", {}, "Traces by entries ", h("span", { class: "muted small" }, "this bundle has no samples")), h("a", { href: `/p/${id}/traces?sort=entries` }, `all ${fmtInt(summary.trace_count)} traces →`)),
+    body,
+  );
+  ctx
+    .api(`/api/p/${id}/traces?sort=entries&limit=20`)
+    .then((data) => {
+      body.replaceWith(
+        table(
+          "traces",
+          [["Trace"], ["Type"], ["Source"], ["Entries", "num"], ["Parent"], ["Bridges", "num"]],
+          data.traces.map((t) =>
+            h(
+              "tr",
+              { "data-trace-id": t.id, "data-type": t.type },
+              h("td", {}, h("a", { href: traceUrl(id, t.id), class: "trace-link", "data-trace-id": t.id }, String(t.id))),
+              h("td", {}, h("span", { class: `badge ${t.type}` }, t.type)),
+              h("td", { class: "name" }, t.function || "–", " ", fileLine(t.file, t.line)),
+              h("td", { class: "num" }, fmtInt(t.entries)),
+              h("td", {}, t.parent !== null && t.parent !== undefined ? h("a", { href: traceUrl(id, t.parent) }, String(t.parent)) : ""),
+              h("td", { class: "num" }, t.bridges ? fmtInt(t.bridges) : ""),
+            ),
+          ),
+        ),
+      );
+    })
+    .catch((error) => showLoadError(body, error));
+  return card;
+}
+
+function threadsCard(summary) {
+  const threads = summary.threads || [];
+  return h(
+    "section",
+    { class: "card threads" },
+    h("h2", {}, "Threads"),
+    threads.length
+      ? table(
+          "threads",
+          [["Thread"], ["Samples", "num"], ["%", "num"], ["Busiest function"]],
+          threads.map((t) => h("tr", { "data-tid": t.tid }, h("td", {}, String(t.tid)), h("td", { class: "num" }, fmtInt(t.samples)), h("td", { class: "num" }, pct(t.samples, summary.samples)), h("td", {}, t.top_function || h("span", { class: "muted" }, "–")))),
+        )
+      : h("p", { class: "notice" }, "No thread was sampled."),
+  );
+}
+
+function nativeCard(summary) {
+  const libraries = Object.entries(summary.native_libraries || {}).sort((a, b) => b[1] - a[1]);
+  const functions = summary.native_functions || [];
+  return h(
+    "section",
+    { class: "card native" },
+    h("h2", {}, "Native code ", h("span", { class: "muted small" }, "samples ending outside Python and JIT code")),
+    libraries.length
+      ? table("libraries", [["Library"], ["Samples", "num"], ["%", "num"]], libraries.map(([lib, n]) => h("tr", {}, h("td", {}, lib), h("td", { class: "num" }, fmtInt(n)), h("td", { class: "num" }, pct(n, summary.samples)))))
+      : h("p", { class: "notice" }, "None."),
+    functions.length
+      ? table(
+          "native-functions",
+          [["Function"], ["Library"], ["Self", "num"], ["Hottest lines"]],
+          functions.slice(0, 20).map((fn) =>
+            h(
+              "tr",
+              {},
+              h("td", { class: "name" }, fn.name),
+              h("td", { title: fn.library }, basename(fn.library)),
+              h("td", { class: "num" }, fmtInt(fn.self)),
+              h("td", { class: "lines" }, (fn.lines || []).slice(0, 3).map((l) => h("div", {}, fileLine(l.file, l.line), h("span", { class: "muted" }, ` ${fmtInt(l.samples)}`)))),
+            ),
+          ),
+        )
+      : null,
+  );
+}
+
+// `jitprof attach` without a jitlog: hot JIT code, read from memory, disassembled.
+function anonymousCard(summary) {
+  return h(
+    "section",
+    { class: "card anonymous" },
+    h("h2", {}, "Unnamed JIT code ", h("span", { class: "muted small" }, "read from the process's memory")),
+    summary.anonymous_jit_code.map((region, i) =>
+      h(
+        "details",
+        { class: "region", open: i === 0 },
+        h("summary", {}, `${hex(region.start)}–${hex(region.end)} · ${fmtInt(region.samples)} samples (${pct(region.samples, summary.samples)}) · pid ${region.pid}`),
+        h(
+          "div",
+          { class: "asm-listing" },
+          region.instructions.map((insn) =>
+            h("div", { class: `row${insn.samples ? "" : " cold"}` }, h("span", { class: "n" }, insn.samples ? String(insn.samples) : ""), h("span", { class: "addr" }, hex(insn.address)), h("code", {}, insn.text)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function frameName(frame) {
+  if (frame.jit) return "JIT code";
+  const source = frame.source && frame.source[0];
+  return frame.name || (source && source.function) || "";
+}
+
+// The trace (and op) of the innermost JIT frame on the faulting thread.
+function crashTraceLink(id, trace) {
+  const op = trace.op_index !== undefined ? `#op-${trace.op_index}` : "";
+  return h(
+    "span",
+    {},
+    h("a", { href: `/p/${id}/trace/${trace.id}${op}`, "data-trace-id": String(trace.id) }, `${trace.type} ${trace.id}`),
+    trace.op ? ` at op ${trace.op_index} (${trace.op})` : "",
+    trace.source ? [" from ", `${trace.source.function} `, fileLine(trace.source.file, trace.source.line)] : "",
+  );
+}
+
+function crashCard(summary) {
+  const crash = summary.crash;
+  // 64-bit values come as "0x..." strings too: JavaScript numbers would round them.
+  const registers = Object.entries(crash.registers_hex || {});
+  const order = ["rip", "rsp", "rbp", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+  registers.sort((a, b) => (order.indexOf(a[0]) + 1 || 99) - (order.indexOf(b[0]) + 1 || 99));
+  return h(
+    "section",
+    { class: "card crash", id: "crash" },
+    h("h2", {}, "Crash record"),
+    factList(
+      [
+        ["signal", `${crash.signal_name || ""} (${crash.signal})`],
+        ["thread", String(crash.tid)],
+        crash.fault_address_hex ? ["fault address", h("code", {}, crash.fault_address_hex)] : null,
+        crash.trace ? ["in trace", crashTraceLink(summary.id, crash.trace)] : null,
+        ["frames", `${(crash.frames || []).length} (${(crash.frames || []).filter((f) => f.jit).length} in JIT code)`],
+      ].filter(Boolean),
+    ),
+    table(
+      "crash-frames",
+      [["#"], ["Function"], ["Where"], ["Address"], ["Source"]],
+      (crash.frames || []).map((frame, i) =>
+        h(
+          "tr",
+          { class: frame.jit ? "jit-frame" : "", "data-jit": frame.jit ? "true" : "false" },
+          h("td", { class: "num" }, String(i)),
+          h("td", { class: "name" }, frame.jit ? h("span", { class: "badge jit" }, "JIT") : null, " ", frameName(frame) || h("span", { class: "muted" }, "?")),
+          h("td", { title: frame.path || "" }, frame.jit ? h("span", { class: "muted" }, "JIT-compiled code") : `${basename(frame.path)}+${hex(frame.offset)}`),
+          h("td", {}, h("code", {}, frame.address_hex || hex(frame.address))),
+          h("td", {}, (frame.source || []).map((s) => h("div", {}, `${s.function} `, fileLine(s.file, s.line)))),
+        ),
+      ),
+    ),
+    registers.length
+      ? h(
+          "details",
+          { class: "registers" },
+          h("summary", {}, "Registers"),
+          h("dl", { class: "register-grid" }, registers.map(([name, value]) => [h("dt", {}, name), h("dd", {}, h("code", {}, value))])),
+        )
+      : null,
+  );
+}
+
+// ---------------------------------------------------------------- traces
+
+async function tracesView(ctx) {
+  const { id } = ctx.params;
+  const limit = 100;
+  let query = ctx.query.get("q") || "";
+  let sort = ctx.query.get("sort") || "samples";
+  let offset = Number(ctx.query.get("offset")) || 0;
+  ctx.setTitle("traces", [{ label: `profile ${id.slice(0, 8)}`, href: `/p/${id}` }, { label: "traces" }]);
+  const results = h("div", { class: "results" });
+  const heading = h("h1", {}, "Traces");
+  let loads = 0;
+  const report = (error) => showLoadError(results, error);
+  const load = async () => {
+    const mine = ++loads;
+    const data = await ctx.api(`/api/p/${id}/traces?offset=${offset}&limit=${limit}&sort=${sort}&q=${encodeURIComponent(query)}`);
+    if (mine !== loads) return;
+    heading.textContent = `Traces (${fmtInt(data.total)})`;
+    const rows = data.traces.map((t) =>
+      h(
+        "tr",
+        { "data-trace-id": t.id, "data-type": t.type },
+        h("td", {}, h("a", { href: traceUrl(id, t.id), class: "trace-link", "data-trace-id": t.id }, String(t.id))),
+        h("td", {}, h("span", { class: `badge ${t.type}` }, t.type)),
+        h("td", { class: "name" }, t.function || h("span", { class: "muted" }, "–")),
+        h("td", {}, fileLine(t.file, t.line)),
+        h("td", { class: "num" }, fmtInt(t.samples)),
+        h("td", { class: "num" }, fmtInt(t.entries)),
+        h("td", {}, t.parent !== null && t.parent !== undefined ? h("a", { href: traceUrl(id, t.parent), "data-trace-id": t.parent }, String(t.parent)) : ""),
+        h("td", { class: "num" }, t.bridges ? fmtInt(t.bridges) : ""),
+        h("td", { class: "stages" }, t.stages.map((stage) => h("a", { href: traceUrl(id, t.id, stage) }, stage)).flatMap((a, i) => (i ? [" ", a] : [a]))),
+      ),
+    );
+    setChildren(
+      results,
+      data.total
+        ? table("all-traces", [["Trace"], ["Type"], ["Function"], ["Location"], ["Samples", "num"], ["Entries", "num"], ["Parent"], ["Bridges", "num"], ["Stages"]], rows)
+        : h("p", { class: "notice" }, query ? `No trace matches “${query}”.` : "The jitlog has no traces."),
+      data.total > limit
+        ? pager(data.total, offset, limit, (next) => {
+            offset = next;
+            updateQuery({ offset }, { push: true });
+            load().catch(report);
+            window.scrollTo(0, 0);
+          })
+        : null,
+    );
+  };
+  const search = h("input", {
+    type: "search",
+    class: "search",
+    placeholder: "Search function, file or trace id",
+    "aria-label": "Search traces",
+    value: query,
+    oninput: debounce(() => {
+      query = search.value.trim();
+      offset = 0;
+      updateQuery({ q: query, offset: 0 });
+      load().catch(report);
+    }, 250),
+  });
+  const sorter = h(
+    "select",
+    {
+      "aria-label": "Sort traces by",
+      onchange: () => {
+        sort = sorter.value;
+        offset = 0;
+        updateQuery({ sort: sort === "samples" ? "" : sort, offset: 0 });
+        load().catch(report);
+      },
+    },
+    [
+      ["samples", "most samples"],
+      ["entries", "most entries"],
+      ["id", "id"],
+      ["function", "function"],
+    ].map(([value, label]) => h("option", { value, selected: value === sort }, `sort by ${label}`)),
+  );
+  await load();
+  ctx.show(h("div", { class: "traces-page" }, h("div", { class: "page-head" }, heading, search, sorter), results));
+}
+
+// ---------------------------------------------------------------- navigation
+
+function isPagePath(path) {
+  return path === "/" || path.startsWith("/p/") || path.startsWith("/uploads");
+}
+
+document.addEventListener("click", (event) => {
+  if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  const link = event.target.closest("a[href]");
+  if (!link || link.target || link.hasAttribute("download")) return;
+  const url = new URL(link.href, window.location.href);
+  if (url.origin !== window.location.origin || !isPagePath(url.pathname)) return;
+  // A link to an anchor of this page: the browser scrolls to it.
+  if (url.pathname + url.search === routed && url.hash && !url.hash.startsWith("#/")) return;
+  event.preventDefault();
+  navigate(url.pathname + url.search + url.hash);
+});
+
+window.addEventListener("popstate", () => {
+  const url = new URL(window.location.href);
+  // Back/forward between anchors of the page on screen: nothing to render.
+  if (url.pathname + url.search === routed && !url.hash.startsWith("#/")) return;
+  route();
+});
+
+window.addEventListener("hashchange", () => {
+  if (window.location.hash.startsWith("#/")) route();
+});
+
+route();

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,8 @@ struct TraceHeat {
   std::uint64_t in_range(std::uint64_t start, std::uint64_t size) const;
 };
 TraceHeat heat_of(const correlate::Profile& profile, const jitlog::Trace& trace);
-// The heat of every trace with samples, in one pass over the samples.
+// The heat of every trace (with perf samples: zero for traces none hit;
+// without: of the traces PyPy's own samples name), in one pass over the samples.
 std::map<std::uint64_t, TraceHeat> heat_of_traces(const correlate::Profile& profile);
 
 // Python source lines by file and line number: a bundle's copies of the
@@ -53,6 +55,14 @@ SourceFiles source_files(const bundle::Bundle& bundle, const jitlog::Forest& for
 nlohmann::json trace_json(const jitlog::Forest& forest, const jitlog::Trace& trace, jitlog::StageKind stage,
                           const TraceHeat* heat, bool disassemble, const SourceFiles* sources = nullptr);
 
+// The fatal fault a bundle recorded (section CRSH), or null, with the trace,
+// op and source line of the innermost JIT frame on the faulting thread's
+// stack: the faulting instruction itself, or the call from which the trace
+// reached the native code that faulted. Registers and addresses also come as
+// "0x..." strings ("registers_hex", frames' "address_hex"): JavaScript
+// numbers cannot hold 64-bit values.
+nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::Forest& forest);
+
 // --- the correlated profile --------------------------------------------------
 
 // `jitprof report`: top functions (self/total), hot traces with failing guards,
@@ -65,12 +75,14 @@ struct CallTree {
   struct Node {
     std::uint64_t total = 0, self = 0;
     correlate::Category category = correlate::Category::Python;
+    std::optional<std::uint64_t> trace;  // JIT trace frames
     std::map<std::string, Node> children;  // by label
   };
   Node root;
 };
 CallTree call_tree(const correlate::Profile& profile);
-// Children of `node` as [{frame, category, total, self, children}], largest
+// Children of `node` as [{frame, category, total, self, children}, trace
+// for JIT trace frames], largest
 // first, down to `depth` levels, leaving out branches below `minimum` samples.
 nlohmann::json call_tree_json(const CallTree::Node& node, std::size_t depth, std::uint64_t minimum);
 

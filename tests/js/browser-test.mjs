@@ -1,0 +1,286 @@
+// Checks jitprof's web viewer in headless Chromium, as a user would: the upload
+// list, a profile's flame graph and hot traces, a trace's machine code with its
+// heat, a guard's bridge, and (with --big-bundle) how fast a trace page of a
+// bundle with many traces loads. Prints one line per check ("ok ...", "FAIL ...",
+// "skip ..."), the browser console errors it saw, and exits 1 if a check failed.
+// With --crash-bundle, a crash recorded in JIT code is shown and links to its trace.
+// Usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR
+//        [--big-bundle ID2] [--crash-bundle ID3] [--token TOKEN] [--chromium PATH]
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const options = parseArgs(process.argv.slice(2));
+for (const required of ["server", "bundle", "function", "out"]) {
+  if (!options[required]) {
+    console.error("usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR [--big-bundle ID2] [--token TOKEN]");
+    process.exit(2);
+  }
+}
+const server = options.server.replace(/\/+$/, "");
+const bundle = options.bundle;
+const out = options.out;
+mkdirSync(out, { recursive: true });
+
+const TIMEOUT = 15000;
+const results = { passed: 0, failed: 0, skipped: 0 };
+const consoleErrors = [];
+const pageErrors = [];
+
+function parseArgs(args) {
+  const parsed = {};
+  for (let i = 0; i < args.length; i++) {
+    const match = /^--([\w-]+)$/.exec(args[i]);
+    if (!match) {
+      console.error(`unexpected argument: ${args[i]}`);
+      process.exit(2);
+    }
+    parsed[match[1]] = args[++i];
+  }
+  return parsed;
+}
+
+function ok(message) {
+  results.passed++;
+  console.log(`ok ${message}`);
+}
+function fail(message) {
+  results.failed++;
+  console.log(`FAIL ${message}`);
+}
+function skip(message) {
+  results.skipped++;
+  console.log(`skip ${message}`);
+}
+function check(condition, message, detail = "") {
+  if (condition) ok(message);
+  else fail(detail ? `${message}: ${detail}` : message);
+  return condition;
+}
+
+// A fresh context (cold cache, own storage) whose pages report their errors.
+async function newPage(browser) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  if (options.token) {
+    await context.addInitScript((token) => localStorage.setItem("jitprof.token", token), options.token);
+  }
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push(`${page.url()}: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => pageErrors.push(`${page.url()}: ${error.message}`));
+  return page;
+}
+
+async function apiGet(path) {
+  const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
+  const response = await fetch(`${server}${path}`, { headers });
+  if (!response.ok) throw new Error(`GET ${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+const browser = await chromium.launch({
+  executablePath: options.chromium || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox"],
+});
+
+try {
+  const page = await newPage(browser);
+  await checkList(page);
+  const hottest = await checkProfile(page);
+  const trace = hottest ? await checkTrace(page, hottest) : null;
+  await checkBridge(page, trace);
+  if (options["big-bundle"]) await checkBigTrace(browser, options["big-bundle"]);
+  if (options["crash-bundle"]) await checkCrash(browser, options["crash-bundle"]);
+} catch (error) {
+  fail(`the test itself stopped: ${error.stack || error}`);
+} finally {
+  await browser.close();
+}
+
+console.log(`browser console errors seen: ${consoleErrors.length}`);
+for (const error of consoleErrors) console.log(`  console error: ${error}`);
+check(pageErrors.length === 0, "no uncaught errors in the pages", pageErrors.join(" | "));
+console.log(`${results.passed} passed, ${results.failed} failed, ${results.skipped} skipped`);
+process.exit(results.failed ? 1 : 0);
+
+// a. The upload list shows the bundle (on its first page, or by searching for it).
+async function checkList(page) {
+  try {
+    await page.goto(`${server}/`);
+    await page.waitForSelector("table.uploads tbody tr, .results .notice");
+    const link = page.locator(`a.upload-link[href="/p/${bundle}"]`);
+    let how = "on the first page";
+    if ((await link.count()) === 0) {
+      how = "by searching for its id";
+      // Not on the first page: search for it as a user would.
+      await page.fill('input[type="search"]', bundle.slice(0, 16));
+      await link.first().waitFor({ timeout: 5000 }).catch(() => {});
+    }
+    const found = (await link.count()) > 0;
+    const command = found ? (await link.first().textContent()).trim() : "";
+    check(found, `list page shows the upload ${bundle.slice(0, 12)}${command ? ` (${command})` : ""} ${how}`);
+  } catch (error) {
+    fail(`list page: ${error.message}`);
+  }
+  await page.screenshot({ path: join(out, "list.png") });
+}
+
+// b. The profile: a drawn flame graph holding NAME, and a loop among the hot traces.
+async function checkProfile(page) {
+  let hottest = null;
+  try {
+    await page.goto(`${server}/p/${bundle}`);
+    await page.waitForSelector("#flame[data-frames], .flame-slot .notice");
+    const notice = await page.$(".flame-slot .notice");
+    if (notice) throw new Error(`no flame graph: ${await notice.textContent()}`);
+    const frames = await page.$$eval("#flame-index li", (items) => items.map((li) => li.dataset.frame));
+    // The canvas really has pixels on it, not only a laid-out list.
+    const painted = await page.$eval("#flame", (canvas) => {
+      const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, Math.min(canvas.height, 200)).data;
+      let opaque = 0;
+      for (let i = 3; i < data.length; i += 4) if (data[i]) opaque++;
+      return opaque;
+    });
+    check(frames.length > 0 && painted > 0, `flame graph drawn (${frames.length} frames)`, `${frames.length} frames, ${painted} painted pixels`);
+    const name = options.function;
+    const hits = frames.filter((frame) => frame === name || frame.startsWith(`${name} (`));
+    check(hits.length > 0, `flame graph contains the hot function ${name} (${hits[0] || "absent"})`);
+
+    await page.waitForSelector(".hot-traces table, .hot-traces .notice");
+    const loops = await page.$$eval(".hot-traces tbody tr[data-type='loop']", (rows) =>
+      rows.map((row) => ({ id: row.dataset.traceId, samples: Number(row.dataset.samples) })),
+    );
+    if (check(loops.length > 0, `hot traces table lists ${loops.length} loop${loops.length === 1 ? "" : "s"}`)) hottest = loops[0];
+  } catch (error) {
+    fail(`profile page: ${error.message}`);
+  }
+  await page.screenshot({ path: join(out, "profile.png") });
+  return hottest;
+}
+
+// c. Clicking the hottest loop's row opens its trace page: asm ops with
+// disassembled instructions, and per-op heat adding up to the trace's samples.
+async function checkTrace(page, hottest) {
+  let trace = null;
+  try {
+    const row = page.locator(`.hot-traces tbody tr[data-trace-id="${hottest.id}"]`);
+    await row.locator("td.num").first().click(); // the row, not its link
+    await page.waitForURL(new RegExp(`/p/${bundle}/trace/${hottest.id}(\\?|$)`));
+    await page.waitForSelector("#ops[data-complete] .op"); // long traces are inserted in chunks
+    const info = await page.evaluate(() => ({
+      id: document.querySelector(".trace-header h1")?.dataset.traceId,
+      stage: document.querySelector("#ops")?.dataset.stage,
+      ops: document.querySelectorAll("#ops .op").length,
+      insns: document.querySelectorAll("#ops .insn").length,
+      heat: [...document.querySelectorAll("#ops .op, #ops .entry-code")].reduce((sum, row) => sum + Number(row.dataset.samples || 0), 0),
+      headerSamples: Number(document.querySelector(".trace-samples")?.dataset.samples),
+    }));
+    check(info.id === hottest.id && info.stage === "asm", `trace page of loop ${hottest.id} opened on the asm stage (${info.ops} ops)`, JSON.stringify(info));
+    check(info.insns > 0, `trace ${hottest.id} shows ${info.insns} disassembled instructions`);
+    check(
+      info.heat === hottest.samples && info.headerSamples === hottest.samples,
+      `per-op heat of trace ${hottest.id} adds up to its ${hottest.samples} samples`,
+      `ops+entry ${info.heat}, trace header ${info.headerSamples}, hot traces table ${hottest.samples}`,
+    );
+    trace = hottest;
+  } catch (error) {
+    fail(`trace page: ${error.message}`);
+  }
+  await page.screenshot({ path: join(out, "trace.png") });
+  return trace;
+}
+
+// d. A guard's "→ bridge N" link lands on that bridge's page.
+async function checkBridge(page, trace) {
+  if (!trace) return skip("bridge: no trace page was opened");
+  try {
+    const links = page.locator("#ops a.guard-link");
+    if ((await links.count()) === 0) return skip(`bridge: trace ${trace.id} has no guard with a bridge`);
+    const link = links.first();
+    const bridge = await link.getAttribute("data-trace-id");
+    await link.scrollIntoViewIfNeeded();
+    await link.click();
+    await page.waitForURL(new RegExp(`/p/${bundle}/trace/${bridge}(\\?|#|$)`));
+    const header = page.locator(`.trace-header h1[data-trace-id="${bridge}"]`);
+    await header.waitFor();
+    const text = (await header.textContent()) || "";
+    const type = await header.getAttribute("data-trace-type");
+    check(type === "bridge" && /bridge/i.test(text), `guard link of trace ${trace.id} opens bridge ${bridge} (${text.trim().replace(/\s+/g, " ")})`, `type ${type}`);
+  } catch (error) {
+    fail(`bridge page: ${error.message}`);
+  }
+  await page.screenshot({ path: join(out, "bridge.png") });
+}
+
+// f. A bundle whose program died in JIT code: the profile page shows the crash
+// record, and its trace link opens the trace the fault hit.
+async function checkCrash(browser, id) {
+  let page = null;
+  try {
+    const summary = await apiGet(`/api/p/${id}`);
+    const expected = summary.crash && summary.crash.trace;
+    if (!expected) return fail(`crash bundle ${id.slice(0, 12)} has no crash in a trace`);
+    page = await newPage(browser);
+    await page.goto(`${server}/p/${id}`);
+    const card = page.locator("#crash");
+    await card.waitFor();
+    const text = (await card.textContent()) || "";
+    check(text.includes(summary.crash.signal_name) && text.includes(summary.crash.fault_address_hex || ""),
+      `crash record shows ${summary.crash.signal_name} and its JIT frames`);
+    await page.screenshot({ path: join(out, "crash.png") });
+    const link = card.locator(`a[data-trace-id="${expected.id}"]`).first();
+    await link.click();
+    await page.waitForURL(new RegExp(`/p/${id}/trace/${expected.id}(\\?|#|$)`));
+    await page.locator(`.trace-header h1[data-trace-id="${expected.id}"]`).waitFor();
+    check(true, `crash record links to ${expected.type} ${expected.id}, the trace it hit`);
+  } catch (error) {
+    fail(`crash page: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
+}
+
+// e. A fresh load of the hottest trace of a bundle with many traces renders
+// its ops within a second of the navigation's start.
+async function checkBigTrace(browser, big) {
+  let page = null;
+  try {
+    const list = await apiGet(`/api/p/${big}/traces?limit=1&sort=samples`);
+    if (!list.traces.length) return fail(`big bundle ${big.slice(0, 12)} has no traces`);
+    const tid = list.traces[0].id;
+    page = await newPage(browser);
+    // Notes when the first op rows appear and when the frame that lays them
+    // out and paints them is done (the task after its animation frame), in ms
+    // since the navigation started (performance.now()'s origin); and when
+    // the listing is complete in the DOM.
+    await page.addInitScript(() => {
+      const observer = new MutationObserver(() => {
+        const listing = document.querySelector("#ops");
+        if (window.__opsRenderedAt === undefined && !window.__opsSeen && listing && listing.querySelector(".op")) {
+          window.__opsSeen = true;
+          requestAnimationFrame(() => setTimeout(() => (window.__opsRenderedAt = performance.now()), 0));
+        }
+        if (listing && listing.dataset.complete) {
+          observer.disconnect();
+          window.__opsCompleteAt = performance.now();
+        }
+      });
+      observer.observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-complete"] });
+    });
+    await page.goto(`${server}/p/${big}/trace/${tid}`);
+    await page.waitForFunction(() => window.__opsRenderedAt !== undefined && window.__opsCompleteAt !== undefined);
+    const [ms, complete] = (await page.evaluate(() => [window.__opsRenderedAt, window.__opsCompleteAt])).map(Math.round);
+    const ops = await page.$$eval("#ops .op", (rows) => rows.length);
+    console.log(`trace page of bundle with ${list.total} traces loaded in ${ms} ms`);
+    console.log(`  (trace ${tid}: ${ops} ops; the whole listing was in the DOM after ${complete} ms)`);
+    check(ms < 1000, `big bundle's trace ${tid} (${ops} ops) rendered in under 1000 ms`, `${ms} ms`);
+    await page.screenshot({ path: join(out, "big-trace.png") });
+  } catch (error) {
+    fail(`big bundle trace page: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
+}
