@@ -91,6 +91,13 @@ struct TopOptions {
   bool json = false;
 };
 
+struct QueryOptions {
+  std::string file;
+  std::string text;
+  std::size_t limit = 50;
+  bool json = false;
+};
+
 struct InfoOptions {
   std::string file;
   bool json = false;
@@ -110,5 +117,6 @@ int run_info(const InfoOptions& options);
 int run_report(const ReportOptions& options);
 int run_export(const ExportOptions& options);
 int run_top(const TopOptions& options);
+int run_query(const QueryOptions& options);
 
 }  // namespace jitprof::cli

@@ -44,6 +44,9 @@ void print_diff(const Trace& trace) {
                              step["ops"][1].get<std::size_t>(), step["guards"][0].get<std::size_t>(),
                              step["guards"][1].get<std::size_t>());
     std::cout << fmt::format("  removed: {}\n  added:   {}\n", list(step["removed"]), list(step["added"]));
+    if (step.contains("removed_by_kind"))
+      for (const auto& [kind, ops] : step["removed_by_kind"].items())
+        std::cout << fmt::format("    {}: {}\n", kind, list(ops));
   }
   std::cout << "\n";
 }

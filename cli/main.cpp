@@ -122,6 +122,24 @@ int main(int argc, char** argv) {
   serve_cmd->add_flag("-q,--quiet", serve_options.quiet, "no request log");
   serve_cmd->footer("Example: jitprof serve --data /var/lib/jitprof --listen 0.0.0.0:8080 --token-file tokens.txt");
 
+  QueryOptions query_options;
+  auto* query_cmd = app.add_subcommand("query", "Ask a bundle a question: traces, guards, methods, ops or samples");
+  query_cmd->add_option("FILE", query_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  query_cmd->add_option("QUERY", query_options.text, "e.g. \"traces.contains('call_assembler').hasbridge('*f*')\"")
+      ->required();
+  query_cmd->add_option("--limit", query_options.limit, "rows to print (the total is always given)")
+      ->capture_default_str();
+  query_cmd->add_flag("--json", query_options.json, "print JSON for scripts");
+  query_cmd->footer(
+      "Collections: traces loops bridges guards methods ops samples (and hot: traces with >= 1% of the samples).\n"
+      "Examples:\n"
+      "  methods.callsites() > 5\n"
+      "  guards.failures() > 1000 and guards.in(hot)\n"
+      "  traces.samples() > 1% .sort(samples).limit(10)\n"
+      "  ops.name('new_with_vtable').in(hot)\n"
+      "  traces.removed('new_with_vtable') > 0\n"
+      "The language: docs/query.md");
+
   InfoOptions info_options;
   auto* info_cmd = app.add_subcommand("info", "Show a bundle's manifest and sections");
   info_cmd->add_option("FILE", info_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
@@ -185,6 +203,7 @@ int main(int argc, char** argv) {
     if (*report_cmd) return run_report(report_options);
     if (*export_cmd) return run_export(export_options);
     if (*top_cmd) return run_top(top_options);
+    if (*query_cmd) return run_query(query_options);
   } catch (const std::exception& error) {
     std::cerr << "jitprof: error: " << error.what() << "\n";
     return 1;

@@ -51,6 +51,22 @@ json trace_summary_json(const Trace& trace) {
   return item;
 }
 
+namespace {
+
+// What the optimizer's removal of an op most likely means, by op family.
+const char* removal_kind(const std::string& op) {
+  if (op == "new" || op.starts_with("new_") || op.starts_with("newstr") || op.starts_with("newunicode"))
+    return "allocations removed (virtuals)";
+  if (op.starts_with("guard_")) return "guards removed (implied or merged)";
+  if (op.starts_with("getfield") || op.starts_with("setfield") || op.starts_with("getarrayitem") ||
+      op.starts_with("setarrayitem") || op.starts_with("getinteriorfield") || op.starts_with("setinteriorfield"))
+    return "heap accesses removed (cached, or on virtuals)";
+  if (op.starts_with("call")) return "calls removed (pure or on virtuals)";
+  return "other ops removed (constant-folded or shared)";
+}
+
+}  // namespace
+
 json diff_json(const Trace& trace) {
   static constexpr std::pair<StageKind, StageKind> kSteps[] = {{StageKind::NoOpt, StageKind::Opt},
                                                                 {StageKind::Opt, StageKind::Asm}};
@@ -66,6 +82,12 @@ json diff_json(const Trace& trace) {
                      {"guards", {diff.guards_before, diff.guards_after}},
                      {"removed", diff.removed},
                      {"added", diff.added}});
+    // The optimizer's work by kind; the backend's rewriting (opt -> asm) is not optimization.
+    if (from_kind == StageKind::NoOpt) {
+      json kinds = json::object();
+      for (const auto& [op, count] : diff.removed) kinds[removal_kind(op)][op] = count;
+      diffs.back()["removed_by_kind"] = std::move(kinds);
+    }
   }
   return diffs;
 }
