@@ -137,6 +137,28 @@ TEST_F(Server, RecordWebPrintsALinkWhoseViewsNameTheHotLoop) {
   EXPECT_EQ(download.body, jitprof::testing::slurp(dir_ / "inlined.jprof"));
 }
 
+TEST_F(Server, QueriesAnswerAsTheCommandLineDoes) {
+  start();
+  const Result uploaded = run({JITPROF_BIN, "upload", "-q", bundle().string(), "--server", url_});
+  ASSERT_EQ(uploaded.status, 0) << uploaded.err;
+  const std::string id = uploaded.out.substr(uploaded.out.rfind('/') + 1, 64);
+  for (const std::string query : {"traces.contains('guard_true')", "guards.failures() > 0", "methods.name('f')",
+                                  "ops.name('int_add*').in(hot).limit(3)"}) {
+    const Result cli = run({JITPROF_BIN, "query", "--json", bundle().string(), query});
+    ASSERT_EQ(cli.status, 0) << cli.err;
+    const json expected = json::parse(cli.out);
+    const json served = get_json("/api/p/" + id + "/query?q=" + jitprof::testing::url_encode(query));
+    EXPECT_EQ(served["total"], expected["total"]) << query;
+    EXPECT_EQ(served["rows"], expected["rows"]) << query;
+    EXPECT_GT(served["total"].get<int>(), 0) << query;
+  }
+  const Http bad = request("GET", "/api/p/" + id + "/query?q=" + jitprof::testing::url_encode("traces.bogus()"));
+  EXPECT_EQ(bad.status, 400);
+  const json error = json::parse(bad.body);
+  EXPECT_EQ(error["column"], 8);
+  EXPECT_NE(error["error"].get<std::string>().find("no step 'bogus'"), std::string::npos);
+}
+
 TEST_F(Server, UploadsNeedAValidTokenWhenTheServerHasATokenFile) {
   std::ofstream(dir_ / "tokens") << "# one token a line\nsecret-one\nsecret-two\n";
   start({"--token-file", (dir_ / "tokens").string()});

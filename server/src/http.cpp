@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "server/server.h"
+#include "query_cache.h"
 #include "store.h"
 #include "web/assets.h"
 
@@ -127,7 +128,10 @@ std::set<std::string> read_tokens(const fs::path& path) {
 class App {
  public:
   App(const Settings& settings, Store& store)
-      : settings_(settings), store_(store), tokens_(settings.token_file ? read_tokens(*settings.token_file) : std::set<std::string>{}) {}
+      : settings_(settings),
+        store_(store),
+        tokens_(settings.token_file ? read_tokens(*settings.token_file) : std::set<std::string>{}),
+        queries_(4, settings.max_inflated_bytes) {}
 
   const Settings& settings() const { return settings_; }
   Store& store() { return store_; }
@@ -217,6 +221,17 @@ class App {
         if (stage != "noopt" && stage != "opt" && stage != "asm") throw BadRequest("stage must be noopt, opt or asm");
         return cached(json_response(http::status::ok, store_.view(id, fmt::format("trace/{}/{}", trace, stage))));
       }
+      if (what == "query" && parts.size() == 4) {
+        // The same engine as `jitprof query --json`.
+        const auto loaded = queries_.get(id, store_.bundle_path(id));
+        try {
+          json result = query::result_json(query::run(*loaded->model, target.text("q")));
+          result["query"] = target.text("q");
+          return json_response(http::status::ok, result);
+        } catch (const query::QueryError& error) {
+          return json_response(http::status::bad_request, {{"error", error.what()}, {"column", error.column()}});
+        }
+      }
       if (what == "bundle" && parts.size() == 4) {
         std::ifstream in(store_.bundle_path(id), std::ios::binary);
         Response response{http::status::ok, "application/octet-stream", {std::istreambuf_iterator<char>(in), {}}, {}, true};
@@ -273,6 +288,7 @@ class App {
   const Settings& settings_;
   Store& store_;
   std::set<std::string> tokens_;
+  QueryCache queries_;
 };
 
 // One connection: requests read one after another (keep-alive).
