@@ -267,9 +267,13 @@ fs::path Store::bundle_path_for(const std::string& id) const {
 }
 
 struct Store::Indexed {
-  nlohmann::json manifest, report;
-  std::vector<std::pair<std::string, std::string>> views;  // name, JSON text
-  std::vector<std::string> compressed;                     // the views' bodies as stored
+  nlohmann::json manifest, functions;
+  struct View {
+    std::string name;
+    std::size_t size;        // of its JSON text
+    std::string compressed;  // the JSON text as stored
+  };
+  std::vector<View> views;
   struct TraceRow {
     std::uint64_t id, samples, entries;
     std::string type, function, file, stages;
@@ -311,8 +315,12 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   // Every trace: a row for lists and queries, and each stage as a view.
   const auto heats = views::heat_of_traces(profile);
   const views::SourceFiles files = views::source_files(read, profile.forest);
-  auto& stored_views = indexed->views;
-  stored_views = {{"summary", summary.dump()}, {"flame", flame.dump()}};
+  auto store_view = [&](std::string name, const json& view) {
+    const std::string text = view.dump();
+    indexed->views.push_back({std::move(name), text.size(), deflate_text(text)});
+  };
+  store_view("summary", summary);
+  store_view("flame", flame);
   std::map<std::uint64_t, std::size_t> bridges;
   for (const jitlog::Trace& trace : profile.forest.traces)
     if (trace.parent_guard) ++bridges[trace.parent_guard->trace_id];
@@ -324,8 +332,8 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
       if (trace.stage(kind) == nullptr) continue;
       const std::string stage = jitlog::stage_name(kind);
       stages += (stages.empty() ? "" : ",") + stage;
-      json detail = views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm, &files);
-      stored_views.emplace_back(fmt::format("trace/{}/{}", trace.id, stage), detail.dump());
+      store_view(fmt::format("trace/{}/{}", trace.id, stage),
+                 views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm, &files));
     }
     const jitlog::MergePoint* point = trace.source();
     indexed->traces.push_back({trace.id, trace_heat ? trace_heat->total : 0, trace.entry_count,
@@ -334,9 +342,8 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
                                trace.parent_guard ? static_cast<std::int64_t>(trace.parent_guard->trace_id) : -1,
                                bridges[trace.id]});
   }
-  for (const auto& [name, text] : stored_views) indexed->compressed.push_back(deflate_text(text));
   indexed->manifest = manifest;
-  indexed->report = std::move(report);
+  indexed->functions = std::move(report["functions"]);
   indexed->samples = profile.samples.size();
   indexed->crashed = !summary["crash"].is_null();
   return indexed;
@@ -344,7 +351,6 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
 
 void Store::write_index(const std::string& id, const Indexed& indexed, const std::string& source, std::uint64_t size) {
   const json& manifest = indexed.manifest;
-  const auto& stored_views = indexed.views;
 
   std::lock_guard lock(mutex_);
   exec(db_, "BEGIN IMMEDIATE");
@@ -369,13 +375,8 @@ void Store::write_index(const std::string& id, const Indexed& indexed, const std
         .bind(10, source)
         .run();
     Statement view(db_, "INSERT INTO views(upload, name, size, body) VALUES(?, ?, ?, ?)");
-    for (std::size_t i = 0; i < stored_views.size(); ++i) {
-      view.bind(1, id)
-          .bind(2, stored_views[i].first)
-          .bind(3, static_cast<std::int64_t>(stored_views[i].second.size()))
-          .bind_blob(4, indexed.compressed[i])
-          .run();
-    }
+    for (const Indexed::View& stored : indexed.views)
+      view.bind(1, id).bind(2, stored.name).bind(3, static_cast<std::int64_t>(stored.size)).bind_blob(4, stored.compressed).run();
     Statement trace_row(db_,
                         "INSERT INTO traces(upload, id, type, samples, entries, function, file, line, parent, bridges, "
                         "stages) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -394,7 +395,7 @@ void Store::write_index(const std::string& id, const Indexed& indexed, const std
           .run();
     }
     Statement function_row(db_, "INSERT INTO functions(upload, name, file, line, self, total) VALUES(?, ?, ?, ?, ?, ?)");
-    for (const auto& function : indexed.report["functions"]) {
+    for (const auto& function : indexed.functions) {
       function_row.bind(1, id)
           .bind(2, function["name"].get<std::string>())
           .bind(3, function["file"].get<std::string>())
