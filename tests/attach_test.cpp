@@ -80,6 +80,8 @@ TEST_F(Attach, NamesTheHotLoopFromTheProcesssOwnJitlogAndLeavesItUnharmed) {
   const json summary = report(bundle);
   EXPECT_EQ(summary["attach"]["jit_names"], "live jitlog");
   EXPECT_EQ(summary["attach"]["pid"], service->pid());
+  const Result info = run({JITPROF_BIN, "info", "--json", bundle});
+  EXPECT_NE(json::parse(info.out)["manifest"]["pypy_version"].get<std::string>().find("PyPy 7."), std::string::npos);
   ASSERT_GE(summary["functions"].size(), 2u);
   const std::set<std::string> top_two = {summary["functions"][0]["name"], summary["functions"][1]["name"]};
   EXPECT_EQ(top_two, (std::set<std::string>{"f", "g"}));

@@ -82,6 +82,7 @@ struct Target {
   int pid = 0;
   std::string comm;
   std::vector<std::string> command;
+  std::string exe;  // the interpreter's file, when readable
   uid_t uid = 0;
 };
 
@@ -113,6 +114,8 @@ Target inspect(int pid) {
                      "processes; for others use 'perf record -p {}'",
                      pid, target.comm, pid));
   target.command = split_nul(read_proc(pid, "cmdline").value_or(""));
+  std::error_code unreadable;
+  target.exe = std::filesystem::read_symlink(fmt::format("/proc/{}/exe", pid), unreadable).string();
   return target;
 }
 
@@ -214,6 +217,7 @@ class Attacher {
                  {"start_time", start_unix},
                  {"host", host_json()},
                  {"pypy_logs", false},
+                 {"pypy_version", target.exe.empty() ? std::string() : interpreter_version(target.exe)},
                  {"clock", {{"monotonic_ns", start_monotonic}, {"unix_s", start_unix}}},
                  {"attach", attach_json()},
                  {"state", "recording"}};

@@ -152,22 +152,6 @@ bool libunwind_loads() {
   return true;
 }
 
-// "Python 3.9.16 (7.3.11+dfsg-2+deb12u3, ...) [PyPy 7.3.11 with GCC 12.2.0]", as the interpreter tells it.
-std::string interpreter_version(const std::string& program) {
-  if (program.find('\'') != std::string::npos) return "";  // not worth quoting for a version string
-  const std::string command = "'" + program + "' --version 2>&1";
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return "";
-  std::string text;
-  char buffer[256];
-  while (std::fgets(buffer, sizeof buffer, pipe)) text += buffer;
-  ::pclose(pipe);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (char& c : text)
-    if (c == '\n') c = ' ';
-  return text;
-}
-
 std::string signal_name(int signal) {
   const char* abbrev = ::sigabbrev_np(signal);
   return abbrev ? std::string("SIG") + abbrev : fmt::format("signal {}", signal);
