@@ -12,10 +12,11 @@ namespace {
 
 using nlohmann::json;
 
-std::string cell(const json& value) {
+std::string cell(const std::string& column, const json& value) {
   if (value.is_null()) return "-";
   if (value.is_string()) return value.get<std::string>();
-  if (value.is_number_float()) return fmt::format("{:.1f}%", 100 * value.get<double>());  // shares
+  if (column == "share") return fmt::format("{:.1f}%", 100 * value.get<double>());
+  if (value.is_number_float()) return fmt::format("{:.3f}", value.get<double>());
   if (value.is_number_unsigned()) return with_commas(value.get<std::uint64_t>());
   return value.dump();
 }
@@ -57,7 +58,7 @@ int run_query(const QueryOptions& options) {
   for (std::size_t r = 0; r < shown; ++r) {
     std::vector<std::string> cells;
     for (std::size_t c = 0; c < result.columns.size(); ++c) {
-      cells.push_back(cell(result.rows[r].value(result.columns[c], json(nullptr))));
+      cells.push_back(cell(result.columns[c], result.rows[r].value(result.columns[c], json(nullptr))));
       widths[c] = std::min<std::size_t>(60, std::max(widths[c], cells.back().size()));
     }
     table.push_back(std::move(cells));

@@ -3,6 +3,7 @@
 // playwright-core) opens the printed link like a user. Screenshots of every
 // page land in the build tree (tests/browser-screenshots).
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -23,9 +24,10 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
   jitprof::testing::ServeProcess server(JITPROF_BIN, dir / "data", dir, "server");
   ASSERT_FALSE(server.url().empty()) << server.process().err();
   const std::string programs = std::string(JITPROF_SOURCE_DIR) + "/tests/programs/";
+  int recordings = 0;
   auto record_web = [&](const std::vector<std::string>& program, int status = 0) {
-    std::vector<std::string> argv = {JITPROF_BIN, "record", "-q", "--web", server.url(), "-o", (dir / "b.jprof").string(),
-                                     "--", JITPROF_PYPY};
+    const std::string output = (dir / ("recording-" + std::to_string(++recordings) + ".jprof")).string();
+    std::vector<std::string> argv = {JITPROF_BIN, "record", "-q", "--web", server.url(), "-o", output, "--", JITPROF_PYPY};
     argv.insert(argv.end(), program.begin(), program.end());
     const Result recorded = jitprof::testing::run_command(argv, dir);
     EXPECT_EQ(recorded.status, status) << recorded.err;
@@ -50,12 +52,25 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
                                         "spin()\n";
   const std::string crashed = record_web({(dir / "forever.py").string()}, 128 + 11);
   ASSERT_FALSE(crashed.empty());
+  // The query page must answer what `jitprof query` answers on the same bundle.
+  const std::string queried = record_web({programs + "query_targets.py"});
+  const std::string query = "traces.contains('call_assembler').hasbridge('*my_func*')";
+  const Result cli = jitprof::testing::run_command(
+      {JITPROF_BIN, "query", "--json", (dir / ("recording-" + std::to_string(recordings) + ".jprof")).string(), query}, dir);
+  ASSERT_EQ(cli.status, 0) << cli.err;
+  std::string expected;
+  const nlohmann::json answer = nlohmann::json::parse(cli.out);
+  for (const auto& row : answer["rows"])
+    expected += (expected.empty() ? "" : ",") + std::to_string(row["id"].get<std::uint64_t>());
+  ASSERT_FALSE(expected.empty());
 
   const fs::path screenshots = fs::path(JITPROF_BINARY_DIR) / "browser-screenshots";
   fs::create_directories(screenshots);
   const Result browsed = jitprof::testing::run_command(
       {"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/browser-test.mjs", "--server", server.url(), "--bundle",
-       hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--out", screenshots.string()},
+       hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--query-bundle", queried, "--query",
+       query, "--query-expect", expected, "--query-error", "traces.contains('x').hasbrige('*f*')", "--query-error-column",
+       "22", "--out", screenshots.string()},
       dir);
   std::cout << browsed.out << browsed.err;
   EXPECT_EQ(browsed.status, 0) << "(tests/js needs 'npm ci --prefix tests/js' and /usr/bin/chromium)";
@@ -63,7 +78,8 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
   std::smatch timing;
   ASSERT_TRUE(std::regex_search(browsed.out, timing, std::regex(R"(trace page of bundle with (\d+) traces loaded in)")));
   EXPECT_GE(std::stoi(timing[1]), 1000);
-  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png"})
+  EXPECT_NE(browsed.out.find("ok query '" + query + "' in the viewer returns the CLI's"), std::string::npos);
+  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "query.png"})
     EXPECT_TRUE(fs::exists(screenshots / page)) << page;
   fs::remove_all(dir);
 }

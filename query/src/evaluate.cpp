@@ -455,8 +455,7 @@ class Evaluator {
         if (name == "tid") return none(), Metric([&samples](std::size_t i) { return double(samples[i].tid); });
         if (name == "time") {
           none();
-          std::uint64_t first = UINT64_MAX;
-          for (const auto& sample : samples) first = std::min(first, sample.time_ns);
+          const std::uint64_t first = data_.first_sample_ns;
           return [&samples, first](std::size_t i) { return double(samples[i].time_ns - first) / 1e6; };
         }
         return nullptr;
@@ -526,7 +525,7 @@ json row_of(Kind kind, std::size_t i, const Model::Data& data, Evaluator& evalua
     case Kind::Samples: {
       const correlate::Sample& sample = profile.samples[i];
       const auto& stack = profile.stacks[sample.stack];
-      return {{"time_ns", sample.time_ns},
+      return {{"time_ms", double(sample.time_ns - data.first_sample_ns) / 1e6},
               {"tid", sample.tid},
               {"trace", sample.trace ? json(*sample.trace) : json(nullptr)},
               {"op", sample.op ? json(*sample.op) : json(nullptr)},
@@ -541,7 +540,7 @@ const std::map<Kind, std::vector<std::string>> kColumns = {
     {Kind::Guards, {"trace", "op", "name", "failures", "bridge", "samples", "function", "file", "line"}},
     {Kind::Methods, {"name", "file", "line", "self", "total", "callsites"}},
     {Kind::Ops, {"trace", "stage", "op", "name", "text", "samples", "function", "line"}},
-    {Kind::Samples, {"time_ns", "tid", "trace", "op", "leaf"}},
+    {Kind::Samples, {"time_ms", "tid", "trace", "op", "leaf"}},
 };
 
 // How results are ordered without sort(...): the most telling first.

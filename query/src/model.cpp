@@ -21,6 +21,10 @@ QueryError::QueryError(std::size_t column, const std::string& message)
 Model::Model(const correlate::Profile& profile, const bundle::Bundle& bundle) : data_(std::make_unique<Data>()) {
   Data& data = *data_;
   data.profile = &profile;
+  if (!profile.samples.empty())
+    data.first_sample_ns = std::min_element(profile.samples.begin(), profile.samples.end(), [](const auto& a, const auto& b) {
+                             return a.time_ns < b.time_ns;
+                           })->time_ns;
   const auto heats = views::heat_of_traces(profile);
   const auto& traces = profile.forest.traces;
   for (std::size_t i = 0; i < traces.size(); ++i) data.trace_by_id[traces[i].id] = i;

@@ -48,6 +48,7 @@ struct MethodInfo {
 
 struct Model::Data {
   const correlate::Profile* profile = nullptr;
+  std::uint64_t first_sample_ns = 0;  // sample times are shown from here
   std::vector<TraceInfo> traces;
   std::map<std::uint64_t, std::size_t> trace_by_id;
   std::vector<GuardInfo> guards;

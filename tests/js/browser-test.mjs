@@ -4,8 +4,15 @@
 // bundle with many traces loads. Prints one line per check ("ok ...", "FAIL ...",
 // "skip ..."), the browser console errors it saw, and exits 1 if a check failed.
 // With --crash-bundle, a crash recorded in JIT code is shown and links to its trace.
+// With --query, the query page (/p/ID/query) answers what `jitprof query` answers:
+// LIST is the comma-separated trace ids (traces, guards, ops, samples: one per
+// row the CLI returned) or method names (methods); the page's total must be the
+// number of items in LIST, or N of --query-total. With --query-error, a malformed
+// query shows its error with a caret under column N.
 // Usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR
 //        [--big-bundle ID2] [--crash-bundle ID3] [--token TOKEN] [--chromium PATH]
+//        [--query-bundle ID4 (default: --bundle)] [--query TEXT --query-expect LIST [--query-total N]]
+//        [--query-error TEXT --query-error-column N]
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -13,7 +20,14 @@ import { chromium } from "playwright-core";
 const options = parseArgs(process.argv.slice(2));
 for (const required of ["server", "bundle", "function", "out"]) {
   if (!options[required]) {
-    console.error("usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR [--big-bundle ID2] [--token TOKEN]");
+    console.error("usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR [--big-bundle ID2] [--crash-bundle ID3] [--token TOKEN]");
+    console.error("       [--query-bundle ID4] [--query TEXT --query-expect LIST [--query-total N]] [--query-error TEXT --query-error-column N]");
+    process.exit(2);
+  }
+}
+for (const [option, needs] of [["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
+  if (options[option] !== undefined && options[needs] === undefined) {
+    console.error(`--${option} needs --${needs}`);
     process.exit(2);
   }
 }
@@ -33,6 +47,10 @@ function parseArgs(args) {
     const match = /^--([\w-]+)$/.exec(args[i]);
     if (!match) {
       console.error(`unexpected argument: ${args[i]}`);
+      process.exit(2);
+    }
+    if (i + 1 >= args.length) {
+      console.error(`--${match[1]} needs a value`);
       process.exit(2);
     }
     parsed[match[1]] = args[++i];
@@ -94,6 +112,8 @@ try {
   await checkBridge(page, trace);
   if (options["big-bundle"]) await checkBigTrace(browser, options["big-bundle"]);
   if (options["crash-bundle"]) await checkCrash(browser, options["crash-bundle"]);
+  if (options.query !== undefined) await checkQuery(browser, options["query-bundle"] || bundle);
+  if (options["query-error"] !== undefined) await checkQueryError(browser, options["query-bundle"] || bundle);
 } catch (error) {
   fail(`the test itself stopped: ${error.stack || error}`);
 } finally {
@@ -280,6 +300,120 @@ async function checkBigTrace(browser, big) {
     await page.screenshot({ path: join(out, "big-trace.png") });
   } catch (error) {
     fail(`big bundle trace page: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
+}
+
+// g. The query page: typed into #query-input on /p/ID/query and run with Enter,
+// the query pushes ?q= and lists the rows `jitprof query` returned; Back and
+// Forward move between the empty page and the results; a row opens its page.
+async function checkQuery(browser, id) {
+  let page = null;
+  const text = options.query;
+  const expected = options["query-expect"].split(",").map((item) => item.trim()).filter(Boolean);
+  const expectedTotal = options["query-total"] !== undefined ? Number(options["query-total"]) : expected.length;
+  try {
+    page = await newPage(browser);
+    await page.goto(`${server}/p/${id}/query`);
+    const input = page.locator("#query-input");
+    await input.waitFor();
+    await input.pressSequentially(text);
+    await input.press("Enter");
+    const results = page.locator("#query-results");
+    await results.waitFor();
+    const pushed = new URL(page.url());
+    check(pushed.pathname === `/p/${id}/query` && pushed.searchParams.get("q") === text, `running the query pushes its URL (${pushed.pathname}${pushed.search})`, page.url());
+    // Long answers are shown a few hundred rows at a time: show them all.
+    for (let round = 0; round < 100 && (await page.locator(".query-more button").count()) > 0; round++) {
+      await page.locator(".query-more button").last().click();
+    }
+    const collection = await results.getAttribute("data-collection");
+    const total = Number(await results.getAttribute("data-total"));
+    const key = collection === "methods" ? "method" : "traceId";
+    const got = await page.$$eval("#query-results tr[data-row]", (rows, key) => rows.map((row) => row.dataset[key] ?? ""), key);
+    // Samples outside any trace have no trace id: LIST names the ones in traces.
+    const gotSet = new Set(got.filter((item) => item !== ""));
+    const expectedSet = new Set(expected);
+    const same = gotSet.size === expectedSet.size && [...expectedSet].every((item) => gotSet.has(item));
+    check(
+      same && total === expectedTotal,
+      `query '${text}' in the viewer returns the CLI's ${expectedTotal} row${expectedTotal === 1 ? "" : "s"} (${collection}: ${brief(expected)})`,
+      `the page shows ${collection} ${brief(got)} in ${got.length} rows, data-total ${total}; the CLI: ${brief(expected)}, total ${expectedTotal}`,
+    );
+    await page.screenshot({ path: join(out, "query.png") });
+
+    // Back: the empty query page again; Forward: the same results.
+    await page.goBack();
+    await page.waitForURL((url) => url.pathname === `/p/${id}/query` && !url.searchParams.has("q"));
+    await page.waitForFunction(() => !document.querySelector("#query-results") && document.querySelector("#query-input")?.value === "");
+    await page.goForward();
+    await page.locator("#query-results").waitFor();
+    const again = Number(await page.locator("#query-results").getAttribute("data-total"));
+    check(again === total && (await input.inputValue()) === text, "Back shows the empty query page, Forward the results again", `total ${again}, input '${await input.inputValue()}'`);
+
+    // The first row opens its page: a trace (at its op), or the flame graph searched for a method.
+    const first = page.locator("#query-results tr[data-row]").first();
+    if ((await first.count()) === 0) return;
+    const cells = first.locator("td");
+    const target = (await cells.count()) > 1 ? cells.nth(1) : cells.first();
+    if (collection === "methods") {
+      const method = await first.getAttribute("data-method");
+      await target.click();
+      await page.waitForURL((url) => url.pathname === `/p/${id}` && (url.searchParams.get("search") || "").startsWith(method));
+      await page.waitForSelector("#flame[data-frames], .flame-slot .notice");
+      const search = await page.locator(".flame-search").inputValue().catch(() => "");
+      check(search.startsWith(method), `method row '${method}' opens the flame graph searched for it (${search})`, `search box '${search}'`);
+    } else {
+      const tid = await first.getAttribute("data-trace-id");
+      if (!tid) return skip(`query row link: the first ${collection} row has no trace`);
+      // A link in the second cell (guards, ops) has its own target: click a cell of plain text.
+      await first.evaluate((row) => row.click());
+      await page.waitForURL(new RegExp(`/p/${id}/trace/${tid}(\\?|#|$)`));
+      await page.locator(`.trace-header h1[data-trace-id="${tid}"]`).waitFor();
+      check(true, `first ${collection} row opens trace ${tid} (${new URL(page.url()).pathname}${new URL(page.url()).search}${new URL(page.url()).hash})`);
+    }
+  } catch (error) {
+    fail(`query page: ${error.message}`);
+    if (page) await page.screenshot({ path: join(out, "query.png") }).catch(() => {});
+  } finally {
+    if (page) await page.context().close();
+  }
+}
+
+// "6, 15, 21": the distinct items of a list, the first few of them.
+function brief(items) {
+  const distinct = [...new Set(items)];
+  if (!distinct.length) return "none";
+  return distinct.length > 12 ? `${distinct.slice(0, 12).join(", ")}, … ${distinct.length} distinct` : distinct.join(", ");
+}
+
+// h. A malformed query opened by its URL: the box holds it, and the error
+// shows the query with a caret under the failing column, as the CLI does.
+async function checkQueryError(browser, id) {
+  let page = null;
+  const text = options["query-error"];
+  const column = Number(options["query-error-column"]);
+  try {
+    page = await newPage(browser);
+    await page.goto(`${server}/p/${id}/query?q=${encodeURIComponent(text)}`);
+    const error = page.locator(`#query-error[data-column="${column}"]`);
+    await error.waitFor().catch(async () => {
+      const shown = await page.locator("#query-error").getAttribute("data-column", { timeout: 1000 }).catch(() => "none");
+      throw new Error(`no #query-error[data-column="${column}"] (data-column: ${shown})`);
+    });
+    const message = ((await error.locator(".message").textContent()) || "").trim();
+    const line = await error.locator(".query-line").textContent();
+    const caret = await error.locator(".caret-line").textContent();
+    const prefilled = await page.locator("#query-input").inputValue();
+    check(
+      line === text && caret === `${" ".repeat(column - 1)}^` && prefilled === text,
+      `malformed query '${text}' shows its error with a caret under column ${column} (${message.slice(0, 60)}${message.length > 60 ? "…" : ""})`,
+      `line '${line}', caret '${caret}', input '${prefilled}'`,
+    );
+    await page.screenshot({ path: join(out, "query-error.png") });
+  } catch (error) {
+    fail(`query error: ${error.message}`);
   } finally {
     if (page) await page.context().close();
   }

@@ -3,6 +3,7 @@
 //   /p/ID                    profile (?search= &zoom= of the flame graph)
 //   /p/ID/traces             all traces (?q= &sort= &offset=)
 //   /p/ID/trace/TID          one trace (?stage=noopt|opt|asm, #op-N)
+//   /p/ID/query              the query language of `jitprof query` (?q=)
 //   /#/RID                   vmprof-python's link: redirects to the run's /p/ID
 import {
   api,
@@ -24,6 +25,7 @@ import {
 } from "./util.js";
 import { FlameGraph, CATEGORIES, categoryColor } from "./flame.js";
 import { traceView, traceUrl } from "./trace.js";
+import { queryView, queryUrl } from "./query.js";
 
 const main = document.getElementById("app");
 const crumbs = document.getElementById("crumbs");
@@ -37,6 +39,7 @@ const ROUTES = [
   [/^\/p\/([0-9a-fA-F]+)\/?$/, profileView, ["id"]],
   [/^\/p\/([0-9a-fA-F]+)\/traces\/?$/, tracesView, ["id"]],
   [/^\/p\/([0-9a-fA-F]+)\/trace\/(\d+)\/?$/, traceView, ["id", "tid"]],
+  [/^\/p\/([0-9a-fA-F]+)\/query\/?$/, queryView, ["id"]],
 ];
 
 function navigate(url, { replace = false } = {}) {
@@ -103,6 +106,10 @@ async function route() {
       crumbs.replaceChildren(...(trail || []).flatMap((c) => [h("span", { class: "sep" }, "›"), c.href ? h("a", { href: c.href }, c.label) : h("span", {}, c.label)]));
     },
     onLeave: (fn) => cleanup.push(fn),
+    // For pages in other modules.
+    navigate: (url) => current === generation && navigate(url),
+    setQuery: (changes, options) => current === generation && updateQuery(changes, options),
+    showError: (slot, error) => current === generation && showLoadError(slot, error),
   };
   document.body.classList.add("busy");
   try {
@@ -370,12 +377,44 @@ function profileHeader(summary, command) {
     h("h1", { class: "command", title: command }, command || summary.id),
     factList(facts),
     h(
-      "p",
+      "div",
       { class: "actions" },
       h("a", { href: `/p/${summary.id}/traces`, class: "button" }, `All ${fmtInt(summary.trace_count)} traces`),
       " ",
+      h("a", { href: queryUrl(summary.id, ""), class: "button query-link" }, "Query"),
+      " ",
       downloadLink(summary.id),
+      queryBox(summary.id),
     ),
+  );
+}
+
+// Runs a query of `jitprof query`'s language on the query page.
+function queryBox(id) {
+  const input = h("input", {
+    type: "text",
+    name: "q",
+    class: "query-text small",
+    placeholder: "traces.contains('call_assembler')",
+    "aria-label": "Query this profile",
+    spellcheck: "false",
+    autocomplete: "off",
+    autocapitalize: "off",
+    maxlength: 4096,
+  });
+  return h(
+    "form",
+    {
+      class: "query-box",
+      role: "search",
+      action: `/p/${id}/query`,
+      onsubmit: (event) => {
+        event.preventDefault();
+        navigate(queryUrl(id, input.value.trim()));
+      },
+    },
+    input,
+    h("button", { type: "submit" }, "Run query"),
   );
 }
 

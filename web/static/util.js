@@ -3,14 +3,16 @@
 export const TOKEN_KEY = "jitprof.token";
 
 export class HttpError extends Error {
-  constructor(status, message) {
+  // body: the server's JSON answer, when it sent one (a bad query's {error, column}).
+  constructor(status, message, body = null) {
     super(message);
     this.status = status;
+    this.body = body;
   }
 }
 
 // GET an API path; sends the saved token (servers run with --private need it).
-// Throws HttpError with the server's {error} message on 4xx/5xx.
+// Throws HttpError with the server's {error} message (and its whole answer) on 4xx/5xx.
 export async function api(path, { signal } = {}) {
   const headers = {};
   const token = localStorage.getItem(TOKEN_KEY);
@@ -24,7 +26,7 @@ export async function api(path, { signal } = {}) {
     body = null;
   }
   if (!response.ok) {
-    throw new HttpError(response.status, (body && body.error) || `${response.status} ${response.statusText}`);
+    throw new HttpError(response.status, (body && body.error) || `${response.status} ${response.statusText}`, body);
   }
   if (body === null) throw new HttpError(response.status, `${path}: the server's answer is not JSON`);
   return body;
