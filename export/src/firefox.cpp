@@ -56,7 +56,7 @@ std::pair<int, int> category_of(Category category) {
 // LIB)" a symbolicated native function, anything else a label.
 class Locations {
  public:
-  explicit Locations(const correlate::Profile& profile) : profile_(profile) {
+  explicit Locations(const correlate::Profile& profile) {
     // A Python function's frames carry the line sampled; its first line (the
     // smallest seen, as in `jitprof report`) names the function, so that all
     // its lines are one function in the profiler.
@@ -91,7 +91,6 @@ class Locations {
   static bool is_python(const correlate::Frame& frame) {
     return frame.category == Category::Python || frame.category == Category::JitInlined;
   }
-  const correlate::Profile& profile_;
   std::map<std::pair<std::string, std::string>, std::int64_t> first_line_;
 };
 
