@@ -36,7 +36,8 @@ Model::Model(const correlate::Profile& profile, const bundle::Bundle& bundle) : 
     return data.methods[it->second];
   };
   // Self and total samples as `jitprof report` counts them.
-  for (const auto& function : views::report_json(profile, bundle, SIZE_MAX)["functions"]) {
+  const nlohmann::json report = views::report_json(profile, bundle, SIZE_MAX);
+  for (const auto& function : report["functions"]) {
     MethodInfo& info = method(function["name"], function["file"]);
     info.line = function["line"];
     info.self = function["self"];
