@@ -222,13 +222,10 @@ void Store::reconcile() {
     for (const auto& file : fs::directory_iterator(shard.path())) {
       const std::string id = file.path().stem().string();
       if (file.path().extension() != ".jprof" || !is_bundle_id(id)) continue;
-      bool known = false;
       {
         std::lock_guard lock(mutex_);
-        Statement query(db_, "SELECT 1 FROM uploads WHERE id = ?");
-        known = query.bind(1, id).step();
+        if (is_indexed(id)) continue;
       }
-      if (known) continue;
       try {
         write_index(id, *compute_index(file.path()), "recovered", fs::file_size(file.path()));
       } catch (const BadRequest&) {
@@ -236,6 +233,15 @@ void Store::reconcile() {
       }
     }
   }
+}
+
+bool Store::is_indexed(const std::string& id) {
+  Statement query(db_, "SELECT 1 FROM uploads WHERE id = ?");
+  return query.bind(1, id).step();
+}
+
+void Store::require_indexed(const std::string& id) {
+  if (!is_indexed(id)) throw NotFound("no upload " + id);
 }
 
 Store::Added Store::add_bundle(const fs::path& received, const std::string& source) {
@@ -250,8 +256,7 @@ Store::Added Store::add_bundle(const fs::path& received, const std::string& sour
   const fs::path target = bundle_path_for(id);
   {
     std::lock_guard lock(mutex_);
-    Statement query(db_, "SELECT 1 FROM uploads WHERE id = ?");
-    if (query.bind(1, id).step()) return {id, true};
+    if (is_indexed(id)) return {id, true};
   }
   // Checked before anything becomes visible; the file is in place before its
   // index rows, and a restart indexes a file whose rows never got written.
@@ -276,7 +281,7 @@ struct Store::Indexed {
   std::vector<View> views;
   struct TraceRow {
     std::uint64_t id, samples, entries;
-    std::string type, function, file, stages;
+    std::string type, function, file, stages;  // stages: a JSON array
     std::int64_t line, parent;
     std::size_t bridges;
   };
@@ -327,18 +332,18 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   for (const jitlog::Trace& trace : profile.forest.traces) {
     const auto heat = heats.find(trace.id);
     const views::TraceHeat* trace_heat = heat == heats.end() ? nullptr : &heat->second;
-    std::string stages;
+    json stages = json::array();
     for (jitlog::StageKind kind : {jitlog::StageKind::NoOpt, jitlog::StageKind::Opt, jitlog::StageKind::Asm}) {
       if (trace.stage(kind) == nullptr) continue;
       const std::string stage = jitlog::stage_name(kind);
-      stages += (stages.empty() ? "" : ",") + stage;
+      stages.push_back(stage);
       store_view(fmt::format("trace/{}/{}", trace.id, stage),
                  views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm, &files));
     }
     const jitlog::MergePoint* point = trace.source();
     indexed->traces.push_back({trace.id, trace_heat ? trace_heat->total : 0, trace.entry_count,
                                jitlog::trace_kind_name(trace.kind), point ? point->function : std::string(),
-                               point ? point->file : std::string(), stages, point ? point->line : 0,
+                               point ? point->file : std::string(), stages.dump(), point ? point->line : 0,
                                trace.parent_guard ? static_cast<std::int64_t>(trace.parent_guard->trace_id) : -1,
                                bridges[trace.id]});
   }
@@ -459,8 +464,7 @@ json Store::traces(const std::string& id, std::size_t offset, std::size_t limit,
   const auto order = kOrder.find(sort.empty() ? "samples" : sort);
   if (order == kOrder.end()) throw BadRequest("sort must be one of samples, entries, id, function");
   std::lock_guard lock(mutex_);
-  Statement exists(db_, "SELECT 1 FROM uploads WHERE id = ?");
-  if (!exists.bind(1, id).step()) throw NotFound("no upload " + id);
+  require_indexed(id);
   const char* filter = "upload = ?1 AND (?2 = '' OR instr(function, ?2) > 0 OR instr(file, ?2) > 0 OR type = ?2)";
   Statement count(db_, fmt::format("SELECT COUNT(*) FROM traces WHERE {}", filter).c_str());
   count.bind(1, id).bind(2, query).step();
@@ -475,14 +479,7 @@ json Store::traces(const std::string& id, std::size_t offset, std::size_t limit,
                  {"entries", rows.integer(3)}, {"function", rows.text(4)}, {"file", rows.text(5)},
                  {"line", rows.integer(6)},    {"bridges", rows.integer(8)}};
     item["parent"] = rows.integer(7) < 0 ? json(nullptr) : json(rows.integer(7));
-    json stages = json::array();
-    std::string list = rows.text(9);
-    for (std::size_t at = 0; at < list.size();) {
-      const std::size_t comma = std::min(list.find(',', at), list.size());
-      stages.push_back(list.substr(at, comma - at));
-      at = comma + 1;
-    }
-    item["stages"] = std::move(stages);
+    item["stages"] = json::parse(rows.text(9), nullptr, false);
     out["traces"].push_back(std::move(item));
   }
   return out;
@@ -490,8 +487,7 @@ json Store::traces(const std::string& id, std::size_t offset, std::size_t limit,
 
 json Store::functions(const std::string& id, std::size_t offset, std::size_t limit, const std::string& query) {
   std::lock_guard lock(mutex_);
-  Statement exists(db_, "SELECT 1 FROM uploads WHERE id = ?");
-  if (!exists.bind(1, id).step()) throw NotFound("no upload " + id);
+  require_indexed(id);
   const char* filter = "upload = ?1 AND (?2 = '' OR instr(name, ?2) > 0 OR instr(file, ?2) > 0)";
   Statement count(db_, fmt::format("SELECT COUNT(*) FROM functions WHERE {}", filter).c_str());
   count.bind(1, id).bind(2, query).step();

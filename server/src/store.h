@@ -73,6 +73,9 @@ class Store {
   std::unique_ptr<Indexed> compute_index(const std::filesystem::path& bundle);
   void write_index(const std::string& id, const Indexed& indexed, const std::string& source, std::uint64_t size);
   void reconcile();
+  // Whether `id` is indexed; the caller holds mutex_.
+  bool is_indexed(const std::string& id);
+  void require_indexed(const std::string& id);
   std::filesystem::path run_dir(const std::string& run) const;
   std::filesystem::path bundle_path_for(const std::string& id) const;
 
