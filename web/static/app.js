@@ -222,24 +222,35 @@ function table(className, columns, rows) {
 
 // ---------------------------------------------------------------- uploads
 
+// A search field that reports its trimmed text once typing pauses.
+function searchInput({ className = "search", placeholder, label = placeholder, value = "", onSearch }) {
+  const input = h("input", {
+    type: "search",
+    class: className,
+    placeholder,
+    "aria-label": label,
+    value,
+    oninput: debounce(() => onSearch(input.value.trim()), 250),
+  });
+  return input;
+}
+
 async function uploadsView(ctx) {
   const limit = 50;
   ctx.setTitle("", [{ label: "uploads" }]);
   let query = ctx.query.get("q") || "";
   let offset = Number(ctx.query.get("offset")) || 0;
   const results = h("div", { class: "results" });
-  const search = h("input", {
-    type: "search",
-    class: "search",
+  const search = searchInput({
     placeholder: "Search command, id or PyPy version",
-    "aria-label": "Search uploads",
+    label: "Search uploads",
     value: query,
-    oninput: debounce(() => {
-      query = search.value.trim();
+    onSearch: (text) => {
+      query = text;
       offset = 0;
       updateQuery({ q: query, offset: 0 });
       load().catch(report);
-    }, 250),
+    },
   });
   let loads = 0;
   const report = (error) => showLoadError(results, error);
@@ -544,16 +555,14 @@ function functionsCard(ctx, id, summary, highlight) {
         : null,
     );
   };
-  const search = h("input", {
-    type: "search",
-    class: "search small",
+  const search = searchInput({
+    className: "search small",
     placeholder: "Filter functions",
-    "aria-label": "Filter functions",
-    oninput: debounce(() => {
-      query = search.value.trim();
+    onSearch: (text) => {
+      query = text;
       offset = 0;
       load();
-    }, 250),
+    },
   });
   load();
   return h("section", { class: "card hot-functions" }, h("div", { class: "card-head" }, h("h2", {}, "Hot functions"), search), body);
@@ -823,18 +832,16 @@ async function tracesView(ctx) {
         : null,
     );
   };
-  const search = h("input", {
-    type: "search",
-    class: "search",
+  const search = searchInput({
     placeholder: "Search function, file or trace id",
-    "aria-label": "Search traces",
+    label: "Search traces",
     value: query,
-    oninput: debounce(() => {
-      query = search.value.trim();
+    onSearch: (text) => {
+      query = text;
       offset = 0;
       updateQuery({ q: query, offset: 0 });
       load().catch(report);
-    }, 250),
+    },
   });
   const sorter = h(
     "select",
