@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "binio/binio.h"
@@ -170,6 +171,24 @@ CREATE TABLE IF NOT EXISTS functions(upload TEXT, name TEXT, file TEXT, line INT
 CREATE INDEX IF NOT EXISTS functions_by_upload ON functions(upload, self DESC, total DESC);
 CREATE TABLE IF NOT EXISTS runs(id TEXT PRIMARY KEY, created REAL, argv TEXT, vm TEXT, bundle TEXT);
 )SQL";
+
+// One page of an upload's rows of `table` that `filter` keeps (?1 is the
+// upload, ?2 the search text): {total, offset, TABLE: [row(statement)...]}.
+// The caller holds the store's lock. Only this file's fixed SQL fragments
+// reach the statements; request text is always bound.
+json page(sqlite3* db, const std::string& id, const char* table, const char* columns, const char* filter,
+          const char* order, const std::string& query, std::size_t offset, std::size_t limit,
+          const std::function<json(const Statement&)>& row) {
+  Statement count(db, fmt::format("SELECT COUNT(*) FROM {} WHERE upload = ?1 AND (?2 = '' OR {})", table, filter).c_str());
+  count.bind(1, id).bind(2, query).step();
+  json out = {{"total", count.integer(0)}, {"offset", offset}, {table, json::array()}};
+  Statement rows(db, fmt::format("SELECT {} FROM {} WHERE upload = ?1 AND (?2 = '' OR {}) ORDER BY {} LIMIT ?3 OFFSET ?4",
+                                  columns, table, filter, order)
+                          .c_str());
+  rows.bind(1, id).bind(2, query).bind(3, static_cast<std::int64_t>(limit)).bind(4, static_cast<std::int64_t>(offset));
+  while (rows.step()) out[table].push_back(row(rows));
+  return out;
+}
 
 std::string command_text(const json& manifest) {
   std::string command;
@@ -465,45 +484,29 @@ json Store::traces(const std::string& id, std::size_t offset, std::size_t limit,
   if (order == kOrder.end()) throw BadRequest("sort must be one of samples, entries, id, function");
   std::lock_guard lock(mutex_);
   require_indexed(id);
-  const char* filter = "upload = ?1 AND (?2 = '' OR instr(function, ?2) > 0 OR instr(file, ?2) > 0 OR type = ?2)";
-  Statement count(db_, fmt::format("SELECT COUNT(*) FROM traces WHERE {}", filter).c_str());
-  count.bind(1, id).bind(2, query).step();
-  json out = {{"total", count.integer(0)}, {"offset", offset}, {"traces", json::array()}};
-  Statement rows(db_, fmt::format("SELECT id, type, samples, entries, function, file, line, parent, bridges, stages "
-                                  "FROM traces WHERE {} ORDER BY {} LIMIT ?3 OFFSET ?4",
-                                  filter, order->second)
-                          .c_str());
-  rows.bind(1, id).bind(2, query).bind(3, static_cast<std::int64_t>(limit)).bind(4, static_cast<std::int64_t>(offset));
-  while (rows.step()) {
-    json item = {{"id", rows.integer(0)},      {"type", rows.text(1)},     {"samples", rows.integer(2)},
-                 {"entries", rows.integer(3)}, {"function", rows.text(4)}, {"file", rows.text(5)},
-                 {"line", rows.integer(6)},    {"bridges", rows.integer(8)}};
-    item["parent"] = rows.integer(7) < 0 ? json(nullptr) : json(rows.integer(7));
-    item["stages"] = json::parse(rows.text(9), nullptr, false);
-    out["traces"].push_back(std::move(item));
-  }
-  return out;
+  return page(db_, id, "traces", "id, type, samples, entries, function, file, line, parent, bridges, stages",
+              "instr(function, ?2) > 0 OR instr(file, ?2) > 0 OR type = ?2", order->second.c_str(), query, offset, limit,
+              [](const Statement& rows) {
+                json item = {{"id", rows.integer(0)},      {"type", rows.text(1)},     {"samples", rows.integer(2)},
+                             {"entries", rows.integer(3)}, {"function", rows.text(4)}, {"file", rows.text(5)},
+                             {"line", rows.integer(6)},    {"bridges", rows.integer(8)}};
+                item["parent"] = rows.integer(7) < 0 ? json(nullptr) : json(rows.integer(7));
+                item["stages"] = json::parse(rows.text(9), nullptr, false);
+                return item;
+              });
 }
 
 json Store::functions(const std::string& id, std::size_t offset, std::size_t limit, const std::string& query) {
   std::lock_guard lock(mutex_);
   require_indexed(id);
-  const char* filter = "upload = ?1 AND (?2 = '' OR instr(name, ?2) > 0 OR instr(file, ?2) > 0)";
-  Statement count(db_, fmt::format("SELECT COUNT(*) FROM functions WHERE {}", filter).c_str());
-  count.bind(1, id).bind(2, query).step();
-  json out = {{"total", count.integer(0)}, {"offset", offset}, {"functions", json::array()}};
-  Statement rows(db_, fmt::format("SELECT name, file, line, self, total FROM functions WHERE {} "
-                                  "ORDER BY self DESC, total DESC LIMIT ?3 OFFSET ?4",
-                                  filter)
-                          .c_str());
-  rows.bind(1, id).bind(2, query).bind(3, static_cast<std::int64_t>(limit)).bind(4, static_cast<std::int64_t>(offset));
-  while (rows.step())
-    out["functions"].push_back({{"name", rows.text(0)},
-                                {"file", rows.text(1)},
-                                {"line", rows.integer(2)},
-                                {"self", rows.integer(3)},
-                                {"total", rows.integer(4)}});
-  return out;
+  return page(db_, id, "functions", "name, file, line, self, total", "instr(name, ?2) > 0 OR instr(file, ?2) > 0",
+              "self DESC, total DESC", query, offset, limit, [](const Statement& rows) {
+                return json{{"name", rows.text(0)},
+                            {"file", rows.text(1)},
+                            {"line", rows.integer(2)},
+                            {"self", rows.integer(3)},
+                            {"total", rows.integer(4)}};
+              });
 }
 
 fs::path Store::bundle_path(const std::string& id) {

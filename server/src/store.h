@@ -76,6 +76,7 @@ class Store {
   // Whether `id` is indexed; the caller holds mutex_.
   bool is_indexed(const std::string& id);
   void require_indexed(const std::string& id);
+
   std::filesystem::path run_dir(const std::string& run) const;
   std::filesystem::path bundle_path_for(const std::string& id) const;
 
