@@ -8,12 +8,12 @@
 #include <sstream>
 #include <string>
 
-#include "unwind/unwinder.h"
+#include "symbols/symbols.h"
 
 namespace {
 
-using jitprof::unwind::AddressSpace;
-using jitprof::unwind::Mapping;
+using jitprof::symbols::AddressSpace;
+using jitprof::symbols::Mapping;
 
 // The line of native_hot.c that holds `marker`.
 std::int64_t line_of(const std::string& marker) {
@@ -41,7 +41,7 @@ AddressSpace space_of(const std::string& path) {
   return space;
 }
 
-std::string describe(const jitprof::unwind::Symbol& symbol) {
+std::string describe(const jitprof::symbols::Symbol& symbol) {
   std::string text = symbol.name;
   for (const auto& frame : symbol.source)
     text += " > " + frame.function + "@" + frame.file.substr(frame.file.rfind('/') + 1) + ":" + std::to_string(frame.line);

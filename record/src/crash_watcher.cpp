@@ -65,8 +65,7 @@ void CrashWatcher::record_fault(pid_t tid, int signal) {
   }
   user_regs_struct regs{};
   if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return;
-  fault.registers = {regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp, regs.rsp, regs.rip,
-                     regs.r8,  regs.r9,  regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15};
+  fault.registers = arch::from_ptrace(regs);
   fault.stack.resize(kStackBytes);
   // The stack may end before kStackBytes: shrink until the read succeeds.
   for (std::size_t size = kStackBytes; size >= 512; size /= 2) {

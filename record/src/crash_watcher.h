@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "arch/x86_64.h"
+
 namespace jitprof::record {
 
 struct Fault {
@@ -23,7 +25,7 @@ struct Fault {
   int code = 0;                      // siginfo si_code
   std::uint64_t fault_address = 0;   // si_addr, for SIGSEGV/SIGBUS/SIGILL/SIGFPE
   pid_t tid = 0;
-  std::array<std::uint64_t, 17> registers{};  // perf order: AX BX CX DX SI DI BP SP IP R8..R15
+  arch::Registers registers{};
   std::vector<std::uint8_t> stack;   // bytes from the stack pointer up
 };
 

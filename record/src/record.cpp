@@ -412,17 +412,15 @@ class Recorder {
   // The faulting thread at the moment of the fault: registers, its stack
   // unwound like a sample, and names for the native frames.
   void write_crash(const Fault& fault) {
-    static constexpr const char* kNames[] = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "rip",
-                                             "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
     nlohmann::json crash = {{"signal", fault.signal},
                             {"signal_name", signal_name(fault.signal)},
                             {"code", fault.code},
                             {"fault_address", fault.fault_address},
                             {"tid", fault.tid}};
-    for (std::size_t i = 0; i < fault.registers.size(); ++i) crash["registers"][kNames[i]] = fault.registers[i];
+    for (std::size_t i = 0; i < fault.registers.size(); ++i) crash["registers"][arch::kRegisterNames[i]] = fault.registers[i];
     crash["frames"] = nlohmann::json::array();
     const auto frames = collector_ ? collector_->unwind_fault(static_cast<std::uint32_t>(target_pid_), fault)
-                                   : std::vector<nlohmann::json>{{{"address", fault.registers[8]}}};
+                                   : std::vector<nlohmann::json>{{{"address", fault.registers[arch::kRip]}}};
     for (const auto& frame : frames) crash["frames"].push_back(frame);
     writer_.append(bundle::sections::kCrash, crash.dump());
   }

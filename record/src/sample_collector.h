@@ -18,6 +18,7 @@
 #include "bundle/samples.h"
 #include "crash_watcher.h"
 #include "sampler/sampler.h"
+#include "symbols/symbols.h"
 #include "unwind/unwinder.h"
 
 namespace jitprof::record {
@@ -40,12 +41,8 @@ class SampleCollector : public sampler::Listener {
       kernel_addresses_.insert(sample.kernel_callchain.begin(), sample.kernel_callchain.end());
     }
     if (sample.has_user_registers) {
-      unwind::Registers registers;
-      static_assert(std::size_t{unwind::kRegisterCount} == std::size_t{sampler::kRegisterCount},
-                    "both keep perf's register order");
-      std::copy(sample.user_registers.begin(), sample.user_registers.end(), registers.begin());
-      const unwind::AddressSpace& space = spaces_[sample.pid];
-      unwind::Result unwound = unwinder_.unwind(space, registers, sample.user_stack);
+      const symbols::AddressSpace& space = spaces_[sample.pid];
+      unwind::Result unwound = unwinder_.unwind(space, sample.user_registers, sample.user_stack);
       out.user_stack = std::move(unwound.frames);
       remember_symbols(sample.pid, space, out.user_stack);
       out.unwind_stop = to_bundle(unwound.stop);
@@ -61,7 +58,7 @@ class SampleCollector : public sampler::Listener {
   }
 
   void on_mapping(const sampler::Mapping& mapping) override {
-    spaces_[mapping.pid].add({mapping.start, mapping.length, mapping.file_offset, mapping.path});
+    spaces_[mapping.pid].add({mapping.start, mapping.length, mapping.file_offset, mapping.path, mapping.prot});
     const nlohmann::json line = {{"t", mapping.time_ns},       {"pid", mapping.pid},   {"tid", mapping.tid},
                                  {"start", mapping.start},     {"length", mapping.length},
                                  {"offset", mapping.file_offset}, {"prot", mapping.prot}, {"flags", mapping.flags},
@@ -75,7 +72,7 @@ class SampleCollector : public sampler::Listener {
     // A new process starts as a copy of its parent; exec replaces it all.
     if (event.kind == sampler::TaskEvent::Kind::Fork && event.pid != event.parent_pid)
       spaces_[event.pid] = spaces_[event.parent_pid];
-    if (event.kind == sampler::TaskEvent::Kind::Exec) spaces_[event.pid] = unwind::AddressSpace{};
+    if (event.kind == sampler::TaskEvent::Kind::Exec) spaces_[event.pid] = symbols::AddressSpace{};
     static constexpr const char* kKinds[] = {"fork", "exit", "comm", "exec"};
     const nlohmann::json line = {{"t", event.time_ns},   {"kind", kKinds[static_cast<int>(event.kind)]},
                                  {"pid", event.pid},     {"tid", event.tid},
@@ -117,7 +114,7 @@ class SampleCollector : public sampler::Listener {
   // addresses seen; returns how many got a name.
   std::size_t name_kernel_addresses() {
     if (kernel_addresses_.empty()) return 0;
-    const auto kernel = unwind::KernelSymbols::load();
+    const auto kernel = symbols::KernelSymbols::load();
     std::size_t named = 0;
     std::string lines;
     for (std::uint64_t address : kernel_addresses_) {
@@ -133,10 +130,8 @@ class SampleCollector : public sampler::Listener {
 
   // Only once the sampler's reader thread has stopped.
   std::vector<nlohmann::json> unwind_fault(std::uint32_t pid, const Fault& fault) {
-    unwind::Registers registers;
-    std::copy(fault.registers.begin(), fault.registers.end(), registers.begin());
-    const unwind::AddressSpace& space = spaces_[pid];
-    const unwind::Result unwound = unwinder_.unwind(space, registers, fault.stack);
+    const symbols::AddressSpace& space = spaces_[pid];
+    const unwind::Result unwound = unwinder_.unwind(space, fault.registers, fault.stack);
     std::vector<nlohmann::json> frames;
     for (std::size_t i = 0; i < unwound.frames.size(); ++i) {
       const std::uint64_t address = unwound.frames[i];
@@ -154,7 +149,7 @@ class SampleCollector : public sampler::Listener {
 
  private:
   // [{"function", "file", "line"}...], outermost first.
-  static nlohmann::json source_json(const std::vector<unwind::SourceFrame>& source) {
+  static nlohmann::json source_json(const std::vector<symbols::SourceFrame>& source) {
     nlohmann::json frames = nlohmann::json::array();
     for (const auto& frame : source)
       frames.push_back({{"function", frame.function}, {"file", frame.file}, {"line", frame.line}});
@@ -162,7 +157,7 @@ class SampleCollector : public sampler::Listener {
   }
 
   // One SYMS line; kernel addresses go under pid 0.
-  static std::string symbol_line(std::uint32_t pid, std::uint64_t address, const unwind::Symbol& symbol) {
+  static std::string symbol_line(std::uint32_t pid, std::uint64_t address, const symbols::Symbol& symbol) {
     nlohmann::json line = {{"pid", pid},           {"address", address},   {"path", symbol.path},
                            {"build_id", symbol.build_id}, {"name", symbol.name}, {"offset", symbol.offset}};
     if (!symbol.source.empty()) line["source"] = source_json(symbol.source);
@@ -171,7 +166,7 @@ class SampleCollector : public sampler::Listener {
 
   // Names each address once per process, so the bundle reads on a machine
   // without these binaries.
-  void remember_symbols(std::uint32_t pid, const unwind::AddressSpace& space, const std::vector<std::uint64_t>& frames) {
+  void remember_symbols(std::uint32_t pid, const symbols::AddressSpace& space, const std::vector<std::uint64_t>& frames) {
     std::string lines;
     auto& seen = symbolized_[pid];
     for (std::size_t i = 0; i < frames.size(); ++i) {
@@ -202,7 +197,7 @@ class SampleCollector : public sampler::Listener {
   const bool children_;
   // Touched by the sampler's reader thread only.
   unwind::Unwinder unwinder_;
-  std::unordered_map<std::uint32_t, unwind::AddressSpace> spaces_;
+  std::unordered_map<std::uint32_t, symbols::AddressSpace> spaces_;
   std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> symbolized_;
   std::unordered_set<std::uint64_t> kernel_addresses_;
   mutable std::mutex mutex_;

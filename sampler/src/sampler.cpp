@@ -21,6 +21,11 @@
 #include <sstream>
 
 namespace jitprof::sampler {
+
+static_assert(arch::kPerfUserRegisterMask ==
+                  (((std::uint64_t{1} << (PERF_REG_X86_IP + 1)) - 1) | (std::uint64_t{0xff} << PERF_REG_X86_R8)),
+              "arch::Register lists AX..IP and R8..R15 in perf's order");
+
 namespace {
 
 int perf_event_open(perf_event_attr& attr, pid_t pid, int cpu) {
@@ -177,7 +182,6 @@ std::string read_line(const std::string& path) {
 }  // namespace
 
 perf_event_attr Sampler::event_attributes(const Settings& settings) {
-  register_mask_ = ((std::uint64_t{1} << (PERF_REG_X86_IP + 1)) - 1) | (std::uint64_t{0xff} << PERF_REG_X86_R8);
   sample_type_ = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CPU | PERF_SAMPLE_PERIOD |
                  PERF_SAMPLE_CALLCHAIN | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
   perf_event_attr attr{};
@@ -186,7 +190,7 @@ perf_event_attr Sampler::event_attributes(const Settings& settings) {
   attr.config = PERF_COUNT_SW_CPU_CLOCK;
   attr.sample_period = std::max<std::uint64_t>(1, 1'000'000'000ull / settings.rate_hz);  // nanoseconds
   attr.sample_type = sample_type_;
-  attr.sample_regs_user = register_mask_;
+  attr.sample_regs_user = arch::kPerfUserRegisterMask;
   attr.sample_stack_user = settings.user_stack_bytes & ~7u;
   // The kernel's user callchain walks frame pointers, which PyPy's JIT code and
   // libpypy do not keep: user frames come from the registers and stack copy.

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-namespace jitprof::unwind {
+namespace jitprof::symbols {
 
 namespace {
 
@@ -108,4 +108,4 @@ std::vector<SourceFrame> SourceLines::at(std::uint64_t vaddr) {
   return innermost_first;
 }
 
-}  // namespace jitprof::unwind
+}  // namespace jitprof::symbols

@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "unwind/unwinder.h"
+#include "symbols/symbols.h"
 
 struct Dwfl;
 
-namespace jitprof::unwind {
+namespace jitprof::symbols {
 
 class SourceLines {
  public:
@@ -33,4 +33,4 @@ class SourceLines {
   bool has_dwarf_ = false;
 };
 
-}  // namespace jitprof::unwind
+}  // namespace jitprof::symbols

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "arch/x86_64.h"
+
 struct perf_event_attr;
 
 namespace jitprof::sampler {
@@ -28,9 +30,6 @@ struct Settings {
   std::size_t ring_pages = 1024;         // per CPU, a power of two (4 MiB: ~250 ms of 16 KiB stacks at 1 kHz)
 };
 
-// x86-64 user registers in the order the sampler stores them.
-enum Register : std::size_t { kRax, kRbx, kRcx, kRdx, kRsi, kRdi, kRbp, kRsp, kRip, kR8, kR9, kR10, kR11, kR12, kR13, kR14, kR15, kRegisterCount };
-
 struct Sample {
   std::uint64_t time_ns;  // CLOCK_MONOTONIC
   std::uint32_t pid, tid, cpu;
@@ -38,8 +37,8 @@ struct Sample {
   bool in_kernel;
   std::vector<std::uint64_t> kernel_callchain;  // leaf first; empty when the sample hit user code
   bool has_user_registers;
-  std::array<std::uint64_t, kRegisterCount> user_registers;
-  std::span<const std::uint8_t> user_stack;  // from user_registers[kRsp]; valid during the callback only
+  arch::Registers user_registers;
+  std::span<const std::uint8_t> user_stack;  // from user_registers[arch::kRsp]; valid during the callback only
 };
 
 struct Mapping {
@@ -118,7 +117,6 @@ class Sampler {
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> samples_{0}, lost_{0}, throttled_{0}, records_{0};
   std::uint64_t sample_type_ = 0;
-  std::uint64_t register_mask_ = 0;
   bool kernel_frames_ = true;
   int wake_fd_ = -1;
 };
