@@ -4,7 +4,6 @@
 //
 //   build/bench/correlate_bench [SAMPLES] [TRACES]
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdlib>
@@ -12,7 +11,9 @@
 #include <random>
 
 #include "bundle/bundle.h"
+#include "bundle/manifest.h"
 #include "bundle/samples.h"
+#include "bundle/sections.h"
 #include "correlate/profile.h"
 #include "support/jitlog_writer.h"
 
@@ -28,7 +29,9 @@ constexpr std::uint32_t kPid = 1000;
 
 struct Workload {
   std::vector<std::uint8_t> jitlog;
-  std::string clock, maps, symbols;
+  bundle::SectionBuffer<bundle::JitlogArrival> clock;
+  bundle::SectionBuffer<bundle::MappingRecord> maps;
+  bundle::SectionBuffer<bundle::SymbolRecord> symbols;
   std::vector<std::uint8_t> samples;
 };
 
@@ -44,7 +47,7 @@ Workload build(std::size_t sample_count, std::size_t trace_count) {
     const std::uint64_t start = kJitBase + slot * kTraceSpacing, guard = 0x5500000000 + i * 16;
     const std::string file = fmt::format("/bench/module{}.py", i % 50);
     const std::string function = fmt::format("function{}", i % 500);
-    work.clock += nlohmann::json{{"offset", log.size()}, {"t", std::uint64_t(i) * 1000}}.dump() + "\n";
+    work.clock.add({log.size(), std::uint64_t(i) * 1000});
     log.start_trace(id, "loop", 0)
         .trace_opt(id)
         .input_args("p0,i0")
@@ -65,13 +68,11 @@ Workload build(std::size_t sample_count, std::size_t trace_count) {
         .machine_code(128, testing::Bytes(kTraceSize - 128, 0x90));
   }
   work.jitlog = log.bytes();
-  work.maps = nlohmann::json{{"pid", kPid}, {"start", kJitBase}, {"length", trace_count * kTraceSpacing},
-                             {"path", "//anon"}, {"prot", 7}}.dump() + "\n" +
-              nlohmann::json{{"pid", kPid}, {"start", kLibpypy}, {"length", 1 << 24},
-                             {"path", "/usr/lib/libpypy3.9-c.so"}, {"prot", 5}}.dump() + "\n";
+  work.maps.add({0, kPid, kPid, kJitBase, trace_count * kTraceSpacing, 0, 7, 0, 0, 0, 0, "//anon"});
+  work.maps.add({0, kPid, kPid, kLibpypy, 1 << 24, 0, 5, 0, 0, 0, 0, "/usr/lib/libpypy3.9-c.so"});
   for (std::uint64_t i = 0; i < 64; ++i)
-    work.symbols += nlohmann::json{{"pid", kPid}, {"address", kLibpypy + i * 4096}, {"path", "/usr/lib/libpypy3.9-c.so"},
-                                   {"name", i % 2 ? fmt::format("pypy_function_{}", i) : ""}, {"offset", 0}}.dump() + "\n";
+    work.symbols.add({kPid, kLibpypy + i * 4096, "/usr/lib/libpypy3.9-c.so", "",
+                      i % 2 ? fmt::format("pypy_function_{}", i) : "", 0, {}});
 
   std::mt19937_64 random(42);
   bundle::SampleEncoder encoder;
@@ -102,15 +103,18 @@ double seconds(Work&& work) {
 int main(int argc, char** argv) {
   const std::size_t sample_count = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1'000'000;
   const std::size_t trace_count = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 10'000;
-  const Workload work = build(sample_count, trace_count);
+  Workload work = build(sample_count, trace_count);
   const auto path = std::filesystem::temp_directory_path() / "jitprof-correlate-bench.jprof";
   {
     bundle::BundleWriter writer(path);
-    writer.append(bundle::sections::kManifest, std::string(R"({"perf":{"rate_hz":1000}})"));
+    bundle::Manifest manifest;
+    manifest.perf.emplace();
+    manifest.perf->rate_hz = 1000;
+    writer.append(bundle::sections::kManifest, bundle::encode(manifest));
     writer.append(bundle::sections::kJitlog, work.jitlog);
-    writer.append(bundle::sections::kJitlogClock, work.clock);
-    writer.append(bundle::sections::kMaps, work.maps);
-    writer.append(bundle::sections::kSymbols, work.symbols);
+    work.clock.flush_into(writer);
+    work.maps.flush_into(writer);
+    work.symbols.flush_into(writer);
     writer.append(bundle::sections::kSamples, work.samples);
   }
   const bundle::Bundle read = bundle::read_bundle(path);

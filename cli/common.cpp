@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include "bundle/bundle.h"
+#include "views/views.h"
 
 #include <fmt/format.h>
 
@@ -29,22 +30,17 @@ std::string hex(std::uint64_t value) { return fmt::format("0x{:x}", value); }
 
 int report_diagnostics(const std::string& file, const std::vector<binio::Diagnostic>& warnings,
                        const std::optional<binio::Diagnostic>& error) {
-  for (const auto& warning : warnings) std::cerr << fmt::format("jitprof: warning: {}: {}\n", file, warning.message);
-  if (!error) return 0;
-  std::cerr << fmt::format("jitprof: error: {}: at byte offset {}: {}; showing what was read before it\n", file,
-                           error->offset, error->message);
-  return 1;
+  return report_diagnostics(file, views::diagnostics_json(warnings, error));
 }
 
-nlohmann::json diagnostics_json(const std::vector<binio::Diagnostic>& warnings,
-                                const std::optional<binio::Diagnostic>& error) {
-  nlohmann::json result = nlohmann::json::object();
-  result["warnings"] = nlohmann::json::array();
-  for (const auto& warning : warnings)
-    result["warnings"].push_back({{"offset", warning.offset}, {"message", warning.message}});
-  result["error"] = error ? nlohmann::json{{"offset", error->offset}, {"message", error->message}}
-                          : nlohmann::json(nullptr);
-  return result;
+int report_diagnostics(const std::string& file, const nlohmann::json& diagnostics) {
+  for (const auto& warning : diagnostics["warnings"])
+    std::cerr << fmt::format("jitprof: warning: {}: {}\n", file, warning["message"].get<std::string>());
+  const nlohmann::json& error = diagnostics["error"];
+  if (error.is_null()) return 0;
+  std::cerr << fmt::format("jitprof: error: {}: at byte offset {}: {}; showing what was read before it\n", file,
+                           error["offset"].get<std::uint64_t>(), error["message"].get<std::string>());
+  return 1;
 }
 
 namespace {

@@ -42,8 +42,8 @@ std::optional<Correlated> load_correlated(const std::string& file, const std::st
 // the command should end with (1 when reading stopped at malformed input).
 int report_diagnostics(const std::string& file, const std::vector<binio::Diagnostic>& warnings,
                        const std::optional<binio::Diagnostic>& error);
-nlohmann::json diagnostics_json(const std::vector<binio::Diagnostic>& warnings,
-                                const std::optional<binio::Diagnostic>& error);
+// The same from a view's "diagnostics" (views::diagnostics_json).
+int report_diagnostics(const std::string& file, const nlohmann::json& diagnostics);
 
 // Reads Python source files on demand to show the line a merge point names.
 class SourceCache {

@@ -5,67 +5,17 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
-#include <unordered_map>
-#include <unordered_set>
 
 #include "commands.h"
 #include "common.h"
+#include "views/views.h"
 #include "vmprof/profile.h"
 
 namespace jitprof::cli {
 namespace {
 
 using nlohmann::json;
-using vmprof::FrameKind;
 using vmprof::Profile;
-
-bool is_python(FrameKind kind) { return kind == FrameKind::Interpreted || kind == FrameKind::Jitted; }
-
-struct FunctionCounts {
-  std::uint64_t self = 0;   // samples whose innermost Python frame is this function
-  std::uint64_t total = 0;  // samples with this function anywhere on the stack
-  std::uint64_t self_jit = 0;
-};
-
-// Where each sample was when taken, by the innermost entry of the stack.
-struct Summary {
-  std::uint64_t samples = 0;
-  std::uint64_t in_jit = 0;          // innermost Python frame runs JIT code
-  std::uint64_t in_interpreter = 0;  // innermost Python frame is interpreted
-  std::uint64_t in_native = 0;       // leaf is a native frame (native mode)
-  std::uint64_t frames = 0;
-  std::unordered_map<std::uint64_t, FunctionCounts> functions;  // by code uid
-  std::unordered_set<std::uint64_t> threads;
-};
-
-Summary summarize(const Profile& profile) {
-  Summary summary;
-  std::unordered_set<std::uint64_t> seen;
-  for (const auto& sample : profile.samples) {
-    const auto stack = profile.stack(sample);
-    summary.samples += sample.count;
-    summary.frames += stack.size();
-    summary.threads.insert(sample.thread_id);
-    if (!stack.empty() && stack.front().kind == FrameKind::Native) summary.in_native += sample.count;
-    seen.clear();
-    bool leaf_found = false;
-    for (const auto& frame : stack) {
-      if (!is_python(frame.kind)) continue;
-      FunctionCounts& counts = summary.functions[frame.value];
-      if (!leaf_found) {
-        leaf_found = true;
-        counts.self += sample.count;
-        const bool jit = frame.kind == FrameKind::Jitted;
-        if (jit) counts.self_jit += sample.count;
-        (jit ? summary.in_jit : summary.in_interpreter) += sample.count;
-      }
-      // A function counts once per sample for total, even when recursive or
-      // listed both as JIT-inlined and as interpreted.
-      if (seen.insert(frame.value).second) counts.total += sample.count;
-    }
-  }
-  return summary;
-}
 
 std::string function_label(const Profile& profile, std::uint64_t uid) {
   const vmprof::CodeName* name = profile.code_name(uid);
@@ -78,100 +28,48 @@ std::string format_time(const vmprof::Timestamp& time) {
   return fmt::format("{:%Y-%m-%d %H:%M:%S} UTC", fmt::gmtime(static_cast<std::time_t>(time.seconds)));
 }
 
-std::string mode_text(const vmprof::Header& header) {
-  std::string mode;
-  auto add = [&](bool on, const char* name) {
-    if (on) mode += (mode.empty() ? "" : ", ") + std::string(name);
-  };
-  add(header.is_rpython(), "rpython");
-  add(header.profiles_memory(), "memory");
-  add(header.profiles_lines(), "lines");
-  add(header.profiles_native(), "native");
-  add(header.real_time(), "real-time");
-  return mode.empty() ? "plain" : mode;
-}
-
 }  // namespace
 
 int run_profile(const ProfileOptions& options) {
   const Profile profile = load_profile(options.file);
-  const Summary summary = summarize(profile);
-  std::vector<std::pair<std::uint64_t, FunctionCounts>> ranked(summary.functions.begin(), summary.functions.end());
-  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-    if (a.second.self != b.second.self) return a.second.self > b.second.self;
-    if (a.second.total != b.second.total) return a.second.total > b.second.total;
-    return a.first < b.first;
-  });
-  if (ranked.size() > options.top) ranked.resize(options.top);
-
-  std::optional<double> duration;
-  if (profile.start_time && profile.end_time)
-    duration = double(profile.end_time->seconds - profile.start_time->seconds) +
-               double(profile.end_time->microseconds - profile.start_time->microseconds) / 1e6;
-  const auto& header = profile.header;
-
+  json out = views::vmprof_json(profile, options.top);
   if (options.json) {
-    json out = {{"file", options.file},
-                {"bytes", profile.bytes_read},
-                {"interpreter", header.interpreter},
-                {"version", header.version},
-                {"period_usec", header.period_usec},
-                {"word_size", header.word_size},
-                {"flags", header.flags},
-                {"mode", mode_text(header)},
-                {"samples", summary.samples},
-                {"sample_records", profile.samples.size()},
-                {"threads", summary.threads.size()},
-                {"code_objects", profile.code_names.size()},
-                {"has_trailer", profile.has_trailer},
-                {"leaf", {{"jit", summary.in_jit}, {"interpreter", summary.in_interpreter},
-                          {"native", summary.in_native}}}};
-    out["duration_s"] = duration ? json(*duration) : json(nullptr);
-    out["meta"] = json::object();
-    for (const auto& [key, value] : profile.meta) out["meta"][key] = value;
-    out["functions"] = json::array();
-    for (const auto& [uid, counts] : ranked) {
-      const vmprof::CodeName* name = profile.code_name(uid);
-      out["functions"].push_back({{"uid", uid},
-                                  {"name", name ? name->function : ""},
-                                  {"file", name ? name->file : ""},
-                                  {"line", name ? name->line : 0},
-                                  {"self", counts.self},
-                                  {"self_jit", counts.self_jit},
-                                  {"total", counts.total}});
-    }
-    out.update(diagnostics_json(profile.warnings, profile.error));
+    out["file"] = options.file;
     std::cout << out.dump(2) << "\n";
     return report_diagnostics(options.file, profile.warnings, profile.error);
   }
-
+  const auto samples = out["samples"].get<std::uint64_t>();
+  std::uint64_t frames = 0;
+  for (const auto& sample : profile.samples) frames += profile.stack(sample).size();
   std::cout << fmt::format("profile {} ({} bytes)\n", options.file, with_commas(profile.bytes_read));
-  std::cout << fmt::format("{}, vmprof format {}, {}-bit, sampling every {} us, mode: {}\n", header.interpreter,
-                           header.version, header.word_size * 8, header.period_usec, mode_text(header));
+  std::cout << fmt::format("{}, vmprof format {}, {}-bit, sampling every {} us, mode: {}\n", out["interpreter"].get<std::string>(),
+                           out["version"].get<unsigned>(), out["word_size"].get<unsigned>() * 8,
+                           out["period_usec"].get<std::uint64_t>(), out["mode"].get<std::string>());
   if (profile.start_time)
     std::cout << fmt::format("started {}{}\n", format_time(*profile.start_time),
-                             duration ? fmt::format(", ran {:.3f} s", *duration) : ", no trailer (cut short?)");
-  std::cout << fmt::format("samples: {} ({} stack frames on average), {} code objects named\n",
-                           with_commas(summary.samples),
-                           summary.samples ? summary.frames / std::max<std::uint64_t>(1, profile.samples.size()) : 0,
+                             out["duration_s"].is_null() ? ", no trailer (cut short?)"
+                                                         : fmt::format(", ran {:.3f} s", out["duration_s"].get<double>()));
+  std::cout << fmt::format("samples: {} ({} stack frames on average), {} code objects named\n", with_commas(samples),
+                           samples ? frames / std::max<std::uint64_t>(1, profile.samples.size()) : 0,
                            with_commas(profile.code_names.size()));
-  std::cout << fmt::format("innermost Python frame: JIT code {} ({}), interpreter {} ({})", with_commas(summary.in_jit),
-                           percent(double(summary.in_jit), double(summary.samples)),
-                           with_commas(summary.in_interpreter),
-                           percent(double(summary.in_interpreter), double(summary.samples)));
-  if (header.profiles_native())
-    std::cout << fmt::format("; leaf in native code {} ({})", with_commas(summary.in_native),
-                             percent(double(summary.in_native), double(summary.samples)));
+  const json& leaf = out["leaf"];
+  const auto share = [&](const char* where) {
+    const auto count = leaf[where].get<std::uint64_t>();
+    return fmt::format("{} ({})", with_commas(count), percent(double(count), double(samples)));
+  };
+  std::cout << fmt::format("innermost Python frame: JIT code {}, interpreter {}", share("jit"), share("interpreter"));
+  if (profile.header.profiles_native()) std::cout << fmt::format("; leaf in native code {}", share("native"));
   std::cout << "\n";
-  if (!ranked.empty()) {
+  if (!out["functions"].empty()) {
     std::cout << fmt::format("\ntop functions (self = innermost Python frame):\n");
     std::cout << fmt::format("{:>7} {:>8} {:>7} {:>8} {:>6}  {}\n", "self%", "self", "total%", "total", "jit%",
                              "function");
-    for (const auto& [uid, counts] : ranked) {
-      std::cout << fmt::format("{:>7} {:>8} {:>7} {:>8} {:>6}  {}\n",
-                               percent(double(counts.self), double(summary.samples)), with_commas(counts.self),
-                               percent(double(counts.total), double(summary.samples)), with_commas(counts.total),
-                               percent(double(counts.self_jit), double(counts.self)), function_label(profile, uid));
+    for (const json& function : out["functions"]) {
+      const auto self = function["self"].get<std::uint64_t>(), total = function["total"].get<std::uint64_t>();
+      std::cout << fmt::format("{:>7} {:>8} {:>7} {:>8} {:>6}  {}\n", percent(double(self), double(samples)),
+                               with_commas(self), percent(double(total), double(samples)), with_commas(total),
+                               percent(function["self_jit"].get<double>(), double(self)),
+                               function_label(profile, function["uid"].get<std::uint64_t>()));
     }
   }
   return report_diagnostics(options.file, profile.warnings, profile.error);

@@ -7,7 +7,7 @@
 #include <map>
 
 #include "bundle/bundle.h"
-#include "bundle/samples.h"
+#include "bundle/manifest.h"
 #include "commands.h"
 #include "common.h"
 #include "correlate/profile.h"
@@ -68,33 +68,6 @@ int run_attach(const AttachOptions& options) {
 
 namespace {
 
-struct SampleSummary {
-  std::size_t samples = 0, in_kernel = 0, in_jit_code = 0, in_traces = 0, unique_stacks = 0;
-  std::size_t user_frames = 0;
-  std::map<std::string, std::size_t> unwind_stops;  // why user stacks end
-};
-
-SampleSummary summarize_samples(const bundle::Bundle& read) {
-  SampleSummary summary;
-  const bundle::SampleTable table = bundle::decode_samples(read.stream(bundle::sections::kSamples));
-  summary.samples = table.rows.size();
-  summary.unique_stacks = table.stacks.size();
-  for (const auto& row : table.rows) {
-    summary.in_kernel += row.kernel_stack != bundle::SampleTable::kNoStack;
-    ++summary.unwind_stops[bundle::unwind_stop_name(row.unwind_stop)];
-    if (row.user_stack != bundle::SampleTable::kNoStack) summary.user_frames += table.stacks[row.user_stack].size();
-  }
-  if (summary.samples == 0) return summary;
-  // JIT samples resolve at their own time (code is freed and reused): the
-  // correlator's answer, so that info and report agree.
-  const correlate::Profile profile = correlate::correlate(read);
-  summary.in_jit_code = profile.stats.jit;
-  summary.in_traces = profile.stats.jit_in_trace;
-  return summary;
-}
-
-}  // namespace
-
 void print_crash(const json& crash) {
   std::cout << fmt::format("crash: {} in thread {} at {}", crash.value("signal_name", "?"), crash.value("tid", 0),
                            hex(crash["registers"].value("rip", std::uint64_t{0})));
@@ -124,131 +97,104 @@ void print_crash(const json& crash) {
   }
 }
 
+void print_sampling(const bundle::Manifest& manifest, const json& info) {
+  if (!manifest.perf || manifest.perf->state == bundle::Manifest::Perf::State::Off) {
+    std::cout << "perf sampling: off\n";
+  } else if (manifest.perf->state == bundle::Manifest::Perf::State::Refused) {
+    std::cout << fmt::format("perf sampling: refused: {}\n", manifest.perf->refused);
+  } else {
+    const bundle::Manifest::Perf& perf = *manifest.perf;
+    std::cout << fmt::format("perf sampling: {} at {} Hz: {} samples, {:.0f}/s of target CPU time ({:.3f} s), {} lost\n",
+                             perf.event, perf.rate_hz, with_commas(perf.samples.value_or(0)),
+                             perf.achieved_hz.value_or(0.0), manifest.target_cpu_s.value_or(0.0),
+                             with_commas(perf.lost.value_or(0)));
+  }
+  if (!manifest.vmprof) return;
+  std::cout << fmt::format("vmprof sampling: {} Hz{}", manifest.vmprof->rate_hz,
+                           manifest.vmprof->native_frames ? " with native frames" : "");
+  const double duration = manifest.duration_s.value_or(0.0);
+  if (duration > 0)
+    std::cout << fmt::format(", achieved {:.0f} samples/s", info["vmprof"]["samples"].get<double>() / duration);
+  std::cout << "\n";
+}
+
+void print_manifest(const bundle::Manifest& manifest, const json& info) {
+  std::string command;
+  for (const auto& word : manifest.command) command += word + " ";
+  std::cout << fmt::format("command: {}\n", command);
+  if (!manifest.pypy_version.value_or("").empty()) std::cout << fmt::format("interpreter: {}\n", *manifest.pypy_version);
+  const bundle::Manifest::Host host = manifest.host.value_or(bundle::Manifest::Host{"?", "?", "?", "?"});
+  std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n",
+                           manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, host.name, host.system,
+                           host.release);
+  if (!manifest.complete())
+    std::cout << "state: INCOMPLETE (the recording did not finish; what was written before is below)\n";
+  else
+    std::cout << fmt::format("duration: {:.3f} s\n", manifest.duration_s.value_or(0.0));
+  print_sampling(manifest, info);
+  if (const auto& exit = manifest.exit) {
+    if (exit->signal)
+      std::cout << fmt::format("exit: killed by {} (status {})\n", exit->signal_name.value_or("?"), exit->code);
+    else
+      std::cout << fmt::format("exit: status {}\n", exit->code);
+  }
+}
+
+void print_samples(const json& samples) {
+  const auto count = samples["count"].get<std::size_t>();
+  if (count == 0) return;
+  const auto in_jit = samples["in_jit_code"].get<std::size_t>(), in_traces = samples["in_jitlog_traces"].get<std::size_t>();
+  std::cout << fmt::format(
+      "perf samples: {} ({} in the kernel), {} in JIT code, of which {} ({}) at an address inside a jitlog "
+      "trace and {} in PyPy's JIT helper code, which the jitlog does not describe\n",
+      with_commas(count), with_commas(samples["in_kernel"].get<std::size_t>()), with_commas(in_jit),
+      with_commas(in_traces), percent(double(in_traces), double(in_jit)), with_commas(in_jit - in_traces));
+  std::cout << fmt::format("user stacks: {:.1f} frames on average; unwinding ended:",
+                           samples["user_frames"].get<double>() / double(count));
+  for (const auto& [reason, stopped] : samples["unwind_stops"].items())
+    std::cout << fmt::format(" {} {} ({}),", reason, with_commas(stopped.get<std::size_t>()),
+                             percent(stopped.get<double>(), double(count)));
+  std::cout << "\n";
+}
+
+}  // namespace
+
 int run_info(const InfoOptions& options) {
   const bundle::Bundle read = bundle::read_bundle(options.file);
-  const bundle::Frame* manifest_frame = read.latest(bundle::sections::kManifest);
-  json manifest = manifest_frame ? json::parse(manifest_frame->data, nullptr, false) : json(nullptr);
-  if (manifest.is_discarded()) manifest = nullptr;
-
-  struct SectionSummary {
-    std::size_t frames = 0;
-    std::uint64_t bytes = 0;
-  };
-  std::vector<std::pair<std::string, SectionSummary>> sections;
-  for (const auto& frame : read.frames) {
-    auto it = std::find_if(sections.begin(), sections.end(), [&](const auto& s) { return s.first == frame.type.name(); });
-    if (it == sections.end()) it = sections.insert(sections.end(), {frame.type.name(), {}});
-    ++it->second.frames;
-    it->second.bytes += frame.data.size();
-  }
-  // An empty section is no error: PyPy compiled nothing, or its logs were off.
-  const bool has_jitlog = read.has(bundle::sections::kJitlog);
-  const bool has_vmprof = read.has(bundle::sections::kVmprof);
-  const jitlog::Forest forest = has_jitlog ? jitlog::parse_jitlog(read.stream(bundle::sections::kJitlog)) : jitlog::Forest{};
-  const vmprof::Profile profile =
-      has_vmprof ? vmprof::parse_profile(read.stream(bundle::sections::kVmprof)) : vmprof::Profile{};
-  std::size_t loops = 0;
-  for (const auto& trace : forest.traces) loops += trace.kind == jitlog::TraceKind::Loop;
-  const SampleSummary samples = summarize_samples(read);
-  const json crash = views::crash_json(read, forest);
-  const double duration = manifest.is_object() ? manifest.value("duration_s", 0.0) : 0.0;
-
+  const correlate::Profile profile = correlate::correlate(read);
+  json info = views::info_json(read, profile);
   if (options.json) {
-    json out = {{"file", options.file}, {"bytes", read.bytes_read}, {"manifest", manifest}};
-    out["sections"] = json::array();
-    for (const auto& [name, summary] : sections)
-      out["sections"].push_back({{"type", name}, {"frames", summary.frames}, {"bytes", summary.bytes}});
-    out["jitlog"] = {{"present", has_jitlog}, {"traces", forest.traces.size()}, {"loops", loops}, {"bridges", forest.traces.size() - loops},
-                     {"diagnostics", diagnostics_json(forest.warnings, forest.error)}};
-    out["vmprof"] = {{"present", has_vmprof}, {"samples", profile.samples.size()}, {"code_objects", profile.code_names.size()},
-                     {"diagnostics", diagnostics_json(profile.warnings, profile.error)}};
-    out["samples"] = {{"count", samples.samples},
-                      {"in_kernel", samples.in_kernel},
-                      {"in_jit_code", samples.in_jit_code},
-                      {"in_jitlog_traces", samples.in_traces},
-                      {"unique_stacks", samples.unique_stacks},
-                      {"user_frames", samples.user_frames},
-                      {"unwind_stops", samples.unwind_stops}};
-    out["crash"] = crash;
-    out.update(diagnostics_json(read.warnings, read.error));
-    std::cout << out.dump(2) << "\n";
+    info["file"] = options.file;
+    std::cout << info.dump(2) << "\n";
     return report_diagnostics(options.file, read.warnings, read.error);
   }
-
-  std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read),
-                           read.version);
-  if (manifest.is_object()) {
-    std::string command;
-    for (const auto& word : manifest.value("command", json::array())) command += word.get<std::string>() + " ";
-    std::cout << fmt::format("command: {}\n", command);
-    if (!manifest.value("pypy_version", "").empty())
-      std::cout << fmt::format("interpreter: {}\n", manifest.value("pypy_version", ""));
-    std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n", manifest.value("jitprof_version", "?"),
-                             manifest["host"].value("name", "?"), manifest["host"].value("system", "?"),
-                             manifest["host"].value("release", "?"));
-    if (manifest.value("state", "") != "complete")
-      std::cout << "state: INCOMPLETE (the recording did not finish; what was written before is below)\n";
-    else
-      std::cout << fmt::format("duration: {:.3f} s\n", duration);
-    const json perf = manifest.value("perf", json(nullptr));
-    if (perf.is_object() && perf.contains("refused"))
-      std::cout << fmt::format("perf sampling: refused: {}\n", perf.value("refused", ""));
-    else if (perf.is_object())
-      std::cout << fmt::format("perf sampling: {} at {} Hz: {} samples, {:.0f}/s of target CPU time ({:.3f} s), {} lost\n",
-                               perf.value("event", "?"), perf.value("rate_hz", 0), with_commas(perf.value("samples", std::uint64_t{0})),
-                               perf.value("achieved_hz", 0.0), manifest.value("target_cpu_s", 0.0),
-                               with_commas(perf.value("lost", std::uint64_t{0})));
-    else
-      std::cout << "perf sampling: off\n";
-    if (manifest.contains("vmprof")) {
-      const auto& vmprof = manifest["vmprof"];
-      std::cout << fmt::format("vmprof sampling: {} Hz{}", vmprof.value("rate_hz", 0),
-                               vmprof.value("native_frames", false) ? " with native frames" : "");
-      if (duration > 0) std::cout << fmt::format(", achieved {:.0f} samples/s", double(profile.samples.size()) / duration);
-      std::cout << "\n";
-    }
-    if (manifest.contains("exit")) {
-      const auto& exit = manifest["exit"];
-      if (exit.contains("signal"))
-        std::cout << fmt::format("exit: killed by {} (status {})\n", exit.value("signal_name", "?"),
-                                 exit.value("code", 0));
-      else
-        std::cout << fmt::format("exit: status {}\n", exit.value("code", 0));
-    }
-  } else {
-    std::cout << "manifest: missing\n";
-  }
-  if (!crash.is_null()) print_crash(crash);
+  std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read), read.version);
+  const bundle::ManifestRead manifest = bundle::read_manifest(read);
+  if (manifest.manifest)
+    print_manifest(*manifest.manifest, info);
+  else
+    std::cout << fmt::format("manifest: {}\n", read.has(bundle::sections::kManifest) ? manifest.error : "missing");
+  if (!info["crash"].is_null()) print_crash(info["crash"]);
   std::cout << "sections:\n";
-  for (const auto& [name, summary] : sections)
-    std::cout << fmt::format("  {}  {:>4} frames  {:>12} bytes\n", name, summary.frames, with_commas(summary.bytes));
-  if (samples.samples > 0)
-    std::cout << fmt::format(
-        "perf samples: {} ({} in the kernel), {} in JIT code, of which {} ({}) at an address inside a jitlog "
-        "trace and {} in PyPy's JIT helper code, which the jitlog does not describe\n",
-        with_commas(samples.samples), with_commas(samples.in_kernel), with_commas(samples.in_jit_code),
-        with_commas(samples.in_traces), percent(double(samples.in_traces), double(samples.in_jit_code)),
-        with_commas(samples.in_jit_code - samples.in_traces));
-  if (samples.samples > 0) {
-    std::cout << fmt::format("user stacks: {:.1f} frames on average; unwinding ended:",
-                             double(samples.user_frames) / double(samples.samples));
-    for (const auto& [reason, count] : samples.unwind_stops)
-      std::cout << fmt::format(" {} {} ({}),", reason, with_commas(count), percent(double(count), double(samples.samples)));
-    std::cout << "\n";
-  }
-  if (has_jitlog)
-    std::cout << fmt::format("jitlog: {} traces ({} loops, {} bridges)\n", forest.traces.size(), loops,
-                             forest.traces.size() - loops);
+  for (const auto& section : info["sections"])
+    std::cout << fmt::format("  {}  {:>4} frames  {:>12} bytes\n", section["type"].get<std::string>(),
+                             section["frames"].get<std::size_t>(), with_commas(section["bytes"].get<std::uint64_t>()));
+  print_samples(info["samples"]);
+  const json& jitlog = info["jitlog"];
+  if (jitlog["present"].get<bool>())
+    std::cout << fmt::format("jitlog: {} traces ({} loops, {} bridges)\n", jitlog["traces"].get<std::size_t>(),
+                             jitlog["loops"].get<std::size_t>(), jitlog["bridges"].get<std::size_t>());
   else
     std::cout << "jitlog: none (PyPy compiled nothing, or its logs were off)\n";
-  if (has_vmprof)
-    std::cout << fmt::format("vmprof: {} samples, {} code objects\n", with_commas(profile.samples.size()),
-                             with_commas(profile.code_names.size()));
+  const json& vmprof = info["vmprof"];
+  if (vmprof["present"].get<bool>())
+    std::cout << fmt::format("vmprof: {} samples, {} code objects\n", with_commas(vmprof["samples"].get<std::size_t>()),
+                             with_commas(vmprof["code_objects"].get<std::size_t>()));
   else
     std::cout << "vmprof: none\n";
   const int status = report_diagnostics(options.file, read.warnings, read.error);
-  report_diagnostics(options.file + " (jitlog section)", forest.warnings, forest.error);
-  report_diagnostics(options.file + " (vmprof section)", profile.warnings, profile.error);
+  report_diagnostics(options.file + " (jitlog section)", jitlog["diagnostics"]);
+  report_diagnostics(options.file + " (vmprof section)", vmprof["diagnostics"]);
   return status;
 }
 

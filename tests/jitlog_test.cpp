@@ -27,6 +27,7 @@
 
 #include "binio/binio.h"
 #include "jitlog/disassembler.h"
+#include "jitlog/resolver.h"
 #include "jitlog/jitlog.h"
 #include "support/jitlog_writer.h"
 
@@ -867,7 +868,7 @@ TEST(JitlogMachineCode, SixteenBitOffsetsAreUnwrappedPastSixtyFourKiB) {
   }
   EXPECT_EQ(offsets, (std::vector<std::uint64_t>{0x100, 0x10000, 0x10010, 0x10010, 0x10030}));
   EXPECT_EQ(stage_of(trace_of(forest, 2), StageKind::Asm).ops.at(0).code->offset, 0x40u);
-  EXPECT_EQ(forest.trace_at_address(start + 0x10030)->id, 1u);
+  EXPECT_EQ(jitprof::jitlog::TraceResolver(forest).find(start + 0x10030).trace->id, 1u);
 }
 
 TEST(JitlogMachineCode, TraceAtAddressPicksTheNewestCodeWhenRangesOverlap) {
@@ -892,8 +893,9 @@ TEST(JitlogMachineCode, TraceAtAddressPicksTheNewestCodeWhenRangesOverlap) {
       .asm_addr(0x1f00, 0x2100);
   const Forest forest = parse(writer);
   ASSERT_FALSE(forest.error) << diagnostics(forest);
+  const jitprof::jitlog::TraceResolver resolver(forest);
   auto id_at = [&](std::uint64_t address) -> std::int64_t {
-    const Trace* trace = forest.trace_at_address(address);
+    const Trace* trace = resolver.find(address).trace;
     return trace ? static_cast<std::int64_t>(trace->id) : -1;
   };
   EXPECT_EQ(id_at(0x1000), 1);
@@ -907,6 +909,46 @@ TEST(JitlogMachineCode, TraceAtAddressPicksTheNewestCodeWhenRangesOverlap) {
   EXPECT_EQ(id_at(0x2800), -1);
   EXPECT_EQ(id_at(0x3000), -1);  // trace 3's old range was replaced
   EXPECT_EQ(id_at(0x0fff), -1);
+}
+
+TEST(JitlogMachineCode, TheResolverNamesReusedCodeByWhenItsTraceArrivedAndItsOpByItsBytes) {
+  // Trace 2 reuses trace 1's memory; it reached the recorder at t = 5 s.
+  JitlogWriter writer;
+  writer.header()
+      .start_trace(1, "loop", 0)
+      .trace_asm(1)
+      .input_args("p0")
+      .asm_addr(0x1000, 0x1100)
+      .resop(opnum::kIntAdd, "i1,i0,1")
+      .machine_code(0x10, Bytes(0x20, 0x90))
+      .resop(opnum::kJump, "?,i1")
+      .machine_code(0x30, Bytes(0x10, 0x90));  // the code past 0x40 belongs to no op
+  const std::uint64_t second_part = writer.size();
+  writer.start_trace(2, "loop", 0)
+      .trace_asm(2)
+      .input_args("p0")
+      .asm_addr(0x1000, 0x1100)
+      .resop(opnum::kIntAdd, "i1,i0,2")
+      .machine_code(0x08, Bytes(0xf8, 0x90));
+  const Forest forest = parse(writer);
+  ASSERT_FALSE(forest.error) << diagnostics(forest);
+  const jl::TraceResolver resolver(forest, {{0, 1'000'000'000}, {second_part, 5'000'000'000}});
+  auto at = [&](std::uint64_t address, std::uint64_t time) {
+    const auto hit = resolver.find(address, time);
+    return std::make_pair(hit.trace ? static_cast<std::int64_t>(hit.trace->id) : -1,
+                          hit.op ? static_cast<std::int64_t>(*hit.op) : -1);
+  };
+  EXPECT_EQ(at(0x1015, 2'000'000'000), std::make_pair(std::int64_t{1}, std::int64_t{0}));
+  EXPECT_EQ(at(0x1035, 2'000'000'000), std::make_pair(std::int64_t{1}, std::int64_t{1}));
+  EXPECT_EQ(at(0x1005, 2'000'000'000), std::make_pair(std::int64_t{1}, std::int64_t{-1}));  // entry code
+  EXPECT_EQ(at(0x1050, 2'000'000'000), std::make_pair(std::int64_t{1}, std::int64_t{-1}));  // past every op's bytes
+  EXPECT_EQ(at(0x1015, 6'000'000'000), std::make_pair(std::int64_t{2}, std::int64_t{0}));
+  // Code runs a little before its record crosses the pipe.
+  EXPECT_EQ(at(0x1015, 4'980'000'000), std::make_pair(std::int64_t{2}, std::int64_t{0}));
+  // Before every trace covering it: the first one born; without a time: the newest.
+  EXPECT_EQ(at(0x1015, 0), std::make_pair(std::int64_t{1}, std::int64_t{0}));
+  EXPECT_EQ(resolver.find(0x1015).trace->id, 2u);
+  EXPECT_EQ(at(0x1100, 6'000'000'000).first, -1);
 }
 
 TEST(JitlogMachineCode, AsmBeforeAnyOpOfItsStageIsAnError) {
@@ -1940,7 +1982,7 @@ TEST_P(JitlogFixture, EveryPypylogBridgeHangsOffItsGuard) {
     if (!block.guard) continue;
     const std::uint64_t guard = *block.guard;
     pypylog_guards.insert(guard);
-    const Trace* bridge = f.trace_at_address(block.gc_table);
+    const Trace* bridge = jitprof::jitlog::TraceResolver(f).find(block.gc_table).trace;
     ASSERT_NE(bridge, nullptr) << "bridge out of Guard " << hex(guard);
     EXPECT_EQ(bridge->code->start, block.gc_table);
     EXPECT_EQ(bridge->kind, TraceKind::Bridge);
@@ -2280,7 +2322,7 @@ TEST(JitlogCorruption, RandomMutationsOfARealPrefixNeverCrashAndReportOffsetsIns
         ASSERT_LE(stage.file_offset, input.size());
         (void)jl::op_sources(trace, stage);
       }
-      if (trace.code) (void)forest.trace_at_address(trace.code->start);
+      if (trace.code) (void)jl::TraceResolver(forest).find(trace.code->start);
     }
   }
   // The mutations must have exercised both failure paths.

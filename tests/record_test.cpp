@@ -12,6 +12,7 @@
 #include "bundle/bundle.h"
 #include "bundle/samples.h"
 #include "jitlog/jitlog.h"
+#include "jitlog/resolver.h"
 #include "test_process.h"
 
 namespace fs = std::filesystem;
@@ -144,6 +145,7 @@ TEST_F(Record, PerfSamplesFollowCpuTimeAndJitSamplesLandInsideTraces) {
   const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
   ASSERT_FALSE(table.error);
   const Places places(read);
+  const jitprof::jitlog::TraceResolver resolver(forest);
   const jitprof::jitlog::Trace* first_compiled = nullptr;
   for (const auto& trace : forest.traces)
     if (trace.code && !first_compiled) first_compiled = &trace;
@@ -152,7 +154,7 @@ TEST_F(Record, PerfSamplesFollowCpuTimeAndJitSamplesLandInsideTraces) {
   for (const auto& row : table.rows) {
     if (row.user_stack == jitprof::bundle::SampleTable::kNoStack) continue;
     const std::uint64_t ip = table.stacks[row.user_stack].front();
-    const auto* trace = forest.trace_at_address(ip);
+    const auto* trace = resolver.find(ip).trace;
     in_f_loop += trace && trace->source() && trace->source()->function == "f";
     if (trace || places.at(ip) != "//anon") continue;
     ++in_helpers;

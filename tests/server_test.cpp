@@ -159,6 +159,28 @@ TEST_F(Server, QueriesAnswerAsTheCommandLineDoes) {
   EXPECT_NE(error["error"].get<std::string>().find("no step 'bogus'"), std::string::npos);
 }
 
+TEST_F(Server, InfoAndJitlogViewsAreTheCommandLinesOwn) {
+  start();
+  const Result uploaded = run({JITPROF_BIN, "upload", "-q", bundle().string(), "--server", url_});
+  ASSERT_EQ(uploaded.status, 0) << uploaded.err;
+  const std::string id = uploaded.out.substr(uploaded.out.rfind('/') + 1, 64);
+  const Result info = run({JITPROF_BIN, "info", "--json", bundle().string()});
+  ASSERT_EQ(info.status, 0) << info.err;
+  json expected = json::parse(info.out);
+  expected.erase("file");
+  const json served = get_json("/api/p/" + id + "/info");
+  EXPECT_EQ(served, expected);
+  EXPECT_EQ(served["manifest"]["command"][1], kPrograms + "hotloop.py");
+  EXPECT_GT(served["samples"]["in_jitlog_traces"].get<int>(), 0);
+
+  const Result jitlog = run({JITPROF_BIN, "jitlog", "--json", "--top", "20", bundle().string()});
+  ASSERT_EQ(jitlog.status, 0) << jitlog.err;
+  expected = json::parse(jitlog.out);
+  expected.erase("file");
+  EXPECT_EQ(get_json("/api/p/" + id + "/jitlog"), expected);
+  EXPECT_GE(expected["loops"].get<int>(), 1);
+}
+
 TEST_F(Server, UploadsNeedAValidTokenWhenTheServerHasATokenFile) {
   std::ofstream(dir_ / "tokens") << "# one token a line\nsecret-one\nsecret-two\n";
   start({"--token-file", (dir_ / "tokens").string()});

@@ -3,27 +3,11 @@
 #include <algorithm>
 #include <map>
 
-#include "bundle/json_lines.h"
+#include "bundle/sections.h"
 #include "jitlog/disassembler.h"
 
 namespace jitprof::correlate {
 namespace {
-
-std::vector<std::uint8_t> from_hex(const std::string& hex) {
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::vector<std::uint8_t> bytes;
-  bytes.reserve(hex.size() / 2);
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-    const int high = nibble(hex[i]), low = nibble(hex[i + 1]);
-    if (high < 0 || low < 0) break;
-    bytes.push_back(static_cast<std::uint8_t>(high << 4 | low));
-  }
-  return bytes;
-}
 
 // x86 code cannot be decoded from an arbitrary byte: a sampled IP is an
 // instruction start, so decoding begins at the earliest offset before it
@@ -48,8 +32,8 @@ std::size_t aligned_start(const jitlog::Disassembler& disassembler, const std::v
 
 std::vector<JitCodeRegion> anonymous_jit_code(const bundle::Bundle& bundle, const Profile& profile) {
   std::vector<JitCodeRegion> regions;
-  const auto lines = bundle::json_lines(bundle, bundle::sections::kJitCode);
-  if (lines.empty()) return regions;
+  const std::vector<bundle::JitCodeRecord> code = bundle::read_jit_code(bundle);
+  if (code.empty()) return regions;
   // Samples that hit JIT code, by their exact address (those in native code
   // called from JIT code only know a return address).
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint64_t> sampled;
@@ -60,11 +44,11 @@ std::vector<JitCodeRegion> anonymous_jit_code(const bundle::Bundle& bundle, cons
   }
 
   const jitlog::Disassembler disassembler("x86_64", 8);
-  for (const auto& line : lines) {
+  for (const bundle::JitCodeRecord& record : code) {
+    const std::vector<std::uint8_t>& bytes = record.bytes;
     JitCodeRegion region;
-    region.pid = line.value("pid", 0u);
-    region.start = line.value("address", std::uint64_t{0});
-    const std::vector<std::uint8_t> bytes = from_hex(line.value("hex", ""));
+    region.pid = record.pid;
+    region.start = record.address;
     region.end = region.start + bytes.size();
     auto first = sampled.lower_bound({region.pid, region.start});
     const auto last = sampled.lower_bound({region.pid, region.end});

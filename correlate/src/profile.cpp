@@ -1,7 +1,6 @@
 #include "correlate/profile.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -9,9 +8,12 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "bundle/json_lines.h"
+#include "arch/x86_64.h"
+#include "bundle/manifest.h"
 #include "bundle/samples.h"
-#include "trace_index.h"
+#include "bundle/sections.h"
+#include "jitlog/resolver.h"
+#include "symbols/symbols.h"
 #include "vmprof/profile.h"
 
 namespace jitprof::correlate {
@@ -31,6 +33,24 @@ const char* category_name(Category category) {
   return "?";
 }
 
+std::string frame_label(const Frame& frame) {
+  const std::string file = std::filesystem::path(frame.file).filename().string();
+  switch (frame.category) {
+    case Category::Python:
+    case Category::JitInlined:
+      // By function: merge points name the current line, vmprof the first one.
+      return fmt::format("{} ({})", frame.name, file);
+    case Category::JitTrace: return "[jit] " + frame.name;
+    case Category::JitHelper:
+    case Category::JitAnonymous: return "[jit] " + frame.name;
+    case Category::Kernel: return frame.name + " [kernel]";
+    case Category::Interpreter:
+    case Category::Gc:
+    case Category::Native: return frame.name == file ? "[" + file + "]" : fmt::format("{} [{}]", frame.name, file);
+  }
+  return frame.name;
+}
+
 std::optional<std::uint32_t> Profile::python_leaf(std::uint32_t stack) const {
   const auto& ids = stacks[stack];
   for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
@@ -42,20 +62,7 @@ std::optional<std::uint32_t> Profile::python_leaf(std::uint32_t stack) const {
 
 namespace {
 
-using nlohmann::json;
 using FrameIds = std::vector<std::uint32_t>;
-
-
-struct SourceFrame {
-  std::string function, file;
-  std::int64_t line = 0;
-};
-
-struct NativeSymbol {
-  std::string path;
-  std::string name;
-  std::vector<SourceFrame> source;  // from DWARF: the function and what is inlined into it, outermost first
-};
 
 bool is_libpypy(const std::string& path) {
   return std::filesystem::path(path).filename().string().starts_with("libpypy");
@@ -75,7 +82,7 @@ class Builder {
     load_manifest();
     load_symbols();
     load_jit_regions();
-    traces_ = TraceIndex(profile_.forest, bundle::json_lines(read_, bundle::sections::kJitlogClock));
+    traces_ = trace_resolver(read_, profile_.forest);
     load_vmprof();
     const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
     profile_.has_perf_samples = !table.rows.empty();
@@ -107,38 +114,26 @@ class Builder {
   std::uint32_t stack_id(FrameIds ids) { return intern(std::move(ids), profile_.stacks, stack_ids_); }
 
   void load_manifest() {
-    const bundle::Frame* frame = read_.latest(bundle::sections::kManifest);
-    if (frame == nullptr) return;
-    const json manifest = json::parse(frame->data, nullptr, false);
-    if (!manifest.is_object()) return;
-    if (manifest.contains("perf") && manifest["perf"].is_object()) {
-      const unsigned rate = manifest["perf"].value("rate_hz", 1000u);
-      if (rate > 0) profile_.seconds_per_sample = 1.0 / rate;
-    }
-    if (manifest.contains("clock")) {
-      profile_.clock_monotonic_ns = manifest["clock"].value("monotonic_ns", std::uint64_t{0});
-      profile_.clock_unix_s = manifest["clock"].value("unix_s", 0.0);
+    const bundle::ManifestRead read = bundle::read_manifest(read_);
+    if (!read.manifest) return;
+    const bundle::Manifest& manifest = *read.manifest;
+    if (manifest.perf && manifest.perf->state == bundle::Manifest::Perf::State::On && manifest.perf->rate_hz > 0)
+      profile_.seconds_per_sample = 1.0 / manifest.perf->rate_hz;
+    if (manifest.clock) {
+      profile_.clock_monotonic_ns = manifest.clock->monotonic_ns;
+      profile_.clock_unix_s = manifest.clock->unix_s;
     }
   }
 
   void load_symbols() {
-    for (const json& line : bundle::json_lines(read_, bundle::sections::kSymbols)) {
-      NativeSymbol symbol{line.value("path", ""), line.value("name", ""), {}};
-      if (const auto source = line.find("source"); source != line.end() && source->is_array())
-        for (const json& frame : *source)
-          if (frame.is_object())
-            symbol.source.push_back({frame.value("function", ""), frame.value("file", ""), frame.value("line", std::int64_t{0})});
-      symbols_[{line.value("pid", 0u), line.value("address", std::uint64_t{0})}] = std::move(symbol);
-    }
+    for (bundle::SymbolRecord& symbol : bundle::read_symbols(read_))
+      symbols_[{symbol.pid, symbol.address}] = std::move(symbol);
   }
 
   void load_jit_regions() {
-    for (const json& line : bundle::json_lines(read_, bundle::sections::kMaps)) {
-      if (bundle::is_jit_mapping(line))
-        jit_regions_[line.value("pid", 0u)].emplace_back(line.value("start", std::uint64_t{0}),
-                                                         line.value("start", std::uint64_t{0}) +
-                                                             line.value("length", std::uint64_t{0}));
-    }
+    for (const bundle::MappingRecord& mapping : bundle::read_mappings(read_))
+      if (symbols::is_jit_memory(mapping.path, mapping.prot))
+        jit_regions_[mapping.pid].emplace_back(mapping.start, mapping.start + mapping.length);
   }
 
   bool in_jit_memory(std::uint32_t pid, std::uint64_t address) const {
@@ -222,7 +217,7 @@ class Builder {
       FrameIds ids = parts_[vmprof_stacks_[i]];
       if (const auto& block = vmprof_blocks_[i]) {
         ++profile_.stats.jit;
-        if (const jitlog::Trace* trace = profile_.forest.trace_at_address(*block)) {
+        if (const jitlog::Trace* trace = traces_.find(*block).trace) {
           ++profile_.stats.jit_in_trace;
           sample.trace = trace->id;
           const jitlog::MergePoint* source = trace->source();
@@ -257,11 +252,11 @@ class Builder {
       frames.push_back(frame_id({Category::Native, fmt::format("{:#x}", address), "", 0, std::nullopt, ""}));
       return;
     }
-    const NativeSymbol& known = symbol->second;
+    const bundle::SymbolRecord& known = symbol->second;
     Category category = is_libpypy(known.path) ? Category::Interpreter : Category::Native;
     if (!known.name.empty() && names_gc(known.name) && category == Category::Interpreter) category = Category::Gc;
     if (!known.source.empty()) {
-      for (const SourceFrame& source : known.source)
+      for (const bundle::SourceLocation& source : known.source)
         frames.push_back(frame_id({category, source.function.empty() ? known.name : source.function, known.path,
                                    source.line, std::nullopt, source.file}));
       return;
@@ -274,17 +269,11 @@ class Builder {
 
   // Python frames of a trace at an op, outermost first, from its merge points
   // (jit_part caches the result per op).
-  FrameIds jit_python_frames(const jitlog::Trace& trace, std::optional<std::size_t> op) {
+  FrameIds jit_python_frames(const jitlog::TraceResolver::Hit& hit) {
     FrameIds chain;
+    const jitlog::Trace& trace = *hit.trace;
     const jitlog::Stage* opt = trace.stage(jitlog::StageKind::Opt);
-    const jitlog::Stage* asm_stage = trace.stage(jitlog::StageKind::Asm);
-    const jitlog::MergePoint* point = trace.source();
-    if (op && asm_stage) {
-      // The alignment costs ops x ops: once per trace, not once per op.
-      auto [sources, fresh] = asm_sources_.try_emplace(trace.id);
-      if (fresh) sources->second = jitlog::op_sources(trace, *asm_stage);
-      if (const jitlog::MergePoint* at_op = sources->second[*op]) point = at_op;
-    }
+    const jitlog::MergePoint* point = hit.source ? hit.source : trace.source();
     if (point && opt && !opt->merge_points.empty() && point >= opt->merge_points.data() &&
         point < opt->merge_points.data() + opt->merge_points.size()) {
       // Walk back to the enclosing frame of each inlining level.
@@ -328,7 +317,7 @@ class Builder {
     for (std::size_t i = 0; i < user.size(); ++i) {
       if (!in_jit_memory(row.pid, user[i])) continue;
       part.jit_index = i;
-      part.jit_lookup = i == 0 ? user[i] : user[i] - 1;
+      part.jit_lookup = arch::lookup_address(user[i], i > 0);
       break;
     }
     // Native frames leafward of the JIT frame; without one, those leafward of
@@ -361,11 +350,13 @@ class Builder {
 
   // The Python frames and trace frame of a JIT sample: the same for every
   // sample at the same op, computed once.
-  std::uint32_t jit_part(const jitlog::Trace& trace, std::optional<std::size_t> op) {
+  std::uint32_t jit_part(const jitlog::TraceResolver::Hit& hit) {
+    const jitlog::Trace& trace = *hit.trace;
+    const std::optional<std::size_t> op = hit.op;
     const std::uint64_t key = (trace.id << 20) ^ (op ? *op + 1 : 0);
     auto cached = jit_parts_.find(key);
     if (cached != jit_parts_.end() && cached->second.first == std::make_pair(trace.id, op)) return cached->second.second;
-    FrameIds inner = jit_python_frames(trace, op);
+    FrameIds inner = jit_python_frames(hit);
     FrameIds frames;
     if (!inner.empty()) {
       const Frame& outermost = profile_.frames[inner.front()];
@@ -392,7 +383,7 @@ class Builder {
 
     std::uint32_t python_part = kNoPart;
     if (native.jit_index) {
-      const TraceIndex::Hit hit = traces_.find(native.jit_lookup, row.time_ns);
+      const jitlog::TraceResolver::Hit hit = traces_.find(native.jit_lookup, row.time_ns);
       sample.jit_address = native.jit_lookup;
       if (*native.jit_index == 0) {
         ++profile_.stats.jit;
@@ -402,7 +393,7 @@ class Builder {
       if (hit.trace) {
         sample.trace = hit.trace->id;
         sample.op = hit.op;
-        python_part = jit_part(*hit.trace, hit.op);
+        python_part = jit_part(hit);
         ++profile_.stats.python_from_jit;
       } else {
         python_part = helper_part(row.time_ns);
@@ -440,12 +431,11 @@ class Builder {
   static constexpr std::uint32_t kNoPart = 0xffffffff;
   const bundle::Bundle& read_;
   Profile& profile_;
-  TraceIndex traces_;
+  jitlog::TraceResolver traces_;
   std::unordered_map<std::string, std::uint32_t> frame_ids_;
   std::unordered_map<std::string, std::uint32_t> stack_ids_;
-  std::map<std::pair<std::uint32_t, std::uint64_t>, NativeSymbol> symbols_;
+  std::map<std::pair<std::uint32_t, std::uint64_t>, bundle::SymbolRecord> symbols_;
   std::unordered_map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> jit_regions_;
-  std::unordered_map<std::uint64_t, std::vector<const jitlog::MergePoint*>> asm_sources_;  // by trace id
   std::map<std::pair<std::string, std::string>, FrameIds> callers_of_;
   std::vector<std::uint32_t> vmprof_stacks_;  // interned parts, in file order
   std::vector<std::optional<std::uint64_t>> vmprof_blocks_;  // each sample's first JIT block
@@ -462,6 +452,13 @@ class Builder {
 };
 
 }  // namespace
+
+jitlog::TraceResolver trace_resolver(const bundle::Bundle& bundle, const jitlog::Forest& forest) {
+  std::vector<jitlog::Arrival> arrivals;
+  for (const bundle::JitlogArrival& arrival : bundle::read_jitlog_arrivals(bundle))
+    arrivals.push_back({arrival.offset, arrival.time_ns});
+  return jitlog::TraceResolver(forest, std::move(arrivals));
+}
 
 Profile correlate(const bundle::Bundle& bundle) {
   Profile profile;

@@ -9,33 +9,13 @@
 
 namespace jitprof::exports {
 
-using correlate::Category;
-
-std::string frame_label(const correlate::Frame& frame) {
-  const std::string file = std::filesystem::path(frame.file).filename().string();
-  switch (frame.category) {
-    case Category::Python:
-    case Category::JitInlined:
-      // By function: merge points name the current line, vmprof the first one.
-      return fmt::format("{} ({})", frame.name, file);
-    case Category::JitTrace: return "[jit] " + frame.name;
-    case Category::JitHelper:
-    case Category::JitAnonymous: return "[jit] " + frame.name;
-    case Category::Kernel: return frame.name + " [kernel]";
-    case Category::Interpreter:
-    case Category::Gc:
-    case Category::Native: return frame.name == file ? "[" + file + "]" : fmt::format("{} [{}]", frame.name, file);
-  }
-  return frame.name;
-}
-
 void write_collapsed(const correlate::Profile& profile, std::ostream& out) {
   std::vector<std::uint64_t> counts(profile.stacks.size(), 0);
   for (const auto& sample : profile.samples) ++counts[sample.stack];
   std::vector<std::string> labels;
   labels.reserve(profile.frames.size());
   for (const auto& frame : profile.frames) {
-    std::string label = frame_label(frame);
+    std::string label = correlate::frame_label(frame);
     // ';' separates frames and the last space the count: keep both out of names.
     std::replace(label.begin(), label.end(), ';', ':');
     labels.push_back(std::move(label));
@@ -57,7 +37,7 @@ void write_speedscope(const correlate::Profile& profile, const std::string& name
   std::vector<std::size_t> index_of_frame(profile.frames.size());
   for (std::size_t i = 0; i < profile.frames.size(); ++i) {
     const correlate::Frame& frame = profile.frames[i];
-    const std::string label = frame_label(frame);
+    const std::string label = correlate::frame_label(frame);
     auto [it, fresh] = index_of_label.try_emplace(label, frames.size());
     if (fresh) {
       json item = {{"name", label}};

@@ -84,7 +84,7 @@ class Locations {
       case Category::JitHelper:
       case Category::JitAnonymous: break;
     }
-    return frame_label(frame);  // labels: "[jit] trace 4 (loop)"
+    return correlate::frame_label(frame);  // labels: "[jit] trace 4 (loop)"
   }
 
  private:

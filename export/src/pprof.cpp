@@ -116,7 +116,7 @@ void write_pprof(const correlate::Profile& profile, std::ostream& out) {
   std::map<std::pair<std::string, std::string>, std::uint64_t> function_ids;
   for (std::size_t id = 0; id < profile.frames.size(); ++id) {
     const correlate::Frame& frame = profile.frames[id];
-    const std::string name = frame_label(frame);
+    const std::string name = correlate::frame_label(frame);
     // Native frames with debug information point at their C source, not their library.
     const std::string& file = frame.source_file.empty() ? frame.file : frame.source_file;
     auto [function, fresh] = function_ids.try_emplace({name, file}, function_ids.size() + 1);

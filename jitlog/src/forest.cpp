@@ -45,34 +45,9 @@ const MergePoint* Trace::source() const {
   return nullptr;
 }
 
-std::optional<std::size_t> Trace::asm_op_at(std::uint64_t address) const {
-  const Stage* asm_stage = stage(StageKind::Asm);
-  if (asm_stage == nullptr || !code || !code->contains(address)) return std::nullopt;
-  const std::uint64_t offset = address - code->start;
-  for (std::size_t i = 0; i < asm_stage->ops.size(); ++i) {
-    const auto& op_code = asm_stage->ops[i].code;
-    if (op_code && offset >= op_code->offset && offset < op_code->offset + op_code->bytes.size()) return i;
-  }
-  return std::nullopt;
-}
-
 const Trace* Forest::find(std::uint64_t id) const {
   auto it = index_by_id.find(id);
   return it == index_by_id.end() ? nullptr : &traces[it->second];
-}
-
-const Trace* Forest::trace_at_address(std::uint64_t address) const {
-  // Ranges may overlap when freed code was reused: among the traces whose
-  // range holds the address, the one compiled last is live.
-  auto after = std::upper_bound(index_by_code_start.begin(), index_by_code_start.end(), address,
-                                [&](std::uint64_t value, std::size_t i) { return value < traces[i].code->start; });
-  const Trace* newest = nullptr;
-  for (auto it = after; it != index_by_code_start.begin();) {
-    const Trace& trace = traces[*--it];
-    if (trace.code->start + longest_code <= address) break;
-    if (trace.code->contains(address) && (!newest || trace.code_sequence > newest->code_sequence)) newest = &trace;
-  }
-  return newest;
 }
 
 namespace {

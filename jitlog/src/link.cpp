@@ -50,20 +50,12 @@ class Linker {
  private:
   void index_traces() {
     forest_.index_by_id.clear();
-    forest_.index_by_code_start.clear();
-    forest_.longest_code = 0;
     for (std::size_t i = 0; i < forest_.traces.size(); ++i) {
       const Trace& trace = forest_.traces[i];
       forest_.index_by_id[trace.id] = i;
       if (!trace.code) continue;
       by_start_[trace.code->start] = i;  // newest wins
-      forest_.index_by_code_start.push_back(i);
-      forest_.longest_code = std::max(forest_.longest_code, trace.code->end - trace.code->start);
     }
-    std::stable_sort(forest_.index_by_code_start.begin(), forest_.index_by_code_start.end(),
-                     [&](std::size_t a, std::size_t b) {
-                       return forest_.traces[a].code->start < forest_.traces[b].code->start;
-                     });
   }
 
   Trace* find(std::uint64_t id) {

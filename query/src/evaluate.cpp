@@ -6,7 +6,6 @@
 #include <functional>
 #include <map>
 
-#include "export/export.h"
 #include "model.h"
 #include "parser.h"
 #include "views/views.h"
@@ -353,7 +352,7 @@ class Evaluator {
             if (stack.empty()) continue;
             const correlate::Frame& leaf = profile.frames[stack.back()];
             if (name == "leaf") {
-              (*per_stack)[s] = glob_match(pattern, exports::frame_label(leaf));
+              (*per_stack)[s] = glob_match(pattern, correlate::frame_label(leaf));
             } else if (name == "category") {
               (*per_stack)[s] = pattern == correlate::category_name(leaf.category);
             } else {
@@ -529,7 +528,7 @@ json row_of(Kind kind, std::size_t i, const Model::Data& data, Evaluator& evalua
               {"tid", sample.tid},
               {"trace", sample.trace ? json(*sample.trace) : json(nullptr)},
               {"op", sample.op ? json(*sample.op) : json(nullptr)},
-              {"leaf", stack.empty() ? json(nullptr) : json(exports::frame_label(profile.frames[stack.back()]))}};
+              {"leaf", stack.empty() ? json(nullptr) : json(correlate::frame_label(profile.frames[stack.back()]))}};
     }
   }
   return nullptr;

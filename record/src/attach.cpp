@@ -10,24 +10,19 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <map>
 #include <optional>
 #include <sstream>
 
-#include "bundle/bundle.h"
-#include "jitlog/jitlog.h"
+#include "bundle/manifest.h"
+#include "bundle/sections.h"
 #include "record/record.h"
-#include "sample_collector.h"
 #include "sampler/sampler.h"
 #include "session.h"
-#include "sources.h"
 
 namespace jitprof::record {
 namespace {
@@ -184,6 +179,28 @@ class StopSignals {
   struct sigaction old_[3] {};
 };
 
+// Windows of `around` bytes on both sides of each address, merged where they overlap: start -> end.
+std::map<std::uint64_t, std::uint64_t> merged_windows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& hot,
+                                                      std::uint64_t around) {
+  std::map<std::uint64_t, std::uint64_t> windows;
+  for (const auto& [count, address] : hot) {
+    std::uint64_t start = address > around ? address - around : 0, end = address + around;
+    auto after = windows.upper_bound(start);
+    if (after != windows.begin() && std::prev(after)->second >= start) {
+      --after;
+      start = after->first;
+      end = std::max(end, after->second);
+      after = windows.erase(after);
+    }
+    while (after != windows.end() && after->first <= end) {
+      end = std::max(end, after->second);
+      after = windows.erase(after);
+    }
+    windows[start] = end;
+  }
+  return windows;
+}
+
 class Attacher {
  public:
   explicit Attacher(const AttachOptions& options) : options_(options) {}
@@ -196,35 +213,25 @@ class Attacher {
     if (pidfd_ < 0) fail(fmt::format("cannot watch process {}: {}", pid, errno_text()));
     sampler::Settings settings;
     settings.rate_hz = options_.rate_hz;
+    std::unique_ptr<sampler::Sampler> sampler;
     try {
-      sampler_ = sampler::Sampler::for_running_process(pid, settings);
+      sampler = sampler::Sampler::for_running_process(pid, settings);
     } catch (const sampler::SamplerError& error) {
       fail(error.what());
     }
     // Only once sampling is possible: a refusal leaves no empty bundle behind.
-    writer_.emplace(options_.output);
-
-    const double start_unix = unix_now();
-    const std::uint64_t start_monotonic = monotonic_ns();
+    session_.emplace(options_.output, "attach", target.command);
     const double start_cpu = cpu_seconds(pid);
     live_ = find_live_jitlog(pid);
     outcome_.jit_names = live_ ? JitNames::LiveJitlog : JitNames::AnonymousCode;
     if (live_) outcome_.jitlog_path = live_->path;
-    manifest_ = {{"jitprof_version", JITPROF_VERSION},
-                 {"mode", "attach"},
-                 {"command", target.command},
-                 {"pid", pid},
-                 {"start_time", start_unix},
-                 {"host", host_json()},
-                 {"pypy_logs", false},
-                 {"pypy_version", target.exe.empty() ? std::string() : interpreter_version(target.exe)},
-                 {"clock", {{"monotonic_ns", start_monotonic}, {"unix_s", start_unix}}},
-                 {"attach", attach_json()},
-                 {"state", "recording"}};
-    writer_->append(bundle::sections::kManifest, manifest_.dump());
-    collector_.emplace(pid, false);
-    sampler_->start(*collector_);
-    manifest_["perf"] = {{"event", "cpu-clock"}, {"rate_hz", options_.rate_hz}, {"kernel_frames", sampler_->kernel_frames()}};
+    bundle::Manifest& manifest = session_->manifest();
+    manifest.pid = pid;
+    manifest.pypy_logs = false;
+    manifest.pypy_version = target.exe.empty() ? std::string() : interpreter_version(target.exe);
+    manifest.attach = attach_details();
+    session_->write_manifest();
+    session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz);
     if (options_.notice) options_.notice(describe_start(target));
 
     const auto started = Clock::now();
@@ -232,38 +239,22 @@ class Attacher {
       StopSignals signals;
       pump(started);
     }
-    sampler_->stop();
-    const std::size_t kernel_named = collector_->name_kernel_addresses();
+    session_->stop_sampling();
     if (!live_ && !outcome_.target_exited) read_jit_code(pid);
     read_jitlog();  // what the target wrote until the end, or until it exited
-    flush();
-    if (live_)
-      if (const std::string sources = source_files(live_traces_.finish()); !sources.empty())
-        writer_->append(bundle::sections::kSources, sources);
+    session_->clear_progress(options_.progress);
 
     outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    const sampler::Stats stats = sampler_->stats();
-    outcome_.samples = collector_->kept();
-    outcome_.lost = stats.lost;
-    outcome_.threads = collector_->threads_sampled();
-    const double cpu = outcome_.target_exited ? 0.0 : cpu_seconds(pid) - start_cpu;
-    manifest_["state"] = "complete";
-    manifest_["end_time"] = unix_now();
-    manifest_["duration_s"] = outcome_.seconds;
-    manifest_["target_exited"] = outcome_.target_exited;
-    if (!outcome_.target_exited) manifest_["target_cpu_s"] = cpu;
-    manifest_["attach"] = attach_json();
-    manifest_["sections"] = {{"jitlog_bytes", outcome_.jitlog_bytes}, {"jit_code_bytes", outcome_.jit_code_bytes}};
-    manifest_["perf"]["samples"] = outcome_.samples;
-    manifest_["perf"]["samples_all_processes"] = stats.samples;
-    manifest_["perf"]["lost"] = stats.lost;
-    manifest_["perf"]["throttled"] = stats.throttled;
-    manifest_["perf"]["kernel_symbols_named"] = kernel_named;
-    manifest_["perf"]["threads"] = outcome_.threads;
-    if (cpu > 0) manifest_["perf"]["achieved_hz"] = double(outcome_.samples) / cpu;
-    writer_->append(bundle::sections::kManifest, manifest_.dump());
-    writer_->sync();
-    if (options_.progress) std::cerr << "\r\033[K";
+    outcome_.samples = session_->samples();
+    outcome_.lost = session_->lost();
+    outcome_.threads = session_->collector().threads_sampled();
+    outcome_.jitlog_bytes = session_->jitlog_bytes();
+    manifest.duration_s = outcome_.seconds;
+    manifest.target_exited = outcome_.target_exited;
+    manifest.attach = attach_details();
+    manifest.sections = bundle::Manifest::SectionBytes{outcome_.jitlog_bytes, std::nullopt, outcome_.jit_code_bytes};
+    manifest.perf->threads = outcome_.threads;
+    session_->finish(outcome_.target_exited ? std::nullopt : std::optional(cpu_seconds(pid) - start_cpu));
     return outcome_;
   }
 
@@ -275,16 +266,14 @@ class Attacher {
   Attacher& operator=(const Attacher&) = delete;
 
  private:
-  nlohmann::json attach_json() const {
+  bundle::Manifest::Attach attach_details() const {
     if (live_)
-      return {{"jit_names", "live jitlog"},
-              {"jitlog_path", live_->path},
-              {"explanation", "the process writes a jitlog (JITLOG); read as it grew, every trace since its start"}};
-    return {{"jit_names", "anonymous code"},
-            {"explanation",
-             "the process writes no jitlog: hot JIT code was read from its memory and is shown disassembled, "
-             "without trace names, IR or Python lines (start PyPy with JITLOG=path to get them)"},
-            {"jit_code_bytes", outcome_.jit_code_bytes}};
+      return {"live jitlog", "the process writes a jitlog (JITLOG); read as it grew, every trace since its start",
+              live_->path, std::nullopt};
+    return {"anonymous code",
+            "the process writes no jitlog: hot JIT code was read from its memory and is shown disassembled, "
+            "without trace names, IR or Python lines (start PyPy with JITLOG=path to get them)",
+            std::nullopt, outcome_.jit_code_bytes};
   }
 
   std::string describe_start(const Target& target) const {
@@ -299,7 +288,6 @@ class Attacher {
   }
 
   void pump(Clock::time_point started) {
-    auto last_flush = Clock::now();
     while (!stop_requested) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
       if (options_.duration_s > 0 && elapsed >= options_.duration_s) break;
@@ -310,26 +298,20 @@ class Attacher {
         break;
       }
       read_jitlog();
-      if (Clock::now() - last_flush > std::chrono::milliseconds(500)) {
-        flush();
-        last_flush = Clock::now();
-      }
-      if (options_.progress) show_progress(elapsed);
+      session_->tick(options_.progress, "attached");
     }
   }
 
-  // Appends what the target added to its jitlog since the last read.
+  // Appends what the target added to its jitlog since the last read (the part
+  // that existed at attach time counts as known from the start).
   void read_jitlog() {
     if (!live_) return;
     std::vector<std::uint8_t> chunk(1 << 20);
     while (true) {
-      const ssize_t got = ::pread(live_->fd, chunk.data(), chunk.size(), static_cast<off_t>(outcome_.jitlog_bytes));
+      const ssize_t got =
+          ::pread(live_->fd, chunk.data(), chunk.size(), static_cast<off_t>(session_->jitlog_bytes()));
       if (got <= 0) return;
-      // Arrival times: the part that existed at attach time counts as known from the start.
-      jitlog_clock_ += nlohmann::json{{"offset", outcome_.jitlog_bytes}, {"t", monotonic_ns()}}.dump() + "\n";
-      jitlog_pending_.insert(jitlog_pending_.end(), chunk.begin(), chunk.begin() + got);
-      outcome_.jitlog_bytes += static_cast<std::uint64_t>(got);
-      live_traces_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
+      session_->add_jitlog(std::span(chunk).first(static_cast<std::size_t>(got)));
     }
   }
 
@@ -339,32 +321,15 @@ class Attacher {
     constexpr std::size_t kHottest = 64;
     constexpr std::uint64_t kAround = 128;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> hot;  // (count, address)
-    for (const auto& [key, count] : collector_->jit_leaves())
+    for (const auto& [key, count] : session_->collector().jit_leaves())
       if (key.first == static_cast<std::uint32_t>(pid)) hot.emplace_back(count, key.second);
     std::sort(hot.rbegin(), hot.rend());
     if (hot.size() > kHottest) hot.resize(kHottest);
-    // Windows around each address, merged where they overlap.
-    std::map<std::uint64_t, std::uint64_t> windows;  // start -> end
-    for (const auto& [count, address] : hot) {
-      std::uint64_t start = address > kAround ? address - kAround : 0, end = address + kAround;
-      auto after = windows.upper_bound(start);
-      if (after != windows.begin() && std::prev(after)->second >= start) {
-        --after;
-        start = after->first;
-        end = std::max(end, after->second);
-        after = windows.erase(after);
-      }
-      while (after != windows.end() && after->first <= end) {
-        end = std::max(end, after->second);
-        after = windows.erase(after);
-      }
-      windows[start] = end;
-    }
-    std::string lines;
-    for (const auto& [start, end] : windows) {
-      std::vector<std::uint8_t> bytes(end - start);
-      iovec local{bytes.data(), bytes.size()};
-      iovec remote{reinterpret_cast<void*>(start), bytes.size()};
+    bundle::SectionBuffer<bundle::JitCodeRecord> code;
+    for (const auto& [start, end] : merged_windows(hot, kAround)) {
+      bundle::JitCodeRecord record{static_cast<std::uint32_t>(pid), start, std::vector<std::uint8_t>(end - start)};
+      iovec local{record.bytes.data(), record.bytes.size()};
+      iovec remote{reinterpret_cast<void*>(start), record.bytes.size()};
       const ssize_t got = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
       if (got <= 0) {
         if (options_.notice && (errno == EPERM || errno == EACCES)) {
@@ -375,52 +340,24 @@ class Attacher {
         }
         continue;  // freed meanwhile, or partly unmapped: skip this window
       }
-      std::string hex;
-      hex.reserve(std::size_t(got) * 2);
-      for (ssize_t i = 0; i < got; ++i) hex += fmt::format("{:02x}", bytes[std::size_t(i)]);
-      lines += nlohmann::json{{"pid", pid}, {"address", start}, {"hex", hex}}.dump() + "\n";
-      outcome_.jit_code_bytes += std::uint64_t(got);
+      record.bytes.resize(static_cast<std::size_t>(got));
+      outcome_.jit_code_bytes += record.bytes.size();
+      code.add(record);
     }
-    if (!lines.empty()) writer_->append(bundle::sections::kJitCode, lines);
-  }
-
-  void flush() {
-    collector_->flush_into(*writer_);
-    if (!jitlog_clock_.empty()) writer_->append(bundle::sections::kJitlogClock, jitlog_clock_);
-    if (!jitlog_pending_.empty()) writer_->append(bundle::sections::kJitlog, jitlog_pending_);
-    jitlog_clock_.clear();
-    jitlog_pending_.clear();
-  }
-
-  void show_progress(double elapsed) {
-    const auto now = Clock::now();
-    if (now - last_progress_ < std::chrono::milliseconds(250)) return;
-    last_progress_ = now;
-    std::string jit = live_ ? fmt::format(", {} traces in its jitlog ({} KiB)", live_traces_.traces_so_far(),
-                                          outcome_.jitlog_bytes / 1024)
-                            : std::string(", no jitlog");
-    std::cerr << fmt::format("\r\033[Kjitprof: attached {:.1f} s, {} samples{}", elapsed, collector_->kept(), jit)
-              << std::flush;
+    code.flush_into(session_->writer());
   }
 
   const AttachOptions& options_;
-  std::optional<bundle::BundleWriter> writer_;
-  std::unique_ptr<sampler::Sampler> sampler_;
-  std::optional<SampleCollector> collector_;
+  std::optional<Session> session_;
   std::optional<LiveJitlog> live_;
-  jitlog::JitlogReader live_traces_;
-  std::vector<std::uint8_t> jitlog_pending_;
-  std::string jitlog_clock_;
-  nlohmann::json manifest_;
   AttachOutcome outcome_;
   int pidfd_ = -1;
-  Clock::time_point last_progress_{};
 };
 
 }  // namespace
 
 AttachOutcome attach(const AttachOptions& options) {
-  if (options.rate_hz < 2 || options.rate_hz > 1'000'000) fail("--rate must be between 2 and 1000000 Hz");
+  check_rate(options.rate_hz);
   if (options.duration_s < 0) fail("--duration must not be negative");
   Attacher attacher(options);
   return attacher.run();

@@ -5,32 +5,22 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/utsname.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <nlohmann/json.hpp>
 
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
-#include <iostream>
-#include <mutex>
-#include <unordered_map>
-#include <unordered_set>
-#include <sys/resource.h>
 
-#include "bundle/bundle.h"
-#include "bundle/samples.h"
+#include "arch/x86_64.h"
+#include "bundle/manifest.h"
+#include "bundle/sections.h"
 #include "crash_watcher.h"
-#include "sample_collector.h"
-#include "session.h"
-#include "sources.h"
-#include "jitlog/jitlog.h"
 #include "sampler/sampler.h"
-#include "unwind/unwinder.h"
+#include "session.h"
 
 namespace jitprof::record {
 namespace {
@@ -133,13 +123,9 @@ class SiteDir {
   std::filesystem::path path;
 };
 
-// One PyPy log arriving through a pipe, cut into bundle frames.
-struct Stream {
-  explicit Stream(bundle::SectionType type) : section(type) {}
-  bundle::SectionType section;
+// One of PyPy's logs arriving through a pipe.
+struct LogPipe {
   Pipe pipe;
-  std::vector<std::uint8_t> pending;
-  std::uint64_t total = 0;
   bool open = true;
 };
 
@@ -196,29 +182,21 @@ class SignalGuard {
 
 class Recorder {
  public:
-  explicit Recorder(const Options& options) : options_(options), writer_(options.output) {}
+  explicit Recorder(const Options& options)
+      : options_(options), session_(options.output, std::nullopt, options.command) {}
 
   Outcome run() {
-    if (options_.command.empty()) fail("no command to record");
     const bool pypy = options_.pypy.value_or(looks_like_pypy(options_.command.front()));
-    start_unix_ = unix_now();
-    const std::uint64_t start_monotonic = monotonic_ns();
-    manifest_ = {{"jitprof_version", JITPROF_VERSION},
-                 {"command", options_.command},
-                 {"start_time", start_unix_},
-                 {"host", host_json()},
-                 {"pypy_logs", pypy},
-                 // Sample times are CLOCK_MONOTONIC; vmprof's are wall-clock.
-                 {"clock", {{"monotonic_ns", start_monotonic}, {"unix_s", start_unix_}}},
-                 {"state", "recording"}};
+    bundle::Manifest& manifest = session_.manifest();
+    manifest.pypy_logs = pypy;
     std::optional<SiteDir> site;
     if (pypy) {
       native_ = libunwind_loads();
-      manifest_["vmprof"] = {{"rate_hz", options_.rate_hz}, {"native_frames", native_}};
-      manifest_["pypy_version"] = interpreter_version(options_.command.front());
+      manifest.vmprof = bundle::Manifest::Vmprof{options_.rate_hz, native_};
+      manifest.pypy_version = interpreter_version(options_.command.front());
       site.emplace();
     }
-    writer_.append(bundle::sections::kManifest, manifest_.dump());
+    session_.write_manifest();
 
     Pipe exec_errors;  // carries errno from a failed exec; closes on a successful one
     Pipe go;           // the child execs once the sampler follows it
@@ -232,28 +210,27 @@ class Recorder {
     }
     exec_errors.close_write();
     go.close_read();
-    for (Stream& stream : streams_) stream.pipe.close_write();
+    for (LogPipe& log : logs_) log.pipe.close_write();
     watcher_.emplace(child);
-    target_pid_ = child;
-    manifest_["pid"] = child;
-    manifest_["crash_capture"] = watcher_->tracing() ? nlohmann::json{{"ptrace", true}}
-                                                     : nlohmann::json{{"ptrace", false}, {"reason", watcher_->trace_error()}};
-    start_sampler(child, pypy);
+    manifest.pid = child;
+    manifest.crash_capture = bundle::Manifest::CrashCapture{watcher_->tracing(), std::nullopt};
+    if (!watcher_->tracing()) manifest.crash_capture->reason = watcher_->trace_error();
+    start_sampling(child, pypy);
     const char byte = 1;
     if (::write(go.write_end, &byte, 1) != 1) fail("cannot start the target: " + errno_text());
     go.close_write();
     if (int child_errno = 0; ::read(exec_errors.read_end, &child_errno, sizeof child_errno) == sizeof child_errno) {
-      if (sampler_) sampler_->stop();
+      session_.stop_sampling();
       watcher_->wait();
       fail(fmt::format("cannot run {}: {}", options_.command.front(), std::strerror(child_errno)));
     }
     if (!pypy)
-      for (Stream& stream : streams_) stream.open = false;
+      for (LogPipe& log : logs_) log.open = false;
 
     int status = 0;
     {
       SignalGuard guard(child);
-      status = pump(started);
+      status = pump();
     }
     Outcome outcome;
     outcome.seconds = std::chrono::duration<double>(Clock::now() - started).count();
@@ -263,41 +240,34 @@ class Recorder {
     } else {
       outcome.exit_code = WEXITSTATUS(status);
     }
-    outcome.jitlog_bytes = streams_[0].total;
-    outcome.vmprof_bytes = streams_[1].total;
-    finish(outcome);
+    finish(outcome, child);
     return outcome;
   }
 
  private:
-  void start_sampler(pid_t child, bool pypy) {
+  void start_sampling(pid_t child, bool pypy) {
     if (!options_.perf) {
-      manifest_["perf"] = nullptr;
+      session_.without_sampling(std::nullopt);
       return;
     }
     sampler::Settings settings;
     settings.rate_hz = options_.rate_hz;
     try {
-      sampler_ = sampler::Sampler::for_process_at_exec(child, settings);
+      session_.start_sampling(sampler::Sampler::for_process_at_exec(child, settings), child, options_.children,
+                              options_.rate_hz);
+      session_.manifest().perf->children = options_.children;
     } catch (const sampler::SamplerError& error) {
       if (options_.notice)
         options_.notice(error.what() + std::string(pypy ? "; recording with PyPy's own sampling (vmprof) only"
                                                         : "; no samples will be recorded"));
-      manifest_["perf"] = {{"refused", error.what()}};
-      return;
+      session_.without_sampling(error.what());
     }
-    collector_.emplace(child, options_.children);
-    sampler_->start(*collector_);
-    manifest_["perf"] = {{"event", "cpu-clock"},
-                         {"rate_hz", options_.rate_hz},
-                         {"kernel_frames", sampler_->kernel_frames()},
-                         {"children", options_.children}};
   }
 
   [[noreturn]] void exec_target(bool pypy, const std::filesystem::path& site_dir, int error_fd) {
     if (pypy) {
-      const int jitlog_fd = streams_[0].pipe.write_end;
-      const int vmprof_fd = streams_[1].pipe.write_end;
+      const int jitlog_fd = logs_[kJitlog].pipe.write_end;
+      const int vmprof_fd = logs_[kVmprof].pipe.write_end;
       // Only the two write ends cross exec.
       ::fcntl(jitlog_fd, F_SETFD, 0);
       ::fcntl(vmprof_fd, F_SETFD, 0);
@@ -324,21 +294,19 @@ class Recorder {
 
   // Moves log bytes into the bundle until the target exited and its pipes
   // closed. Returns the target's wait status.
-  int pump(Clock::time_point started) {
+  int pump() {
     std::vector<std::uint8_t> chunk(1 << 20);
-    std::optional<int> status;
     std::optional<Clock::time_point> exited_at;
-    auto last_flush = Clock::now();
     while (true) {
       std::array<pollfd, 2> fds{};
+      std::array<std::size_t, 2> polled{};
       nfds_t count = 0;
-      std::array<Stream*, 2> polled{};
-      for (Stream& stream : streams_) {
-        if (!stream.open) continue;
-        fds[count] = {stream.pipe.read_end, POLLIN, 0};
-        polled[count++] = &stream;
+      for (std::size_t i = 0; i < logs_.size(); ++i) {
+        if (!logs_[i].open) continue;
+        fds[count] = {logs_[i].pipe.read_end, POLLIN, 0};
+        polled[count++] = i;
       }
-      if (count == 0 && status) break;
+      if (count == 0 && exited_at) break;
       // A descendant may keep a pipe open after the target exited: give it a
       // moment, then stop waiting.
       if (exited_at && Clock::now() - *exited_at > std::chrono::seconds(2)) break;
@@ -348,132 +316,63 @@ class Recorder {
         if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         const ssize_t got = ::read(fds[i].fd, chunk.data(), chunk.size());
         if (got > 0) {
-          // JIT code ranges are reused after frees: when each part of the
-          // jitlog arrived tells which trace owned an address at a sample's time.
-          if (polled[i] == &streams_[0])
-            jitlog_clock_ += nlohmann::json{{"offset", polled[i]->total}, {"t", monotonic_ns()}}.dump() + "\n";
-          polled[i]->pending.insert(polled[i]->pending.end(), chunk.begin(), chunk.begin() + got);
-          polled[i]->total += static_cast<std::uint64_t>(got);
-          // Parsed as it comes: the status line counts traces, and the end
-          // of the recording knows which source files they came from.
-          if (polled[i] == &streams_[0]) live_jitlog_.feed(std::span(chunk).first(static_cast<std::size_t>(got)));
+          const auto bytes = std::span(chunk).first(static_cast<std::size_t>(got));
+          if (polled[i] == kJitlog) session_.add_jitlog(bytes);
+          else session_.add_vmprof(bytes);
         } else if (got == 0 || errno != EINTR) {
-          polled[i]->open = false;
+          logs_[polled[i]].open = false;
         }
       }
-      if (!status && watcher_->finished()) {
-        status = watcher_->status();
-        exited_at = Clock::now();
-      }
-      // Frames go out at least twice a second, so a crash of jitprof itself
-      // loses at most half a second of logs.
-      if (Clock::now() - last_flush > std::chrono::milliseconds(500)) {
-        flush();
-        last_flush = Clock::now();
-      }
-      if (options_.progress) show_progress(started);
+      if (!exited_at && watcher_->finished()) exited_at = Clock::now();
+      session_.tick(options_.progress, "recording");
     }
     watcher_->wait();
-    status = watcher_->status();
-    usage_ = watcher_->usage();
-    if (sampler_) {
-      sampler_->stop();  // drains what the kernel still holds
-      kernel_symbols_named_ = collector_->name_kernel_addresses();
-    }
-    flush();
-    if (options_.progress) std::cerr << "\r\033[K";
-    return *status;
-  }
-
-  void flush() {
-    if (collector_) collector_->flush_into(writer_);
-    if (!jitlog_clock_.empty()) writer_.append(bundle::sections::kJitlogClock, jitlog_clock_);
-    jitlog_clock_.clear();
-    for (Stream& stream : streams_) {
-      if (stream.pending.empty()) continue;
-      writer_.append(stream.section, stream.pending);
-      stream.pending.clear();
-    }
-  }
-
-  void show_progress(Clock::time_point started) {
-    const auto now = Clock::now();
-    if (now - last_progress_ < std::chrono::milliseconds(250)) return;
-    last_progress_ = now;
-    const double elapsed = std::chrono::duration<double>(now - started).count();
-    const std::uint64_t samples = collector_ ? collector_->kept() : 0;
-    std::cerr << fmt::format("\r\033[Kjitprof: recording {:.1f} s, {} samples ({:.0f}/s), {} traces compiled, "
-                             "jitlog {} KiB, vmprof {} KiB",
-                             elapsed, samples, elapsed > 0 ? double(samples) / elapsed : 0.0,
-                             live_jitlog_.traces_so_far(), streams_[0].total / 1024, streams_[1].total / 1024)
-              << std::flush;
+    session_.stop_sampling();  // drains what the kernel still holds
+    session_.flush();
+    session_.clear_progress(options_.progress);
+    return watcher_->status();
   }
 
   // The faulting thread at the moment of the fault: registers, its stack
   // unwound like a sample, and names for the native frames.
-  void write_crash(const Fault& fault) {
-    nlohmann::json crash = {{"signal", fault.signal},
-                            {"signal_name", signal_name(fault.signal)},
-                            {"code", fault.code},
-                            {"fault_address", fault.fault_address},
-                            {"tid", fault.tid}};
-    for (std::size_t i = 0; i < fault.registers.size(); ++i) crash["registers"][arch::kRegisterNames[i]] = fault.registers[i];
-    crash["frames"] = nlohmann::json::array();
-    const auto frames = collector_ ? collector_->unwind_fault(static_cast<std::uint32_t>(target_pid_), fault)
-                                   : std::vector<nlohmann::json>{{{"address", fault.registers[arch::kRip]}}};
-    for (const auto& frame : frames) crash["frames"].push_back(frame);
-    writer_.append(bundle::sections::kCrash, crash.dump());
+  void write_crash(const Fault& fault, pid_t target) {
+    bundle::CrashRecord crash{fault.signal, signal_name(fault.signal), fault.code, fault.fault_address,
+                              static_cast<std::uint32_t>(fault.tid), {}, {}};
+    for (std::size_t i = 0; i < fault.registers.size(); ++i)
+      crash.registers.emplace_back(arch::kRegisterNames[i], fault.registers[i]);
+    crash.frames = session_.sampling() ? session_.collector().unwind_fault(static_cast<std::uint32_t>(target), fault)
+                                       : std::vector<bundle::CrashFrame>{{fault.registers[arch::kRip], false, std::nullopt}};
+    session_.writer().append(bundle::sections::kCrash, bundle::encode(crash));
   }
 
-  void finish(Outcome& outcome) {
-    manifest_["state"] = "complete";
-    manifest_["end_time"] = unix_now();
-    manifest_["duration_s"] = outcome.seconds;
-    manifest_["exit"] = {{"code", outcome.exit_code}};
+  void finish(Outcome& outcome, pid_t target) {
+    bundle::Manifest& manifest = session_.manifest();
+    manifest.duration_s = outcome.seconds;
+    manifest.exit = bundle::Manifest::Exit{outcome.exit_code, std::nullopt, std::nullopt, std::nullopt};
     if (outcome.signal) {
-      manifest_["exit"]["signal"] = *outcome.signal;
-      manifest_["exit"]["signal_name"] = signal_name(*outcome.signal);
+      manifest.exit->signal = *outcome.signal;
+      manifest.exit->signal_name = signal_name(*outcome.signal);
     }
     if (auto fault = watcher_->fatal_fault()) {
-      write_crash(*fault);
-      manifest_["exit"]["crash_thread"] = fault->tid;
+      write_crash(*fault, target);
+      manifest.exit->crash_thread = static_cast<std::uint32_t>(fault->tid);
     }
-    manifest_["sections"] = {{"jitlog_bytes", outcome.jitlog_bytes}, {"vmprof_bytes", outcome.vmprof_bytes}};
-    if (const std::string sources = source_files(live_jitlog_.finish()); !sources.empty())
-      writer_.append(bundle::sections::kSources, sources);
-    const double cpu_seconds = double(usage_.ru_utime.tv_sec) + double(usage_.ru_utime.tv_usec) / 1e6 +
-                               double(usage_.ru_stime.tv_sec) + double(usage_.ru_stime.tv_usec) / 1e6;
-    manifest_["target_cpu_s"] = cpu_seconds;
-    if (sampler_) {
-      const sampler::Stats stats = sampler_->stats();
-      outcome.samples = collector_->kept();
-      outcome.lost = stats.lost;
-      manifest_["perf"]["samples"] = collector_->kept();
-      manifest_["perf"]["samples_all_processes"] = stats.samples;
-      manifest_["perf"]["lost"] = stats.lost;
-      manifest_["perf"]["throttled"] = stats.throttled;
-      manifest_["perf"]["kernel_symbols_named"] = kernel_symbols_named_;
-      manifest_["perf"]["achieved_hz"] = cpu_seconds > 0 ? double(collector_->kept()) / cpu_seconds : 0.0;
-    }
-    writer_.append(bundle::sections::kManifest, manifest_.dump());
-    writer_.sync();
+    outcome.jitlog_bytes = session_.jitlog_bytes();
+    outcome.vmprof_bytes = session_.vmprof_bytes();
+    outcome.samples = session_.samples();
+    outcome.lost = session_.lost();
+    manifest.sections = bundle::Manifest::SectionBytes{outcome.jitlog_bytes, outcome.vmprof_bytes, std::nullopt};
+    const rusage& usage = watcher_->usage();
+    session_.finish(double(usage.ru_utime.tv_sec) + double(usage.ru_utime.tv_usec) / 1e6 +
+                    double(usage.ru_stime.tv_sec) + double(usage.ru_stime.tv_usec) / 1e6);
   }
 
+  static constexpr std::size_t kJitlog = 0, kVmprof = 1;
   const Options& options_;
-  bundle::BundleWriter writer_;
-  std::unique_ptr<sampler::Sampler> sampler_;
-  std::optional<SampleCollector> collector_;
+  Session session_;
   std::optional<CrashWatcher> watcher_;
-  pid_t target_pid_ = 0;
-  std::size_t kernel_symbols_named_ = 0;
-  jitlog::JitlogReader live_jitlog_;
-  std::string jitlog_clock_;  // JSON lines: stream offset, arrival time
-  rusage usage_{};
-  std::array<Stream, 2> streams_{Stream{bundle::sections::kJitlog}, Stream{bundle::sections::kVmprof}};
-  nlohmann::json manifest_;
-  double start_unix_ = 0;
+  std::array<LogPipe, 2> logs_;  // kJitlog, kVmprof
   bool native_ = false;
-  Clock::time_point last_progress_{};
 };
 
 }  // namespace
@@ -484,7 +383,8 @@ bool looks_like_pypy(const std::string& program) {
 }
 
 Outcome record(const Options& options) {
-  if (options.rate_hz < 2 || options.rate_hz > 1'000'000) fail("--rate must be between 2 and 1000000 Hz");
+  check_rate(options.rate_hz);
+  if (options.command.empty()) fail("no command to record");
   Recorder recorder(options);
   return recorder.run();
 }

@@ -1,24 +1,37 @@
-// Small pieces shared by `record` and `attach`.
+// What `record` and `attach` share: one bundle written while a target runs.
+// The session owns the writer and the manifest, samples the target through a
+// sampler and its collector, takes PyPy's logs as they arrive (the jitlog
+// with its arrival times), flushes frames at least twice a second so that a
+// crash loses at most half a second, draws the progress line, and writes the
+// final counts. The two commands differ only in how the target is found and
+// started, and where its logs come from.
 #pragma once
 
-#include <sys/utsname.h>
+#include <sys/types.h>
 #include <time.h>
 
-#include <nlohmann/json.hpp>
-
-#include <cerrno>
 #include <chrono>
+#include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
+#include "bundle/bundle.h"
+#include "bundle/manifest.h"
+#include "bundle/sections.h"
+#include "jitlog/jitlog.h"
 #include "record/record.h"
+#include "sample_collector.h"
+#include "sampler/sampler.h"
 
 namespace jitprof::record {
 
 [[noreturn]] inline void fail(const std::string& message) { throw RecordError(message); }
-
 inline std::string errno_text() { return std::strerror(errno); }
 
 inline std::uint64_t monotonic_ns() {
@@ -27,30 +40,61 @@ inline std::uint64_t monotonic_ns() {
   return std::uint64_t(now.tv_sec) * 1'000'000'000u + std::uint64_t(now.tv_nsec);
 }
 
-inline double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+// --rate, as both commands accept it.
+void check_rate(unsigned rate_hz);
+// "Python 3.9.16 (...) [PyPy 7.3.11 with GCC 12.2.0]", as the interpreter tells it; empty when it does not.
+std::string interpreter_version(const std::string& program);
 
-inline nlohmann::json host_json() {
-  utsname names{};
-  ::uname(&names);
-  return {{"name", names.nodename}, {"system", names.sysname}, {"release", names.release}, {"machine", names.machine}};
-}
+class Session {
+ public:
+  // Creates the bundle; the manifest starts with jitprof's version, the host,
+  // both clocks and state "recording", and `mode`/`command` as given.
+  Session(const std::filesystem::path& output, std::optional<std::string> mode, std::vector<std::string> command);
 
-// "Python 3.9.16 (7.3.11+dfsg-2+deb12u3, ...) [PyPy 7.3.11 with GCC 12.2.0]", as the interpreter tells it.
-inline std::string interpreter_version(const std::string& program) {
-  if (program.find('\'') != std::string::npos) return "";  // not worth quoting for a version string
-  const std::string command = "'" + program + "' --version 2>&1";
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return "";
-  std::string text;
-  char buffer[256];
-  while (std::fgets(buffer, sizeof buffer, pipe)) text += buffer;
-  ::pclose(pipe);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (char& c : text)
-    if (c == '\n') c = ' ';
-  return text;
-}
+  bundle::Manifest& manifest() { return manifest_; }
+  void write_manifest();
+  bundle::BundleWriter& writer() { return writer_; }
+
+  // Samples the target from now on (and, with `children`, the processes it starts).
+  void start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz);
+  // Samples nothing: perf was switched off, or refused with `why`.
+  void without_sampling(const std::optional<std::string>& refused);
+  bool sampling() const { return sampler_ != nullptr; }
+  SampleCollector& collector() { return *collector_; }
+  // Stops the sampler, draining what the kernel still holds, and names the kernel addresses seen.
+  void stop_sampling();
+
+  // Bytes of PyPy's logs as they arrive; the jitlog's arrival time is kept.
+  void add_jitlog(std::span<const std::uint8_t> bytes);
+  void add_vmprof(std::span<const std::uint8_t> bytes);
+  std::uint64_t jitlog_bytes() const { return jitlog_bytes_; }
+  std::uint64_t vmprof_bytes() const { return vmprof_bytes_; }
+
+  // From the command's loop: flushes every 500 ms, redraws the progress line
+  // (`verb`: "recording", "attached") when `progress`.
+  void tick(bool progress, const char* verb);
+  void flush();
+  void clear_progress(bool progress) const;
+
+  // Appends the Python sources of the jitlog's traces (SRCS), the perf
+  // counts (achieved rate per `target_cpu_s`), the complete manifest; fsyncs.
+  void finish(std::optional<double> target_cpu_s);
+  std::uint64_t samples() const { return collector_ ? collector_->kept() : 0; }
+  std::uint64_t lost() const { return sampler_ ? sampler_->stats().lost : 0; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  bundle::BundleWriter writer_;
+  bundle::Manifest manifest_;
+  std::unique_ptr<sampler::Sampler> sampler_;
+  std::optional<SampleCollector> collector_;
+  std::size_t kernel_symbols_named_ = 0;
+  jitlog::JitlogReader live_jitlog_;  // parsed as it comes: traces for the progress line, their files at the end
+  std::vector<std::uint8_t> jitlog_pending_, vmprof_pending_;
+  bundle::SectionBuffer<bundle::JitlogArrival> jitlog_arrivals_;
+  std::uint64_t jitlog_bytes_ = 0, vmprof_bytes_ = 0;
+  const Clock::time_point started_ = Clock::now();
+  Clock::time_point last_flush_ = started_, last_progress_{};
+};
 
 }  // namespace jitprof::record

@@ -1,7 +1,5 @@
 #include "sources.h"
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -9,13 +7,13 @@
 
 namespace jitprof::record {
 
-std::string source_files(const jitlog::Forest& forest) {
+std::vector<bundle::SourceFileRecord> source_files(const jitlog::Forest& forest) {
   constexpr std::uintmax_t kMaxFile = 1 << 20, kMaxTotal = 32 << 20;
   std::set<std::string> files;
   for (const jitlog::Trace& trace : forest.traces)
     for (const jitlog::Stage& stage : trace.stages)
       for (const jitlog::MergePoint& point : stage.merge_points) files.insert(point.file);
-  std::string lines;
+  std::vector<bundle::SourceFileRecord> sources;
   std::uintmax_t total = 0;
   for (const std::string& file : files) {
     std::error_code error;
@@ -25,10 +23,9 @@ std::string source_files(const jitlog::Forest& forest) {
     std::string text{std::istreambuf_iterator<char>(in), {}};
     if (!in && !in.eof()) continue;
     total += size;
-    // Python source is text; bytes that are not UTF-8 are replaced rather than refused.
-    lines += nlohmann::json{{"file", file}, {"text", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    sources.push_back({file, std::move(text)});
   }
-  return lines;
+  return sources;
 }
 
 }  // namespace jitprof::record

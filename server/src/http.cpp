@@ -203,7 +203,9 @@ class App {
         return cached(json_response(http::status::ok, summary));
       }
       const std::string& what = parts[3];
-      if (what == "flame" && parts.size() == 4) return cached(json_response(http::status::ok, store_.view(id, "flame")));
+      // The views `jitprof top --json`, `info --json` and `jitlog --json` print.
+      if ((what == "flame" || what == "info" || what == "jitlog") && parts.size() == 4)
+        return cached(json_response(http::status::ok, store_.view(id, what)));
       if (what == "traces" && parts.size() == 4)
         return json_response(http::status::ok, store_.traces(id, target.number("offset", 0, SIZE_MAX),
                                                              target.number("limit", 50, 500), target.text("sort"),

@@ -19,6 +19,7 @@
 
 #include "binio/binio.h"
 #include "bundle/bundle.h"
+#include "bundle/manifest.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "views/views.h"
@@ -316,10 +317,9 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
     throw BadRequest(fmt::format("not a valid jitprof bundle: {} (at byte {})", read.error->message, read.error->offset));
   if (!read.warnings.empty())
     throw BadRequest(fmt::format("truncated bundle: {}", read.warnings.front().message));
-  const bundle::Frame* manifest_frame = read.latest(bundle::sections::kManifest);
-  if (manifest_frame == nullptr) throw BadRequest("not a jitprof bundle: it has no manifest");
-  const json manifest = json::parse(manifest_frame->data, nullptr, false);
-  if (!manifest.is_object()) throw BadRequest("the bundle's manifest is not a JSON object");
+  const bundle::ManifestRead read_manifest = bundle::read_manifest(read);
+  if (!read_manifest.manifest) throw BadRequest("not a usable jitprof bundle: " + read_manifest.error);
+  const json manifest = bundle::to_json(*read_manifest.manifest);
 
   const correlate::Profile profile = correlate::correlate(read);
   json report = views::report_json(profile, read, SIZE_MAX);
@@ -327,7 +327,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   for (const char* list : {"functions", "traces", "native_functions"})
     if (summary[list].size() > 50) summary[list].erase(summary[list].begin() + 50, summary[list].end());
   summary["manifest"] = manifest;
-  summary["crash"] = views::crash_json(read, profile.forest);
+  summary["crash"] = views::crash_json(read, correlate::trace_resolver(read, profile.forest));
   summary["trace_count"] = profile.forest.traces.size();
   summary["has_samples"] = !profile.samples.empty();
 
@@ -345,6 +345,8 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   };
   store_view("summary", summary);
   store_view("flame", flame);
+  store_view("info", views::info_json(read, profile));
+  store_view("jitlog", views::jitlog_json(profile.forest, 20));
   std::map<std::uint64_t, std::size_t> bridges;
   for (const jitlog::Trace& trace : profile.forest.traces)
     if (trace.parent_guard) ++bridges[trace.parent_guard->trace_id];
@@ -585,13 +587,14 @@ std::string Store::freeze_run(const std::string& run) {
   const fs::path assembled = temp_path();
   {
     bundle::BundleWriter writer(assembled);
-    const json manifest = {{"jitprof_version", JITPROF_VERSION},
-                           {"mode", "vmprof upload"},
-                           {"command", json::array({argv})},
-                           {"vm", vm},
-                           {"start_time", unix_now()},
-                           {"state", "complete"}};
-    writer.append(bundle::sections::kManifest, manifest.dump());
+    bundle::Manifest manifest;
+    manifest.jitprof_version = JITPROF_VERSION;
+    manifest.mode = "vmprof upload";
+    manifest.command = {argv};
+    manifest.vm = vm;
+    manifest.start_time = unix_now();
+    manifest.state = "complete";
+    writer.append(bundle::sections::kManifest, bundle::encode(manifest));
     for (const auto& [path, section] : {std::pair{cpu, bundle::sections::kVmprof}, std::pair{jit, bundle::sections::kJitlog}}) {
       if (!fs::exists(path)) continue;
       std::ifstream in(path, std::ios::binary);

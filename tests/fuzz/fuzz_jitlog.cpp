@@ -12,6 +12,7 @@
 #include "fuzz_checks.h"
 
 #include "jitlog/jitlog.h"
+#include "jitlog/resolver.h"
 
 namespace {
 
@@ -21,6 +22,7 @@ using jitprof::fuzz::check;
 
 void check_invariants(const jl::Forest& forest, std::size_t size) {
   jitprof::fuzz::check_diagnostics(forest, size);
+  const jl::TraceResolver resolver(forest);
   for (const jl::Trace& trace : forest.traces) {
     check(trace.file_offset < size, "trace offset past the input");
     check(forest.find(trace.id) != nullptr, "trace id not indexed");
@@ -36,8 +38,8 @@ void check_invariants(const jl::Forest& forest, std::size_t size) {
         check(stage != nullptr && trace.parent_guard->op_index < stage->ops.size(), "parent guard op out of range");
     }
     if (trace.code && trace.code->end > trace.code->start) {
-      const jl::Trace* at_start = forest.trace_at_address(trace.code->start);
-      check(at_start != nullptr && at_start->code->contains(trace.code->start), "trace_at_address missed a block");
+      const jl::Trace* at_start = resolver.find(trace.code->start).trace;
+      check(at_start != nullptr && at_start->code->contains(trace.code->start), "the resolver missed a block");
     }
     (void)trace.source();
     for (const jl::Stage& stage : trace.stages) {

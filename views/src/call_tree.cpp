@@ -1,6 +1,5 @@
 #include <algorithm>
 
-#include "export/export.h"
 #include "views/views.h"
 
 namespace jitprof::views {
@@ -10,7 +9,7 @@ using nlohmann::json;
 CallTree call_tree(const correlate::Profile& profile) {
   std::vector<std::string> labels;
   labels.reserve(profile.frames.size());
-  for (const auto& frame : profile.frames) labels.push_back(exports::frame_label(frame));
+  for (const auto& frame : profile.frames) labels.push_back(correlate::frame_label(frame));
   CallTree tree;
   for (const auto& sample : profile.samples) {
     CallTree::Node* node = &tree.root;

@@ -6,6 +6,9 @@
 
 #include <fmt/format.h>
 
+#include "arch/x86_64.h"
+#include "bundle/manifest.h"
+#include "bundle/sections.h"
 #include "correlate/jit_code.h"
 #include "views/views.h"
 
@@ -125,13 +128,15 @@ json hot_trace_json(const Profile& profile, const Summary& summary, std::uint64_
 
 // `jitprof attach` bundles: which process, and how its JIT code got names.
 json attach_json(const bundle::Bundle& read) {
-  const bundle::Frame* frame = read.latest(bundle::sections::kManifest);
-  if (frame == nullptr) return nullptr;
-  const json manifest = json::parse(frame->data, nullptr, false);
-  if (!manifest.is_object() || manifest.value("mode", "") != "attach" || !manifest.contains("attach")) return nullptr;
-  json summary = manifest["attach"];
-  summary["pid"] = manifest.value("pid", 0);
-  summary["seconds"] = manifest.value("duration_s", 0.0);
+  const bundle::ManifestRead manifest = bundle::read_manifest(read);
+  if (!manifest.manifest || manifest.manifest->mode != "attach" || !manifest.manifest->attach) return nullptr;
+  const bundle::Manifest::Attach& attach = *manifest.manifest->attach;
+  json summary = {{"jit_names", attach.jit_names},
+                  {"explanation", attach.explanation},
+                  {"pid", manifest.manifest->pid.value_or(0)},
+                  {"seconds", manifest.manifest->duration_s.value_or(0.0)}};
+  if (attach.jitlog_path) summary["jitlog_path"] = *attach.jitlog_path;
+  if (attach.jit_code_bytes) summary["jit_code_bytes"] = *attach.jit_code_bytes;
   return summary;
 }
 
@@ -154,40 +159,54 @@ std::optional<FunctionKey> busiest_function(const Summary& summary, std::uint32_
 
 }  // namespace
 
-json crash_json(const bundle::Bundle& read, const jitlog::Forest& forest) {
-  const bundle::Frame* frame = read.latest(bundle::sections::kCrash);
-  if (frame == nullptr) return nullptr;
-  json crash = json::parse(frame->data, nullptr, false);
-  if (!crash.is_object()) return nullptr;
+json crash_json(const bundle::Bundle& read, const jitlog::TraceResolver& resolver) {
+  const std::optional<bundle::CrashRecord> crash = bundle::read_crash(read);
+  if (!crash) return nullptr;
   const auto hex = [](std::uint64_t value) { return fmt::format("{:#x}", value); };
-  if (crash.contains("registers") && crash["registers"].is_object())
-    for (const auto& [name, value] : crash["registers"].items())
-      if (value.is_number_unsigned()) crash["registers_hex"][name] = hex(value.get<std::uint64_t>());
-  if (crash.contains("fault_address") && crash["fault_address"].is_number_unsigned())
-    crash["fault_address_hex"] = hex(crash["fault_address"].get<std::uint64_t>());
-  if (!crash.contains("frames") || !crash["frames"].is_array()) crash["frames"] = json::array();
-  json& frames = crash["frames"];
-  for (json& each : frames)
-    if (each.is_object() && each.contains("address") && each["address"].is_number_unsigned())
-      each["address_hex"] = hex(each["address"].get<std::uint64_t>());
-  for (std::size_t i = 0; i < frames.size(); ++i) {
-    if (!frames[i].is_object() || !frames[i].value("jit", false)) continue;
-    // A return address points after its call: look the call itself up.
-    const std::uint64_t address = frames[i].value("address", std::uint64_t{0}) - (i == 0 ? 0 : 1);
-    const jitlog::Trace* trace = forest.trace_at_address(address);
-    if (trace == nullptr) break;
-    crash["trace"] = {{"id", trace->id}, {"type", jitlog::trace_kind_name(trace->kind)}, {"frame_index", i}};
-    frames[i]["trace"] = trace->id;
-    if (const auto op = trace->asm_op_at(address)) {
-      const jitlog::Stage& stage = *trace->stage(jitlog::StageKind::Asm);
-      crash["trace"]["op_index"] = *op;
-      crash["trace"]["op"] = stage.ops[*op].name;
-      if (const jitlog::MergePoint* point = jitlog::op_sources(*trace, stage)[*op])
-        crash["trace"]["source"] = {{"function", point->function}, {"file", point->file}, {"line", point->line}};
+  json out = {{"signal", crash->signal},
+              {"signal_name", crash->signal_name},
+              {"code", crash->code},
+              {"fault_address", crash->fault_address},
+              {"fault_address_hex", hex(crash->fault_address)},
+              {"tid", crash->tid},
+              {"registers", json::object()},
+              {"registers_hex", json::object()},
+              {"frames", json::array()}};
+  for (const auto& [name, value] : crash->registers) {
+    out["registers"][name] = value;
+    out["registers_hex"][name] = hex(value);
+  }
+  for (const bundle::CrashFrame& frame : crash->frames) {
+    json entry = {{"address", frame.address}, {"address_hex", hex(frame.address)}, {"jit", frame.jit}};
+    if (const auto& symbol = frame.symbol) {
+      entry["path"] = symbol->path;
+      entry["name"] = symbol->name;
+      entry["offset"] = symbol->offset;
+      if (!symbol->source.empty()) {
+        entry["source"] = json::array();
+        for (const auto& source : symbol->source)
+          entry["source"].push_back({{"function", source.function}, {"file", source.file}, {"line", source.line}});
+      }
+    }
+    out["frames"].push_back(std::move(entry));
+  }
+  // The innermost JIT frame: the faulting instruction itself, or the call
+  // from which the trace reached the native code that faulted.
+  for (std::size_t i = 0; i < crash->frames.size(); ++i) {
+    if (!crash->frames[i].jit) continue;
+    const jitlog::TraceResolver::Hit hit = resolver.find(arch::lookup_address(crash->frames[i].address, i > 0));
+    if (hit.trace == nullptr) break;
+    out["trace"] = {{"id", hit.trace->id}, {"type", jitlog::trace_kind_name(hit.trace->kind)}, {"frame_index", i}};
+    out["frames"][i]["trace"] = hit.trace->id;
+    if (hit.op) {
+      out["trace"]["op_index"] = *hit.op;
+      out["trace"]["op"] = hit.trace->stage(jitlog::StageKind::Asm)->ops[*hit.op].name;
+      if (hit.source)
+        out["trace"]["source"] = {{"function", hit.source->function}, {"file", hit.source->file}, {"line", hit.source->line}};
     }
     break;
   }
-  return crash;
+  return out;
 }
 
 json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size_t top) {

@@ -2,7 +2,7 @@
 
 #include <optional>
 
-#include "bundle/json_lines.h"
+#include "bundle/sections.h"
 #include "jitlog/disassembler.h"
 #include "views/views.h"
 
@@ -157,11 +157,10 @@ SourceFiles source_files(const bundle::Bundle& bundle, const jitlog::Forest& for
   SourceFiles files;
   for (const auto& [file, lines] : forest.source_code)
     for (const auto& [number, line] : lines) files[file][number] = line.text;
-  for (const json& entry : bundle::json_lines(bundle, bundle::sections::kSources)) {
-    if (!entry.contains("file") || !entry["file"].is_string() || !entry.contains("text") || !entry["text"].is_string())
-      continue;
-    auto& lines = files[entry["file"].get<std::string>()];
-    const std::string& content = entry["text"].get_ref<const std::string&>();
+  for (const bundle::SourceFileRecord& source : bundle::read_source_files(bundle)) {
+    if (source.file.empty()) continue;
+    auto& lines = files[source.file];
+    const std::string& content = source.text;
     std::int64_t number = 1;
     for (std::size_t start = 0; start <= content.size(); ++number) {
       const std::size_t stop = std::min(content.find('\n', start), content.size());

@@ -32,6 +32,7 @@
 
 #include "bundle/bundle.h"
 #include "jitlog/jitlog.h"
+#include "jitlog/resolver.h"
 
 namespace jitprof::correlate {
 
@@ -56,6 +57,10 @@ struct Frame {
   std::optional<std::uint64_t> trace;  // JitTrace, JitInlined
   std::string source_file;  // native frames of binaries with debug information
 };
+
+// One frame's name as flat views and formats show it, e.g. "g (inlined.py)",
+// "[jit] trace 4 (loop)", "memset [native]", "do_syscall_64 [kernel]".
+std::string frame_label(const Frame& frame);
 
 struct Sample {
   std::uint64_t time_ns = 0;
@@ -100,5 +105,9 @@ struct Profile {
 };
 
 Profile correlate(const bundle::Bundle& bundle);
+
+// The resolver of JIT addresses for a bundle's jitlog, with the times its
+// parts arrived (section JLTM).
+jitlog::TraceResolver trace_resolver(const bundle::Bundle& bundle, const jitlog::Forest& forest);
 
 }  // namespace jitprof::correlate

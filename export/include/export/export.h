@@ -11,10 +11,6 @@
 
 namespace jitprof::exports {
 
-// One frame's name as the flat formats show it, e.g. "g (inlined.py)",
-// "[jit] trace 4 (loop)", "memset [native]", "do_syscall_64 [kernel]".
-std::string frame_label(const correlate::Frame& frame);
-
 // Brendan Gregg's collapsed stacks: "root;...;leaf count" per distinct stack.
 void write_collapsed(const correlate::Profile& profile, std::ostream& out);
 

@@ -115,8 +115,6 @@ struct Trace {
   std::uint64_t executions() const { return entry_count + label_count; }
   // The trace's own source position: its first depth-0 merge point (opt stage first).
   const MergePoint* source() const;
-  // The asm-stage op whose machine code holds `address`, by index.
-  std::optional<std::size_t> asm_op_at(std::uint64_t address) const;
 };
 
 struct Counter {
@@ -163,14 +161,11 @@ struct Forest {
   std::vector<Diagnostic> warnings;  // e.g. truncation: everything before it is kept
   std::optional<Diagnostic> error;   // malformed input: reading stopped there
 
+  // Addresses are named by jitlog::TraceResolver (jitlog/resolver.h).
   const Trace* find(std::uint64_t id) const;
-  // The newest trace whose machine code contains `address`.
-  const Trace* trace_at_address(std::uint64_t address) const;
 
-  // Filled by finish(): id -> index into traces; traces with code by start address.
+  // Filled by finish(): id -> index into traces.
   std::unordered_map<std::uint64_t, std::size_t> index_by_id;
-  std::vector<std::size_t> index_by_code_start;
-  std::uint64_t longest_code = 0;
 };
 
 // For each op of `stage` (a stage of `trace`), the merge point its code comes

@@ -14,8 +14,28 @@
 #include "bundle/bundle.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
+#include "jitlog/resolver.h"
+#include "vmprof/profile.h"
 
 namespace jitprof::views {
+
+// --- what a file holds -------------------------------------------------------
+
+// {"warnings": [{offset, message}], "error": {offset, message} or null}: a reader's problems.
+nlohmann::json diagnostics_json(const std::vector<binio::Diagnostic>& warnings,
+                                const std::optional<binio::Diagnostic>& error);
+// `jitprof info`: the manifest, the sections (frames, bytes), the jitlog's
+// and vmprof's counts and problems, the samples by where they ended (JIT
+// samples resolved as `profile` did), the crash, the bundle's own problems.
+nlohmann::json info_json(const bundle::Bundle& bundle, const correlate::Profile& profile);
+// `jitprof jitlog`: format, counts of traces, ops, links and counters, the
+// `top` most executed traces, and the reader's problems.
+nlohmann::json jitlog_json(const jitlog::Forest& forest, std::size_t top);
+// `jitprof profile`: a vmprof profile's header, samples by where their
+// innermost frame was, and the `top` Python functions by self samples.
+nlohmann::json vmprof_json(const vmprof::Profile& profile, std::size_t top);
+// The traces executed most (entries + label passes), stable among equals.
+std::vector<const jitlog::Trace*> hottest_traces(const jitlog::Forest& forest, std::size_t limit);
 
 // --- traces ------------------------------------------------------------------
 
@@ -61,7 +81,7 @@ nlohmann::json trace_json(const jitlog::Forest& forest, const jitlog::Trace& tra
 // reached the native code that faulted. Registers and addresses also come as
 // "0x..." strings ("registers_hex", frames' "address_hex"): JavaScript
 // numbers cannot hold 64-bit values.
-nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::Forest& forest);
+nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::TraceResolver& resolver);
 
 // --- the correlated profile --------------------------------------------------
 
@@ -70,7 +90,7 @@ nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::Forest& fo
 // JIT code without a jitlog. `top` limits each list.
 nlohmann::json report_json(const correlate::Profile& profile, const bundle::Bundle& bundle, std::size_t top);
 
-// The merged call tree by frame label (exports::frame_label), outermost first.
+// The merged call tree by frame label (correlate::frame_label), outermost first.
 struct CallTree {
   struct Node {
     std::uint64_t total = 0, self = 0;

@@ -1,0 +1,105 @@
+// The manifest (section MANI): what a recording was and how it went, as one
+// JSON document. The recorder appends it when it starts and again when it
+// ends; readers take the newest. Every field has one name and one type here;
+// decoding refuses a document whose fields have the wrong type (a server must
+// not index what it cannot read back) and skips fields it does not know.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bundle/bundle.h"
+
+namespace jitprof::bundle {
+
+struct Manifest {
+  struct Host {
+    std::string name, system, release, machine;
+  };
+  // One moment on both clocks: sample times are CLOCK_MONOTONIC, vmprof's wall-clock.
+  struct Clock {
+    std::uint64_t monotonic_ns = 0;
+    double unix_s = 0;
+  };
+  struct Vmprof {
+    unsigned rate_hz = 0;
+    bool native_frames = false;
+  };
+  struct Perf {
+    enum class State : std::uint8_t { Off, Refused, On };
+    State state = State::On;
+    std::string refused;  // Refused: the kernel's answer and the fix
+    // On: the event, then (when the recording ended) its counts.
+    std::string event;
+    unsigned rate_hz = 0;
+    bool kernel_frames = false;
+    std::optional<bool> children;  // record: child processes sampled too
+    std::optional<std::uint64_t> samples, samples_all_processes, lost, throttled, kernel_symbols_named, threads;
+    std::optional<double> achieved_hz;
+  };
+  struct CrashCapture {
+    bool ptrace = false;
+    std::optional<std::string> reason;  // why ptrace was refused
+  };
+  struct Exit {
+    int code = 0;  // as a shell reports it: the code, or 128 + signal
+    std::optional<int> signal;
+    std::optional<std::string> signal_name;
+    std::optional<std::uint32_t> crash_thread;
+  };
+  struct SectionBytes {
+    std::optional<std::uint64_t> jitlog_bytes, vmprof_bytes, jit_code_bytes;
+  };
+  // attach: how JIT code got its names.
+  struct Attach {
+    std::string jit_names;    // "live jitlog" or "anonymous code"
+    std::string explanation;  // for the report
+    std::optional<std::string> jitlog_path;
+    std::optional<std::uint64_t> jit_code_bytes;
+  };
+
+  std::string jitprof_version;
+  std::optional<std::string> mode;  // absent for `record`; "attach"; "vmprof upload"
+  std::vector<std::string> command;
+  std::optional<std::int64_t> pid;
+  std::optional<double> start_time, end_time, duration_s, target_cpu_s;  // unix seconds; seconds
+  std::optional<Host> host;
+  std::optional<bool> pypy_logs;
+  std::optional<std::string> pypy_version;
+  std::optional<std::string> vm;  // vmprof upload: the interpreter the client named
+  std::optional<Clock> clock;
+  std::string state;  // "recording", then "complete"
+  std::optional<Vmprof> vmprof;
+  std::optional<Perf> perf;  // absent: the bundle does not say
+  std::optional<CrashCapture> crash_capture;
+  std::optional<Exit> exit;
+  std::optional<SectionBytes> sections;
+  std::optional<bool> target_exited;
+  std::optional<Attach> attach;
+
+  bool complete() const { return state == "complete"; }
+};
+
+class ManifestError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+nlohmann::json to_json(const Manifest& manifest);
+std::string encode(const Manifest& manifest);
+// Throws ManifestError naming the field that is not what it must be.
+Manifest manifest_from_json(const nlohmann::json& document);
+
+// The newest manifest frame of a bundle, decoded.
+struct ManifestRead {
+  std::optional<Manifest> manifest;
+  std::string error;  // why there is none: missing, not JSON, or a field of the wrong type
+};
+ManifestRead read_manifest(const Bundle& bundle);
+
+}  // namespace jitprof::bundle

@@ -1,0 +1,143 @@
+// The contents of a bundle's sections, typed, each with its one codec: the
+// only place that knows how a section's bytes look. Writers build a frame with
+// SectionBuffer (or encode() for document sections); readers call read_*().
+//
+// Line sections (MAPS, TASK, JLTM, SYMS, JCOD, SRCS) hold one JSON object a
+// line; a reader skips lines that are not JSON objects and takes absent or
+// mistyped fields as their defaults, so a bundle cut anywhere still reads.
+// The samples (SMPL) have their own dense codec in bundle/samples.h, the
+// manifest (MANI) in bundle/manifest.h; JLOG and VMPF hold PyPy's own bytes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bundle/bundle.h"
+
+namespace jitprof::bundle {
+
+// MAPS: an executable mapping as perf reported it (or /proc, at attach).
+struct MappingRecord {
+  static constexpr SectionType kSection = sections::kMaps;
+  std::uint64_t time_ns = 0;
+  std::uint32_t pid = 0, tid = 0;
+  std::uint64_t start = 0, length = 0, file_offset = 0;
+  std::uint32_t prot = 0, flags = 0, major = 0, minor = 0;
+  std::uint64_t inode = 0;
+  std::string path;  // "//anon", "[vdso]", "/usr/lib/..."
+  friend bool operator==(const MappingRecord&, const MappingRecord&) = default;
+};
+
+// TASK: a process or thread started, ended, renamed itself or exec'ed.
+struct TaskRecord {
+  static constexpr SectionType kSection = sections::kTasks;
+  enum class Kind : std::uint8_t { Fork, Exit, Comm, Exec };
+  Kind kind = Kind::Comm;
+  std::uint64_t time_ns = 0;
+  std::uint32_t pid = 0, tid = 0, parent_pid = 0, parent_tid = 0;
+  std::string comm;  // the thread's name: Comm and Exec
+  friend bool operator==(const TaskRecord&, const TaskRecord&) = default;
+};
+
+// JLTM: when the jitlog stream had reached `offset` bytes (CLOCK_MONOTONIC).
+struct JitlogArrival {
+  static constexpr SectionType kSection = sections::kJitlogClock;
+  std::uint64_t offset = 0;
+  std::uint64_t time_ns = 0;
+  friend bool operator==(const JitlogArrival&, const JitlogArrival&) = default;
+};
+
+// A function and line in a native binary's source (DWARF).
+struct SourceLocation {
+  std::string function, file;
+  std::int64_t line = 0;
+  friend bool operator==(const SourceLocation&, const SourceLocation&) = default;
+};
+
+// SYMS: a sampled native address, named once (pid 0: a kernel address).
+struct SymbolRecord {
+  static constexpr SectionType kSection = sections::kSymbols;
+  std::uint32_t pid = 0;
+  std::uint64_t address = 0;
+  std::string path, build_id, name;  // name empty when the binary does not say
+  std::uint64_t offset = 0;          // from the symbol, or from the file's load address
+  std::vector<SourceLocation> source;  // the function and what is inlined into it, outermost first
+  friend bool operator==(const SymbolRecord&, const SymbolRecord&) = default;
+};
+
+// JCOD: machine code read from a running process's JIT memory (attach without a jitlog).
+struct JitCodeRecord {
+  static constexpr SectionType kSection = sections::kJitCode;
+  std::uint32_t pid = 0;
+  std::uint64_t address = 0;
+  std::vector<std::uint8_t> bytes;
+  friend bool operator==(const JitCodeRecord&, const JitCodeRecord&) = default;
+};
+
+// SRCS: a Python file the jitlog's traces come from.
+struct SourceFileRecord {
+  static constexpr SectionType kSection = sections::kSources;
+  std::string file, text;
+  friend bool operator==(const SourceFileRecord&, const SourceFileRecord&) = default;
+};
+
+// CRSH: the fault the target died of, and the faulting thread's stack.
+struct CrashFrame {
+  std::uint64_t address = 0;  // the faulting IP, then return addresses
+  bool jit = false;           // in JIT memory
+  std::optional<SymbolRecord> symbol;  // native frames (path, name, offset, source)
+  friend bool operator==(const CrashFrame&, const CrashFrame&) = default;
+};
+struct CrashRecord {
+  static constexpr SectionType kSection = sections::kCrash;
+  int signal = 0;
+  std::string signal_name;
+  int code = 0;  // siginfo si_code
+  std::uint64_t fault_address = 0;
+  std::uint32_t tid = 0;
+  std::vector<std::pair<std::string, std::uint64_t>> registers;  // ("rip", value), in the writer's order
+  std::vector<CrashFrame> frames;
+  friend bool operator==(const CrashRecord&, const CrashRecord&) = default;
+};
+
+// One line of a line section (appended to `frame`, newline included).
+void encode(const MappingRecord& record, std::string& frame);
+void encode(const TaskRecord& record, std::string& frame);
+void encode(const JitlogArrival& record, std::string& frame);
+void encode(const SymbolRecord& record, std::string& frame);
+void encode(const JitCodeRecord& record, std::string& frame);
+void encode(const SourceFileRecord& record, std::string& frame);
+// The crash document.
+std::string encode(const CrashRecord& record);
+
+std::vector<MappingRecord> read_mappings(const Bundle& bundle);
+std::vector<TaskRecord> read_tasks(const Bundle& bundle);
+std::vector<JitlogArrival> read_jitlog_arrivals(const Bundle& bundle);
+std::vector<SymbolRecord> read_symbols(const Bundle& bundle);
+std::vector<JitCodeRecord> read_jit_code(const Bundle& bundle);
+std::vector<SourceFileRecord> read_source_files(const Bundle& bundle);
+// Nullopt when the bundle has no crash record or it is not a JSON object.
+std::optional<CrashRecord> read_crash(const Bundle& bundle);
+
+const char* task_kind_name(TaskRecord::Kind kind);  // "fork", "exit", "comm", "exec"
+
+// Records of one line section collected between two frames.
+template <class Record>
+class SectionBuffer {
+ public:
+  void add(const Record& record) { encode(record, pending_); }
+  bool empty() const { return pending_.empty(); }
+  // Appends what was added since the last call as one frame; nothing when empty.
+  void flush_into(BundleWriter& writer) {
+    if (pending_.empty()) return;
+    writer.append(Record::kSection, pending_);
+    pending_.clear();
+  }
+
+ private:
+  std::string pending_;
+};
+
+}  // namespace jitprof::bundle

@@ -1,0 +1,146 @@
+#include "sample_collector.h"
+
+namespace jitprof::record {
+namespace {
+
+bundle::UnwindStop to_bundle(unwind::Stop stop) {
+  switch (stop) {
+    case unwind::Stop::Complete: return bundle::UnwindStop::Complete;
+    case unwind::Stop::NoUnwindInfo: return bundle::UnwindStop::NoUnwindInfo;
+    case unwind::Stop::UnreadableMemory: return bundle::UnwindStop::UnreadableMemory;
+    case unwind::Stop::JitFrame: return bundle::UnwindStop::JitFrame;
+    case unwind::Stop::DepthLimit: return bundle::UnwindStop::DepthLimit;
+    case unwind::Stop::BadFrame: return bundle::UnwindStop::BadFrame;
+  }
+  return bundle::UnwindStop::BadFrame;
+}
+
+// Kernel addresses go under pid 0.
+bundle::SymbolRecord symbol_record(std::uint32_t pid, std::uint64_t address, const symbols::Symbol& symbol) {
+  bundle::SymbolRecord record{pid, address, symbol.path, symbol.build_id, symbol.name, symbol.offset, {}};
+  for (const auto& frame : symbol.source) record.source.push_back({frame.function, frame.file, frame.line});
+  return record;
+}
+
+bundle::TaskRecord::Kind task_kind(sampler::TaskEvent::Kind kind) {
+  switch (kind) {
+    case sampler::TaskEvent::Kind::Fork: return bundle::TaskRecord::Kind::Fork;
+    case sampler::TaskEvent::Kind::Exit: return bundle::TaskRecord::Kind::Exit;
+    case sampler::TaskEvent::Kind::Comm: return bundle::TaskRecord::Kind::Comm;
+    case sampler::TaskEvent::Kind::Exec: return bundle::TaskRecord::Kind::Exec;
+  }
+  return bundle::TaskRecord::Kind::Comm;
+}
+
+}  // namespace
+
+void SampleCollector::on_sample(const sampler::Sample& sample) {
+  if (!children_ && sample.pid != static_cast<std::uint32_t>(target_)) return;
+  bundle::NativeSample out;
+  out.time_ns = sample.time_ns;
+  out.pid = sample.pid;
+  out.tid = sample.tid;
+  out.cpu = sample.cpu;
+  if (sample.in_kernel) {
+    out.kernel_stack = sample.kernel_callchain;
+    kernel_addresses_.insert(sample.kernel_callchain.begin(), sample.kernel_callchain.end());
+  }
+  const symbols::AddressSpace& space = spaces_[sample.pid];
+  if (sample.has_user_registers) {
+    unwind::Result unwound = unwinder_.unwind(space, sample.user_registers, sample.user_stack);
+    out.user_stack = std::move(unwound.frames);
+    remember_symbols(sample.pid, space, out.user_stack);
+    out.unwind_stop = to_bundle(unwound.stop);
+  } else {
+    out.unwind_stop = bundle::UnwindStop::NoUserStack;
+  }
+  const bool jit_leaf = !out.user_stack.empty() && space.in_jit_code(out.user_stack.front());
+  std::lock_guard lock(mutex_);
+  if (jit_leaf) ++jit_leaves_[{sample.pid, out.user_stack.front()}];
+  tids_.insert(sample.tid);
+  encoder_.add(out);
+  ++kept_;
+}
+
+void SampleCollector::on_mapping(const sampler::Mapping& mapping) {
+  spaces_[mapping.pid].add({mapping.start, mapping.length, mapping.file_offset, mapping.path, mapping.prot});
+  std::lock_guard lock(mutex_);
+  mappings_.add({mapping.time_ns, mapping.pid, mapping.tid, mapping.start, mapping.length, mapping.file_offset,
+                 mapping.prot, mapping.flags, mapping.major, mapping.minor, mapping.inode, mapping.path});
+}
+
+void SampleCollector::on_task(const sampler::TaskEvent& event) {
+  // A new process starts as a copy of its parent; exec replaces it all.
+  if (event.kind == sampler::TaskEvent::Kind::Fork && event.pid != event.parent_pid)
+    spaces_[event.pid] = spaces_[event.parent_pid];
+  if (event.kind == sampler::TaskEvent::Kind::Exec) spaces_[event.pid] = symbols::AddressSpace{};
+  std::lock_guard lock(mutex_);
+  tasks_.add({task_kind(event.kind), event.time_ns, event.pid, event.tid, event.parent_pid, event.parent_tid, event.comm});
+}
+
+void SampleCollector::flush_into(bundle::BundleWriter& writer) {
+  std::lock_guard lock(mutex_);
+  const auto samples = encoder_.take();
+  if (!samples.empty()) writer.append(bundle::sections::kSamples, samples);
+  mappings_.flush_into(writer);
+  tasks_.flush_into(writer);
+  symbols_.flush_into(writer);
+}
+
+std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint64_t> SampleCollector::jit_leaves() const {
+  std::lock_guard lock(mutex_);
+  return jit_leaves_;
+}
+
+std::size_t SampleCollector::threads_sampled() const {
+  std::lock_guard lock(mutex_);
+  return tids_.size();
+}
+
+std::uint64_t SampleCollector::kept() const {
+  std::lock_guard lock(mutex_);
+  return kept_;
+}
+
+std::size_t SampleCollector::name_kernel_addresses() {
+  if (kernel_addresses_.empty()) return 0;
+  const auto kernel = symbols::KernelSymbols::load();
+  std::size_t named = 0;
+  std::lock_guard lock(mutex_);
+  for (std::uint64_t address : kernel_addresses_) {
+    const auto symbol = kernel.symbolize(address);
+    if (!symbol) continue;
+    ++named;
+    symbols_.add(symbol_record(0, address, *symbol));
+  }
+  return named;
+}
+
+std::vector<bundle::CrashFrame> SampleCollector::unwind_fault(std::uint32_t pid, const Fault& fault) {
+  const symbols::AddressSpace& space = spaces_[pid];
+  const unwind::Result unwound = unwinder_.unwind(space, fault.registers, fault.stack);
+  std::vector<bundle::CrashFrame> frames;
+  for (std::size_t i = 0; i < unwound.frames.size(); ++i) {
+    const std::uint64_t address = unwound.frames[i];
+    bundle::CrashFrame frame{address, space.in_jit_code(address), std::nullopt};
+    if (auto symbol = space.symbolize(address, i > 0)) frame.symbol = symbol_record(pid, address, *symbol);
+    frames.push_back(std::move(frame));
+  }
+  return frames;
+}
+
+void SampleCollector::remember_symbols(std::uint32_t pid, const symbols::AddressSpace& space,
+                                       const std::vector<std::uint64_t>& frames) {
+  std::vector<bundle::SymbolRecord> named;
+  auto& seen = symbolized_[pid];
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const std::uint64_t address = frames[i];
+    if (!seen.insert(address).second) continue;
+    if (const auto symbol = space.symbolize(address, i > 0)) named.push_back(symbol_record(pid, address, *symbol));
+  }
+  if (named.empty()) return;
+  std::lock_guard lock(mutex_);
+  for (const auto& record : named) symbols_.add(record);
+}
+
+}  // namespace jitprof::record

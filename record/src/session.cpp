@@ -1,0 +1,153 @@
+#include "session.h"
+
+#include <sys/utsname.h>
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "sources.h"
+
+namespace jitprof::record {
+namespace {
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+bundle::Manifest::Host this_host() {
+  utsname names{};
+  ::uname(&names);
+  return {names.nodename, names.sysname, names.release, names.machine};
+}
+
+}  // namespace
+
+void check_rate(unsigned rate_hz) {
+  if (rate_hz < 2 || rate_hz > 1'000'000) fail("--rate must be between 2 and 1000000 Hz");
+}
+
+std::string interpreter_version(const std::string& program) {
+  if (program.find('\'') != std::string::npos) return "";  // not worth quoting for a version string
+  const std::string command = "'" + program + "' --version 2>&1";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string text;
+  char buffer[256];
+  while (std::fgets(buffer, sizeof buffer, pipe)) text += buffer;
+  ::pclose(pipe);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (char& c : text)
+    if (c == '\n') c = ' ';
+  return text;
+}
+
+Session::Session(const std::filesystem::path& output, std::optional<std::string> mode, std::vector<std::string> command)
+    : writer_(output) {
+  const double start = unix_now();
+  manifest_.jitprof_version = JITPROF_VERSION;
+  manifest_.mode = std::move(mode);
+  manifest_.command = std::move(command);
+  manifest_.start_time = start;
+  manifest_.host = this_host();
+  // Sample times are CLOCK_MONOTONIC; vmprof's are wall-clock.
+  manifest_.clock = bundle::Manifest::Clock{monotonic_ns(), start};
+  manifest_.state = "recording";
+}
+
+void Session::write_manifest() { writer_.append(bundle::sections::kManifest, bundle::encode(manifest_)); }
+
+void Session::start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz) {
+  sampler_ = std::move(sampler);
+  collector_.emplace(target, children);
+  sampler_->start(*collector_);
+  manifest_.perf = bundle::Manifest::Perf{};
+  manifest_.perf->event = "cpu-clock";
+  manifest_.perf->rate_hz = rate_hz;
+  manifest_.perf->kernel_frames = sampler_->kernel_frames();
+}
+
+void Session::without_sampling(const std::optional<std::string>& refused) {
+  manifest_.perf = bundle::Manifest::Perf{};
+  manifest_.perf->state = refused ? bundle::Manifest::Perf::State::Refused : bundle::Manifest::Perf::State::Off;
+  if (refused) manifest_.perf->refused = *refused;
+}
+
+void Session::stop_sampling() {
+  if (!sampler_) return;
+  sampler_->stop();
+  kernel_symbols_named_ = collector_->name_kernel_addresses();
+}
+
+void Session::add_jitlog(std::span<const std::uint8_t> bytes) {
+  // JIT code ranges are reused after frees: when each part of the jitlog
+  // arrived tells which trace owned an address at a sample's time.
+  jitlog_arrivals_.add({jitlog_bytes_, monotonic_ns()});
+  jitlog_pending_.insert(jitlog_pending_.end(), bytes.begin(), bytes.end());
+  jitlog_bytes_ += bytes.size();
+  live_jitlog_.feed(bytes);
+}
+
+void Session::add_vmprof(std::span<const std::uint8_t> bytes) {
+  vmprof_pending_.insert(vmprof_pending_.end(), bytes.begin(), bytes.end());
+  vmprof_bytes_ += bytes.size();
+}
+
+void Session::tick(bool progress, const char* verb) {
+  const auto now = Clock::now();
+  if (now - last_flush_ > std::chrono::milliseconds(500)) {
+    flush();
+    last_flush_ = now;
+  }
+  if (!progress || now - last_progress_ < std::chrono::milliseconds(250)) return;
+  last_progress_ = now;
+  const double elapsed = std::chrono::duration<double>(now - started_).count();
+  std::string logs = fmt::format("{} traces compiled, jitlog {} KiB", live_jitlog_.traces_so_far(), jitlog_bytes_ / 1024);
+  if (jitlog_bytes_ == 0 && vmprof_bytes_ == 0) logs = "no jitlog";
+  if (vmprof_bytes_ > 0) logs += fmt::format(", vmprof {} KiB", vmprof_bytes_ / 1024);
+  std::cerr << fmt::format("\r\033[Kjitprof: {} {:.1f} s, {} samples ({:.0f}/s), {}", verb, elapsed, samples(),
+                           elapsed > 0 ? double(samples()) / elapsed : 0.0, logs)
+            << std::flush;
+}
+
+void Session::clear_progress(bool progress) const {
+  if (progress) std::cerr << "\r\033[K";
+}
+
+void Session::flush() {
+  if (collector_) collector_->flush_into(writer_);
+  jitlog_arrivals_.flush_into(writer_);
+  for (auto [section, pending] : {std::pair{bundle::sections::kJitlog, &jitlog_pending_},
+                                  std::pair{bundle::sections::kVmprof, &vmprof_pending_}}) {
+    if (pending->empty()) continue;
+    writer_.append(section, *pending);
+    pending->clear();
+  }
+}
+
+void Session::finish(std::optional<double> target_cpu_s) {
+  flush();
+  if (jitlog_bytes_ > 0) {
+    bundle::SectionBuffer<bundle::SourceFileRecord> sources;
+    for (const auto& file : source_files(live_jitlog_.finish())) sources.add(file);
+    sources.flush_into(writer_);
+  }
+  manifest_.state = "complete";
+  manifest_.end_time = unix_now();
+  manifest_.target_cpu_s = target_cpu_s;
+  if (sampler_) {
+    const sampler::Stats stats = sampler_->stats();
+    bundle::Manifest::Perf& perf = *manifest_.perf;
+    perf.samples = collector_->kept();
+    perf.samples_all_processes = stats.samples;
+    perf.lost = stats.lost;
+    perf.throttled = stats.throttled;
+    perf.kernel_symbols_named = kernel_symbols_named_;
+    if (target_cpu_s) perf.achieved_hz = *target_cpu_s > 0 ? double(collector_->kept()) / *target_cpu_s : 0.0;
+  }
+  write_manifest();
+  writer_.sync();
+}
+
+}  // namespace jitprof::record

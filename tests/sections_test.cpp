@@ -1,0 +1,178 @@
+// The codecs of a bundle's sections and of its manifest: what a writer puts
+// in comes back out of a reader, across frames, and what is malformed is
+// skipped (line sections) or refused with the field named (the manifest).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "bundle/bundle.h"
+#include "bundle/manifest.h"
+#include "bundle/sections.h"
+
+namespace {
+
+using namespace jitprof;
+
+// A bundle in memory whose frames are the given texts, in order.
+bundle::Bundle bundle_of(const std::vector<std::pair<bundle::SectionType, std::string>>& frames) {
+  bundle::Bundle read;
+  read.version = bundle::kFormatVersion;
+  for (const auto& [type, text] : frames) read.frames.push_back({type, 0, {text.begin(), text.end()}});
+  return read;
+}
+
+// The frames a SectionBuffer hands to the writer, one per flush.
+template <class Record>
+std::vector<std::pair<bundle::SectionType, std::string>> frames_of(const std::vector<std::vector<Record>>& batches) {
+  std::vector<std::pair<bundle::SectionType, std::string>> frames;
+  for (const auto& batch : batches) {
+    std::string text;
+    for (const Record& record : batch) bundle::encode(record, text);
+    frames.emplace_back(Record::kSection, text);
+  }
+  return frames;
+}
+
+TEST(Sections, LineSectionsComeBackAsWrittenAcrossFrames) {
+  const bundle::MappingRecord libpypy{10, 4242, 4242, 0x7f0000001000, 0x200000, 0x1000, 5, 2, 8, 1, 99, "/usr/lib/libpypy3.9-c.so"};
+  const bundle::MappingRecord jit{11, 4242, 4243, 0x7f1000000000, 0x100000, 0, 7, 0x22, 0, 0, 0, "//anon"};
+  EXPECT_EQ(bundle::read_mappings(bundle_of(frames_of<bundle::MappingRecord>({{libpypy}, {jit}}))),
+            (std::vector{libpypy, jit}));
+
+  const bundle::TaskRecord comm{bundle::TaskRecord::Kind::Comm, 5, 4242, 4243, 0, 0, "worker-1"};
+  const bundle::TaskRecord fork{bundle::TaskRecord::Kind::Fork, 6, 4242, 4244, 4242, 4242, ""};
+  EXPECT_EQ(bundle::read_tasks(bundle_of(frames_of<bundle::TaskRecord>({{comm, fork}}))), (std::vector{comm, fork}));
+
+  const bundle::JitlogArrival first{0, 1000}, second{4096, 2000};
+  EXPECT_EQ(bundle::read_jitlog_arrivals(bundle_of(frames_of<bundle::JitlogArrival>({{first}, {second}}))),
+            (std::vector{first, second}));
+
+  const bundle::SymbolRecord named{4242, 0x7f0000001234, "/lib/libc.so.6", "ab12", "memset", 0x34,
+                                   {{"spin", "native_hot.c", 12}, {"mix", "native_hot.c", 5}}};
+  const bundle::SymbolRecord kernel{0, 0xffffffff81000000, "[kernel.kallsyms]", "", "do_syscall_64", 16, {}};
+  EXPECT_EQ(bundle::read_symbols(bundle_of(frames_of<bundle::SymbolRecord>({{named, kernel}}))),
+            (std::vector{named, kernel}));
+
+  const bundle::JitCodeRecord code{4242, 0x7f1000000040, {0x48, 0x89, 0xe5, 0x00, 0xff}};
+  EXPECT_EQ(bundle::read_jit_code(bundle_of(frames_of<bundle::JitCodeRecord>({{code}}))), std::vector{code});
+
+  const bundle::SourceFileRecord source{"/app/main.py", "def f():\n    return 1\n"};
+  EXPECT_EQ(bundle::read_source_files(bundle_of(frames_of<bundle::SourceFileRecord>({{source}}))), std::vector{source});
+}
+
+TEST(Sections, MalformedLinesAreSkippedAndALineCutShortIsDropped) {
+  std::string text;
+  bundle::encode(bundle::JitlogArrival{1, 10}, text);
+  text += "not json\n[1, 2]\n";
+  bundle::encode(bundle::JitlogArrival{2, 20}, text);
+  std::string cut;
+  bundle::encode(bundle::JitlogArrival{3, 30}, cut);
+  text += cut.substr(0, cut.size() / 2);  // a recording killed mid-line
+  const auto arrivals = bundle::read_jitlog_arrivals(bundle_of({{bundle::sections::kJitlogClock, text}}));
+  EXPECT_EQ(arrivals, (std::vector<bundle::JitlogArrival>{{1, 10}, {2, 20}}));
+  // A task of a kind this version does not know is skipped, not misread.
+  const auto tasks = bundle::read_tasks(bundle_of({{bundle::sections::kTasks, R"({"kind":"teleport","pid":1})"
+                                                                              "\n"}}));
+  EXPECT_TRUE(tasks.empty());
+}
+
+TEST(Sections, SourceTextThatIsNotUtf8IsKeptWithReplacementCharacters) {
+  std::string text;
+  bundle::encode(bundle::SourceFileRecord{"/app/latin1.py", "# caf\xe9\nx = 1\n"}, text);
+  const auto sources = bundle::read_source_files(bundle_of({{bundle::sections::kSources, text}}));
+  ASSERT_EQ(sources.size(), 1u);
+  EXPECT_EQ(sources[0].text, "# caf\xef\xbf\xbd\nx = 1\n");
+}
+
+TEST(Sections, TheCrashRecordComesBackWithItsRegistersAndFrames) {
+  bundle::CrashRecord crash{11, "SIGSEGV", 1, 0, 4243, {{"rip", 0x7f1000000044}, {"rsp", 0x7ffd0000}}, {}};
+  crash.frames.push_back({0x7f1000000044, true, std::nullopt});
+  crash.frames.push_back({0x7f0000001234, false,
+                          bundle::SymbolRecord{4242, 0x7f0000001234, "/lib/libc.so.6", "ab12", "memset", 0x34, {}}});
+  const auto read = bundle::read_crash(bundle_of({{bundle::sections::kCrash, bundle::encode(crash)}}));
+  ASSERT_TRUE(read.has_value());
+  // JSON objects come back by name: the registers in name order.
+  std::sort(crash.registers.begin(), crash.registers.end());
+  EXPECT_EQ(*read, crash);
+  EXPECT_FALSE(bundle::read_crash(bundle_of({{bundle::sections::kCrash, "truncat"}})).has_value());
+}
+
+bundle::Manifest recorded_manifest() {
+  bundle::Manifest manifest;
+  manifest.jitprof_version = "0.1.0";
+  manifest.command = {"pypy3", "app.py", "--flag"};
+  manifest.pid = 4242;
+  manifest.start_time = 1700000000.25;
+  manifest.host = bundle::Manifest::Host{"box", "Linux", "6.1", "x86_64"};
+  manifest.pypy_logs = true;
+  manifest.pypy_version = "Python 3.9.16 [PyPy 7.3.11]";
+  manifest.clock = bundle::Manifest::Clock{123456789, 1700000000.25};
+  manifest.state = "complete";
+  manifest.vmprof = bundle::Manifest::Vmprof{1000, true};
+  manifest.perf.emplace();
+  manifest.perf->event = "cpu-clock";
+  manifest.perf->rate_hz = 1000;
+  manifest.perf->kernel_frames = true;
+  manifest.perf->children = false;
+  manifest.perf->samples = 900;
+  manifest.perf->lost = 0;
+  manifest.perf->achieved_hz = 981.5;
+  manifest.crash_capture = bundle::Manifest::CrashCapture{true, std::nullopt};
+  manifest.exit = bundle::Manifest::Exit{139, 11, "SIGSEGV", 4243};
+  manifest.sections = bundle::Manifest::SectionBytes{1000, 2000, std::nullopt};
+  manifest.duration_s = 1.5;
+  manifest.target_cpu_s = 0.9;
+  return manifest;
+}
+
+TEST(Manifest, ComesBackAsWrittenAndTheNewestFrameWins) {
+  bundle::Manifest recording = recorded_manifest();
+  recording.state = "recording";
+  const bundle::Manifest complete = recorded_manifest();
+  const auto read = bundle::read_manifest(
+      bundle_of({{bundle::sections::kManifest, bundle::encode(recording)}, {bundle::sections::kManifest, bundle::encode(complete)}}));
+  ASSERT_TRUE(read.manifest) << read.error;
+  EXPECT_TRUE(read.manifest->complete());
+  EXPECT_EQ(bundle::to_json(*read.manifest), bundle::to_json(complete));
+  EXPECT_EQ(read.manifest->exit->signal_name, "SIGSEGV");
+  EXPECT_EQ(read.manifest->perf->achieved_hz, 981.5);
+}
+
+TEST(Manifest, PerfOffRefusedAndOnAreTold) {
+  for (const auto state : {bundle::Manifest::Perf::State::Off, bundle::Manifest::Perf::State::Refused,
+                           bundle::Manifest::Perf::State::On}) {
+    bundle::Manifest manifest = recorded_manifest();
+    manifest.perf->state = state;
+    if (state == bundle::Manifest::Perf::State::Refused) manifest.perf->refused = "perf_event_open was refused (EACCES)";
+    const auto read = bundle::read_manifest(bundle_of({{bundle::sections::kManifest, bundle::encode(manifest)}}));
+    ASSERT_TRUE(read.manifest) << read.error;
+    EXPECT_EQ(read.manifest->perf->state, state);
+    if (state == bundle::Manifest::Perf::State::Refused) {
+      EXPECT_EQ(read.manifest->perf->refused, "perf_event_open was refused (EACCES)");
+    }
+  }
+  // "perf": null is how a recording with --no-perf says it.
+  const auto off = bundle::read_manifest(bundle_of({{bundle::sections::kManifest, R"({"state":"complete","perf":null})"}}));
+  ASSERT_TRUE(off.manifest);
+  EXPECT_EQ(off.manifest->perf->state, bundle::Manifest::Perf::State::Off);
+}
+
+TEST(Manifest, AFieldOfTheWrongTypeIsRefusedWithItsName) {
+  const auto wrong = [](const std::string& text) {
+    return bundle::read_manifest(bundle_of({{bundle::sections::kManifest, text}})).error;
+  };
+  EXPECT_EQ(wrong(R"({"pypy_version": 7})"), "manifest field 'pypy_version' must be a string, not number");
+  EXPECT_EQ(wrong(R"({"perf": {"rate_hz": "fast"}})"), "manifest field 'perf.rate_hz' must be a non-negative integer, not string");
+  EXPECT_EQ(wrong(R"({"command": ["pypy3", 3]})"), "manifest field 'command' must be a list of strings, not array");
+  EXPECT_EQ(wrong(R"({"exit": 0})"), "manifest field 'exit' must be an object");
+  EXPECT_EQ(wrong(R"([1])"), "the manifest is not a JSON object");
+  EXPECT_EQ(wrong(R"({"state": "comp)"), "the manifest is not valid JSON");
+  EXPECT_EQ(bundle::read_manifest(bundle_of({})).error, "the bundle has no manifest");
+  // Fields a later version adds are skipped.
+  const auto read = bundle::read_manifest(bundle_of({{bundle::sections::kManifest, R"({"state":"complete","new_field":{"a":1}})"}}));
+  ASSERT_TRUE(read.manifest) << read.error;
+  EXPECT_EQ(read.manifest->state, "complete");
+}
+
+}  // namespace
