@@ -9,212 +9,213 @@ namespace {
 
 using nlohmann::json;
 
-template <class T>
-void put(json& out, const char* key, const std::optional<T>& value) {
-  if (value) out[key] = *value;
+// Each part of the manifest lists its fields once, for both directions: a
+// visitor is called with (name, field) for values and (name, field, list)
+// for nested objects, where `list` lists the nested object's fields.
+template <class Host, class Visitor>
+void host_fields(Host& host, Visitor& visit) {
+  visit("name", host.name);
+  visit("system", host.system);
+  visit("release", host.release);
+  visit("machine", host.machine);
 }
 
-// Reads the fields of one JSON object of the manifest, checking each type.
-class Fields {
+template <class Clock, class Visitor>
+void clock_fields(Clock& clock, Visitor& visit) {
+  visit("monotonic_ns", clock.monotonic_ns);
+  visit("unix_s", clock.unix_s);
+}
+
+template <class Vmprof, class Visitor>
+void vmprof_fields(Vmprof& vmprof, Visitor& visit) {
+  visit("rate_hz", vmprof.rate_hz);
+  visit("native_frames", vmprof.native_frames);
+}
+
+// The fields of sampling that was on (refused and off are told apart by the codec).
+template <class Perf, class Visitor>
+void perf_fields(Perf& perf, Visitor& visit) {
+  visit("event", perf.event);
+  visit("rate_hz", perf.rate_hz);
+  visit("kernel_frames", perf.kernel_frames);
+  visit("children", perf.children);
+  visit("samples", perf.samples);
+  visit("samples_all_processes", perf.samples_all_processes);
+  visit("lost", perf.lost);
+  visit("throttled", perf.throttled);
+  visit("kernel_symbols_named", perf.kernel_symbols_named);
+  visit("threads", perf.threads);
+  visit("achieved_hz", perf.achieved_hz);
+}
+
+template <class Capture, class Visitor>
+void crash_capture_fields(Capture& capture, Visitor& visit) {
+  visit("ptrace", capture.ptrace);
+  visit("reason", capture.reason);
+}
+
+template <class Exit, class Visitor>
+void exit_fields(Exit& exit, Visitor& visit) {
+  visit("code", exit.code);
+  visit("signal", exit.signal);
+  visit("signal_name", exit.signal_name);
+  visit("crash_thread", exit.crash_thread);
+}
+
+template <class Sections, class Visitor>
+void section_fields(Sections& sections, Visitor& visit) {
+  visit("jitlog_bytes", sections.jitlog_bytes);
+  visit("vmprof_bytes", sections.vmprof_bytes);
+  visit("jit_code_bytes", sections.jit_code_bytes);
+}
+
+template <class Attach, class Visitor>
+void attach_fields(Attach& attach, Visitor& visit) {
+  visit("jit_names", attach.jit_names);
+  visit("explanation", attach.explanation);
+  visit("jitlog_path", attach.jitlog_path);
+  visit("jit_code_bytes", attach.jit_code_bytes);
+}
+
+template <class Manifest, class Visitor>
+void manifest_fields(Manifest& manifest, Visitor& visit) {
+  visit("jitprof_version", manifest.jitprof_version);
+  visit("mode", manifest.mode);
+  visit("command", manifest.command);
+  visit("pid", manifest.pid);
+  visit("start_time", manifest.start_time);
+  visit("end_time", manifest.end_time);
+  visit("duration_s", manifest.duration_s);
+  visit("target_cpu_s", manifest.target_cpu_s);
+  visit("pypy_logs", manifest.pypy_logs);
+  visit("pypy_version", manifest.pypy_version);
+  visit("vm", manifest.vm);
+  visit("state", manifest.state);
+  visit("target_exited", manifest.target_exited);
+  visit("host", manifest.host, [](auto& host, auto& nested) { host_fields(host, nested); });
+  visit("clock", manifest.clock, [](auto& clock, auto& nested) { clock_fields(clock, nested); });
+  visit("vmprof", manifest.vmprof, [](auto& vmprof, auto& nested) { vmprof_fields(vmprof, nested); });
+  visit("crash_capture", manifest.crash_capture, [](auto& capture, auto& nested) { crash_capture_fields(capture, nested); });
+  visit("exit", manifest.exit, [](auto& exit, auto& nested) { exit_fields(exit, nested); });
+  visit("sections", manifest.sections, [](auto& sections, auto& nested) { section_fields(sections, nested); });
+  visit("attach", manifest.attach, [](auto& attach, auto& nested) { attach_fields(attach, nested); });
+}
+
+// Writes each field present into a JSON object.
+struct Writer {
+  json& out;
+
+  template <class T>
+  void operator()(const char* key, const T& value) {
+    out[key] = value;
+  }
+  template <class T>
+  void operator()(const char* key, const std::optional<T>& value) {
+    if (value) out[key] = *value;
+  }
+  template <class T, class List>
+  void operator()(const char* key, const std::optional<T>& value, List list) {
+    if (!value) return;
+    Writer nested{out[key] = json::object()};
+    list(*value, nested);
+  }
+};
+
+// Reads each field a JSON object has, checking its type. Absent and null
+// fields keep their defaults; fields not listed are skipped.
+class Reader {
  public:
-  Fields(const json& object, std::string path) : object_(object), path_(std::move(path)) {
+  Reader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
     if (!object.is_object()) throw ManifestError(fmt::format("manifest field '{}' must be an object", path_));
   }
 
   template <class T>
-  void take(const char* key, T& out) const {
+  void operator()(const char* key, T& out) {
     if (const json* value = find(key)) out = convert<T>(*value, key);
   }
   template <class T>
-  void take(const char* key, std::optional<T>& out) const {
+  void operator()(const char* key, std::optional<T>& out) {
     if (const json* value = find(key)) out = convert<T>(*value, key);
   }
-  // A nested object, read by `read`; absent or null leaves `out` empty.
-  template <class T, class Read>
-  void take_object(const char* key, std::optional<T>& out, Read read) const {
+  template <class T, class List>
+  void operator()(const char* key, std::optional<T>& out, List list) {
     const json* value = find(key);
     if (value == nullptr) return;
-    out = read(Fields(*value, name(key)));
+    Reader nested(*value, name(key));
+    list(out.emplace(), nested);
   }
   const json* find(const char* key) const {
     const auto found = object_.find(key);
     return found == object_.end() || found->is_null() ? nullptr : &*found;
   }
-  bool is_null(const char* key) const {
-    const auto found = object_.find(key);
-    return found != object_.end() && found->is_null();
-  }
-  std::string name(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
 
  private:
+  std::string name(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+
   template <class T>
   T convert(const json& value, const char* key) const {
     bool ok = false;
-    if constexpr (std::is_same_v<T, std::string>) ok = value.is_string();
-    else if constexpr (std::is_same_v<T, bool>) ok = value.is_boolean();
-    else if constexpr (std::is_floating_point_v<T>) ok = value.is_number();
-    else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+    const char* expected = "";
+    if constexpr (std::is_same_v<T, std::string>) {
+      ok = value.is_string();
+      expected = "a string";
+    } else if constexpr (std::is_same_v<T, bool>) {
+      ok = value.is_boolean();
+      expected = "true or false";
+    } else if constexpr (std::is_floating_point_v<T>) {
+      ok = value.is_number();
+      expected = "a number";
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
       ok = value.is_array() && std::all_of(value.begin(), value.end(), [](const json& word) { return word.is_string(); });
-    else if constexpr (std::is_signed_v<T>) ok = value.is_number_integer();
-    else ok = value.is_number_unsigned();
-    if (!ok)
-      throw ManifestError(fmt::format("manifest field '{}' must be {}, not {}", name(key), expected<T>(), value.type_name()));
+      expected = "a list of strings";
+    } else if constexpr (std::is_signed_v<T>) {
+      ok = value.is_number_integer();
+      expected = "an integer";
+    } else {
+      ok = value.is_number_unsigned();
+      expected = "a non-negative integer";
+    }
+    if (!ok) throw ManifestError(fmt::format("manifest field '{}' must be {}, not {}", name(key), expected, value.type_name()));
     return value.get<T>();
-  }
-  template <class T>
-  static const char* expected() {
-    if constexpr (std::is_same_v<T, std::string>) return "a string";
-    else if constexpr (std::is_same_v<T, bool>) return "true or false";
-    else if constexpr (std::is_floating_point_v<T>) return "a number";
-    else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "a list of strings";
-    else if constexpr (std::is_signed_v<T>) return "an integer";
-    else return "a non-negative integer";
   }
 
   const json& object_;
   std::string path_;
 };
 
+// null: sampling was off; {"refused": why}; or the fields of sampling that was on.
 json perf_json(const Manifest::Perf& perf) {
   if (perf.state == Manifest::Perf::State::Off) return nullptr;
   if (perf.state == Manifest::Perf::State::Refused) return {{"refused", perf.refused}};
-  json out = {{"event", perf.event}, {"rate_hz", perf.rate_hz}, {"kernel_frames", perf.kernel_frames}};
-  put(out, "children", perf.children);
-  put(out, "samples", perf.samples);
-  put(out, "samples_all_processes", perf.samples_all_processes);
-  put(out, "lost", perf.lost);
-  put(out, "throttled", perf.throttled);
-  put(out, "kernel_symbols_named", perf.kernel_symbols_named);
-  put(out, "threads", perf.threads);
-  put(out, "achieved_hz", perf.achieved_hz);
+  json out = json::object();
+  Writer writer{out};
+  perf_fields(perf, writer);
   return out;
 }
 
-Manifest::Perf read_perf(const Fields& in) {
+Manifest::Perf read_perf(const json& value) {
   Manifest::Perf perf;
-  if (in.find("refused")) {
-    perf.state = Manifest::Perf::State::Refused;
-    in.take("refused", perf.refused);
+  if (value.is_null()) {
+    perf.state = Manifest::Perf::State::Off;
     return perf;
   }
-  in.take("event", perf.event);
-  in.take("rate_hz", perf.rate_hz);
-  in.take("kernel_frames", perf.kernel_frames);
-  in.take("children", perf.children);
-  in.take("samples", perf.samples);
-  in.take("samples_all_processes", perf.samples_all_processes);
-  in.take("lost", perf.lost);
-  in.take("throttled", perf.throttled);
-  in.take("kernel_symbols_named", perf.kernel_symbols_named);
-  in.take("threads", perf.threads);
-  in.take("achieved_hz", perf.achieved_hz);
+  Reader reader(value, "perf");
+  if (reader.find("refused")) {
+    perf.state = Manifest::Perf::State::Refused;
+    reader("refused", perf.refused);
+  } else {
+    perf_fields(perf, reader);
+  }
   return perf;
-}
-
-json details_json(const Manifest& manifest) {
-  json out = json::object();
-  if (const auto& host = manifest.host)
-    out["host"] = {{"name", host->name}, {"system", host->system}, {"release", host->release}, {"machine", host->machine}};
-  if (const auto& clock = manifest.clock) out["clock"] = {{"monotonic_ns", clock->monotonic_ns}, {"unix_s", clock->unix_s}};
-  if (const auto& vmprof = manifest.vmprof)
-    out["vmprof"] = {{"rate_hz", vmprof->rate_hz}, {"native_frames", vmprof->native_frames}};
-  if (const auto& perf = manifest.perf) out["perf"] = perf_json(*perf);
-  if (const auto& capture = manifest.crash_capture) {
-    out["crash_capture"] = {{"ptrace", capture->ptrace}};
-    put(out["crash_capture"], "reason", capture->reason);
-  }
-  if (const auto& exit = manifest.exit) {
-    out["exit"] = {{"code", exit->code}};
-    put(out["exit"], "signal", exit->signal);
-    put(out["exit"], "signal_name", exit->signal_name);
-    put(out["exit"], "crash_thread", exit->crash_thread);
-  }
-  if (const auto& sections = manifest.sections) {
-    out["sections"] = json::object();
-    put(out["sections"], "jitlog_bytes", sections->jitlog_bytes);
-    put(out["sections"], "vmprof_bytes", sections->vmprof_bytes);
-    put(out["sections"], "jit_code_bytes", sections->jit_code_bytes);
-  }
-  if (const auto& attach = manifest.attach) {
-    out["attach"] = {{"jit_names", attach->jit_names}, {"explanation", attach->explanation}};
-    put(out["attach"], "jitlog_path", attach->jitlog_path);
-    put(out["attach"], "jit_code_bytes", attach->jit_code_bytes);
-  }
-  return out;
-}
-
-void read_details(const Fields& in, Manifest& manifest) {
-  in.take_object("host", manifest.host, [](const Fields& host) {
-    Manifest::Host out;
-    host.take("name", out.name);
-    host.take("system", out.system);
-    host.take("release", out.release);
-    host.take("machine", out.machine);
-    return out;
-  });
-  in.take_object("clock", manifest.clock, [](const Fields& clock) {
-    Manifest::Clock out;
-    clock.take("monotonic_ns", out.monotonic_ns);
-    clock.take("unix_s", out.unix_s);
-    return out;
-  });
-  in.take_object("vmprof", manifest.vmprof, [](const Fields& vmprof) {
-    Manifest::Vmprof out;
-    vmprof.take("rate_hz", out.rate_hz);
-    vmprof.take("native_frames", out.native_frames);
-    return out;
-  });
-  // null: perf sampling was off.
-  if (in.is_null("perf")) manifest.perf.emplace().state = Manifest::Perf::State::Off;
-  else in.take_object("perf", manifest.perf, read_perf);
-  in.take_object("crash_capture", manifest.crash_capture, [](const Fields& capture) {
-    Manifest::CrashCapture out;
-    capture.take("ptrace", out.ptrace);
-    capture.take("reason", out.reason);
-    return out;
-  });
-  in.take_object("exit", manifest.exit, [](const Fields& exit) {
-    Manifest::Exit out;
-    exit.take("code", out.code);
-    exit.take("signal", out.signal);
-    exit.take("signal_name", out.signal_name);
-    exit.take("crash_thread", out.crash_thread);
-    return out;
-  });
-  in.take_object("sections", manifest.sections, [](const Fields& sections) {
-    Manifest::SectionBytes out;
-    sections.take("jitlog_bytes", out.jitlog_bytes);
-    sections.take("vmprof_bytes", out.vmprof_bytes);
-    sections.take("jit_code_bytes", out.jit_code_bytes);
-    return out;
-  });
-  in.take_object("attach", manifest.attach, [](const Fields& attach) {
-    Manifest::Attach out;
-    attach.take("jit_names", out.jit_names);
-    attach.take("explanation", out.explanation);
-    attach.take("jitlog_path", out.jitlog_path);
-    attach.take("jit_code_bytes", out.jit_code_bytes);
-    return out;
-  });
 }
 
 }  // namespace
 
 json to_json(const Manifest& manifest) {
-  json out = details_json(manifest);
-  out["jitprof_version"] = manifest.jitprof_version;
-  put(out, "mode", manifest.mode);
-  out["command"] = manifest.command;
-  put(out, "pid", manifest.pid);
-  put(out, "start_time", manifest.start_time);
-  put(out, "end_time", manifest.end_time);
-  put(out, "duration_s", manifest.duration_s);
-  put(out, "target_cpu_s", manifest.target_cpu_s);
-  put(out, "pypy_logs", manifest.pypy_logs);
-  put(out, "pypy_version", manifest.pypy_version);
-  put(out, "vm", manifest.vm);
-  out["state"] = manifest.state;
-  put(out, "target_exited", manifest.target_exited);
+  json out = json::object();
+  Writer writer{out};
+  manifest_fields(manifest, writer);
+  if (manifest.perf) out["perf"] = perf_json(*manifest.perf);
   return out;
 }
 
@@ -224,22 +225,10 @@ std::string encode(const Manifest& manifest) {
 
 Manifest manifest_from_json(const json& document) {
   if (!document.is_object()) throw ManifestError("the manifest is not a JSON object");
-  const Fields in(document, "");
   Manifest manifest;
-  in.take("jitprof_version", manifest.jitprof_version);
-  in.take("mode", manifest.mode);
-  in.take("command", manifest.command);
-  in.take("pid", manifest.pid);
-  in.take("start_time", manifest.start_time);
-  in.take("end_time", manifest.end_time);
-  in.take("duration_s", manifest.duration_s);
-  in.take("target_cpu_s", manifest.target_cpu_s);
-  in.take("pypy_logs", manifest.pypy_logs);
-  in.take("pypy_version", manifest.pypy_version);
-  in.take("vm", manifest.vm);
-  in.take("state", manifest.state);
-  in.take("target_exited", manifest.target_exited);
-  read_details(in, manifest);
+  Reader reader(document, "");
+  manifest_fields(manifest, reader);
+  if (const auto perf = document.find("perf"); perf != document.end()) manifest.perf = read_perf(*perf);
   return manifest;
 }
 
