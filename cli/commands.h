@@ -10,25 +10,25 @@
 
 namespace jitprof::cli {
 
-struct JitlogOptions {
+// What every view of a file takes: the file, and --json.
+struct ViewOptions {
   std::string file;
-  std::size_t top = 10;
   bool json = false;
 };
 
-struct TraceOptions {
-  std::string file;
+struct JitlogOptions : ViewOptions {
+  std::size_t top = 10;
+};
+
+struct TraceOptions : ViewOptions {
   std::uint64_t id = 0;
   jitlog::StageKind stage = jitlog::StageKind::Opt;
   bool disassemble = false;
   bool diff = false;
-  bool json = false;
 };
 
-struct ProfileOptions {
-  std::string file;
+struct ProfileOptions : ViewOptions {
   std::size_t top = 15;
-  bool json = false;
 };
 
 struct RecordOptions {
@@ -71,10 +71,8 @@ struct AttachOptions {
   bool quiet = false;
 };
 
-struct ReportOptions {
-  std::string file;
+struct ReportOptions : ViewOptions {
   std::size_t top = 15;
-  bool json = false;
 };
 
 struct ExportOptions {
@@ -84,24 +82,17 @@ struct ExportOptions {
   std::uint32_t pid = 0;
 };
 
-struct TopOptions {
-  std::string file;
+struct TopOptions : ViewOptions {
   std::size_t depth = 12;
   double min_percent = 1.0;
-  bool json = false;
 };
 
-struct QueryOptions {
-  std::string file;
+struct QueryOptions : ViewOptions {
   std::string text;
   std::size_t limit = 50;
-  bool json = false;
 };
 
-struct InfoOptions {
-  std::string file;
-  bool json = false;
-};
+using InfoOptions = ViewOptions;
 
 int run_jitlog_summary(const JitlogOptions& options);
 int run_trace(const TraceOptions& options);

@@ -17,6 +17,12 @@ std::uint64_t parse_trace_id(const std::string& text) {
   return value;
 }
 
+// A view's FILE (which must exist) and --json.
+void add_view_options(CLI::App* command, jitprof::cli::ViewOptions& options, const std::string& what) {
+  command->add_option("FILE", options.file, what)->required()->check(CLI::ExistingFile);
+  command->add_flag("--json", options.json, "print JSON for scripts");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -27,17 +33,14 @@ int main(int argc, char** argv) {
 
   JitlogOptions jitlog_options;
   auto* jitlog_cmd = app.add_subcommand("jitlog", "Summarize a PyPy jitlog: traces, ops, links, hottest traces");
-  jitlog_cmd->add_option("FILE", jitlog_options.file, "jitlog file (JITLOG=... or _jitlog.enable), may be gzipped")
-      ->required()
-      ->check(CLI::ExistingFile);
+  add_view_options(jitlog_cmd, jitlog_options, "jitlog file (JITLOG=... or _jitlog.enable), may be gzipped");
   jitlog_cmd->add_option("--top", jitlog_options.top, "how many of the hottest traces to list")->capture_default_str();
-  jitlog_cmd->add_flag("--json", jitlog_options.json, "print JSON for scripts");
 
   TraceOptions trace_options;
   std::string trace_id_text;
   std::string stage_text = "opt";
   auto* trace_cmd = app.add_subcommand("trace", "Show one trace: ops, merge points and source, guards and bridges");
-  trace_cmd->add_option("FILE", trace_options.file, "jitlog file")->required()->check(CLI::ExistingFile);
+  add_view_options(trace_cmd, trace_options, "bundle (*.jprof) or jitlog file, may be gzipped");
   trace_cmd->add_option("ID", trace_id_text, "trace id (decimal or 0x hex), as listed by 'jitprof jitlog'")
       ->required();
   trace_cmd->add_option("--stage", stage_text, "which optimization stage to show")
@@ -47,15 +50,11 @@ int main(int argc, char** argv) {
                       "interleave the disassembled machine code (implies --stage asm unless --stage is given)");
   trace_cmd->add_flag("--diff", trace_options.diff,
                       "show what the optimizer (noopt -> opt) and the backend (opt -> asm) changed");
-  trace_cmd->add_flag("--json", trace_options.json, "print JSON for scripts");
 
   ProfileOptions profile_options;
   auto* profile_cmd = app.add_subcommand("profile", "Summarize a vmprof profile: header, samples, top functions");
-  profile_cmd->add_option("FILE", profile_options.file, "vmprof profile (_vmprof.enable), may be gzipped")
-      ->required()
-      ->check(CLI::ExistingFile);
+  add_view_options(profile_cmd, profile_options, "vmprof profile (_vmprof.enable), may be gzipped");
   profile_cmd->add_option("--top", profile_options.top, "how many functions to list")->capture_default_str();
-  profile_cmd->add_flag("--json", profile_options.json, "print JSON for scripts");
 
   RecordOptions record_options;
   auto* record_cmd = app.add_subcommand(
@@ -124,12 +123,11 @@ int main(int argc, char** argv) {
 
   QueryOptions query_options;
   auto* query_cmd = app.add_subcommand("query", "Ask a bundle a question: traces, guards, methods, ops or samples");
-  query_cmd->add_option("FILE", query_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  add_view_options(query_cmd, query_options, "bundle (*.jprof)");
   query_cmd->add_option("QUERY", query_options.text, "e.g. \"traces.contains('call_assembler').hasbridge('*f*')\"")
       ->required();
   query_cmd->add_option("--limit", query_options.limit, "rows to print (the total is always given)")
       ->capture_default_str();
-  query_cmd->add_flag("--json", query_options.json, "print JSON for scripts");
   query_cmd->footer(
       "Collections: traces loops bridges guards methods ops samples (and hot: traces with >= 1% of the samples).\n"
       "Examples:\n"
@@ -142,17 +140,13 @@ int main(int argc, char** argv) {
 
   InfoOptions info_options;
   auto* info_cmd = app.add_subcommand("info", "Show a bundle's manifest and sections");
-  info_cmd->add_option("FILE", info_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
-  info_cmd->add_flag("--json", info_options.json, "print JSON for scripts");
+  add_view_options(info_cmd, info_options, "bundle (*.jprof)");
 
   ReportOptions report_options;
   auto* report_cmd = app.add_subcommand(
       "report", "The correlated profile of a bundle: Python functions, hot traces, native code, threads");
-  report_cmd->add_option("FILE", report_options.file, "bundle (*.jprof) from 'jitprof record'")
-      ->required()
-      ->check(CLI::ExistingFile);
+  add_view_options(report_cmd, report_options, "bundle (*.jprof) from 'jitprof record'");
   report_cmd->add_option("--top", report_options.top, "rows per table")->capture_default_str();
-  report_cmd->add_flag("--json", report_options.json, "print JSON for scripts");
   report_cmd->footer("How Python stacks are merged from perf, the jitlog and vmprof: see README, 'Correlation'.");
 
   ExportOptions export_options;
@@ -171,12 +165,11 @@ int main(int argc, char** argv) {
 
   TopOptions top_options;
   auto* top_cmd = app.add_subcommand("top", "A bundle's profile as a call tree, from the outermost frame down");
-  top_cmd->add_option("FILE", top_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  add_view_options(top_cmd, top_options, "bundle (*.jprof)");
   top_cmd->add_option("--depth", top_options.depth, "levels of the tree to show")->capture_default_str();
   top_cmd->add_option("--min", top_options.min_percent, "leave out branches under this share of samples (%)")
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
-  top_cmd->add_flag("--json", top_options.json, "print JSON for scripts");
 
   CLI11_PARSE(app, argc, argv);
 

@@ -31,6 +31,15 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// A received file, removed however the function handling it ends.
+struct RemovedOnExit {
+  const fs::path& path;
+  ~RemovedOnExit() {
+    std::error_code ignored;
+    fs::remove(path, ignored);
+  }
+};
+
 bool all_hex(const std::string& text, std::size_t length) {
   return text.size() == length &&
          std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -265,13 +274,7 @@ void Store::require_indexed(const std::string& id) {
 }
 
 Store::Added Store::add_bundle(const fs::path& received, const std::string& source) {
-  struct Cleanup {
-    const fs::path& path;
-    ~Cleanup() {
-      std::error_code ignored;
-      fs::remove(path, ignored);
-    }
-  } cleanup{received};
+  const RemovedOnExit cleanup{received};
   const std::string id = sha256_of_file(received);
   const fs::path target = bundle_path_for(id);
   {
@@ -533,13 +536,7 @@ std::string Store::new_run(const std::string& argv, const std::string& vm) {
 }
 
 void Store::add_run_file(const std::string& run, const std::string& kind, const fs::path& received) {
-  struct Cleanup {
-    const fs::path& path;
-    ~Cleanup() {
-      std::error_code ignored;
-      fs::remove(path, ignored);
-    }
-  } cleanup{received};
+  const RemovedOnExit cleanup{received};
   if (!is_run_id(run)) throw BadRequest("not a run id");
   {
     std::lock_guard lock(mutex_);
