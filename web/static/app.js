@@ -25,7 +25,7 @@ import {
 } from "./util.js";
 import { FlameGraph, CATEGORIES, categoryColor } from "./flame.js";
 import { traceView, traceUrl } from "./trace.js";
-import { queryView, queryUrl } from "./query.js";
+import { queryView, queryUrl, queryForm } from "./query.js";
 
 const main = document.getElementById("app");
 const crumbs = document.getElementById("crumbs");
@@ -235,67 +235,81 @@ function searchInput({ className = "search", placeholder, label = placeholder, v
   return input;
 }
 
+// A page listing rows from a paged, searchable API. The search text and the
+// offset live in the URL; an answer to a search that was overtaken is dropped.
+// `fetchPage(state)` asks for a page; `render(data, state)` builds the rows.
+function pagedList(ctx, { limit, fetchPage, render }) {
+  const state = { query: ctx.query.get("q") || "", offset: Number(ctx.query.get("offset")) || 0 };
+  const results = h("div", { class: "results" });
+  const report = (error) => showLoadError(results, error);
+  let loads = 0;
+  const load = async () => {
+    const mine = ++loads;
+    const data = await fetchPage(state);
+    if (mine !== loads) return;
+    const turnPage = (next) => {
+      state.offset = next;
+      updateQuery({ offset: next }, { push: true });
+      load().catch(report);
+      window.scrollTo(0, 0);
+    };
+    setChildren(results, render(data, state), data.total > limit ? pager(data.total, state.offset, limit, turnPage) : null);
+  };
+  // From the first page again, with the URL's other parameters `changes`.
+  const restart = (changes) => {
+    state.offset = 0;
+    updateQuery({ ...changes, offset: 0 });
+    load().catch(report);
+  };
+  const search = (options) =>
+    searchInput({
+      ...options,
+      value: state.query,
+      onSearch: (text) => {
+        state.query = text;
+        restart({ q: text });
+      },
+    });
+  return { results, load, restart, search };
+}
+
 async function uploadsView(ctx) {
   const limit = 50;
   ctx.setTitle("", [{ label: "uploads" }]);
-  let query = ctx.query.get("q") || "";
-  let offset = Number(ctx.query.get("offset")) || 0;
-  const results = h("div", { class: "results" });
-  const search = searchInput({
-    placeholder: "Search command, id or PyPy version",
-    label: "Search uploads",
-    value: query,
-    onSearch: (text) => {
-      query = text;
-      offset = 0;
-      updateQuery({ q: query, offset: 0 });
-      load().catch(report);
-    },
-  });
-  let loads = 0;
-  const report = (error) => showLoadError(results, error);
-  const load = async () => {
-    const mine = ++loads;
-    const data = await ctx.api(`/api/uploads?q=${encodeURIComponent(query)}&offset=${offset}&limit=${limit}`);
-    if (mine !== loads) return; // a newer search answered first
-    const rows = data.uploads.map((upload) =>
-      h(
-        "tr",
-        { "data-id": upload.id },
+  const list = pagedList(ctx, {
+    limit,
+    fetchPage: ({ query, offset }) => ctx.api(`/api/uploads?q=${encodeURIComponent(query)}&offset=${offset}&limit=${limit}`),
+    render: (data, { query }) => {
+      const rows = data.uploads.map((upload) =>
         h(
-          "td",
-          { class: "command" },
-          h("a", { href: `/p/${upload.id}`, class: "upload-link", title: upload.id }, upload.command || upload.id.slice(0, 12)),
-          upload.crashed ? h("span", { class: "badge crash" }, "crashed") : null,
-          upload.source && upload.source !== "upload" ? h("span", { class: "badge" }, upload.source) : null,
+          "tr",
+          { "data-id": upload.id },
+          h(
+            "td",
+            { class: "command" },
+            h("a", { href: `/p/${upload.id}`, class: "upload-link", title: upload.id }, upload.command || upload.id.slice(0, 12)),
+            upload.crashed ? h("span", { class: "badge crash" }, "crashed") : null,
+            upload.source && upload.source !== "upload" ? h("span", { class: "badge" }, upload.source) : null,
+          ),
+          h("td", { title: upload.pypy_version }, shortPypyVersion(upload.pypy_version)),
+          h("td", { class: "num" }, fmtInt(upload.samples)),
+          h("td", { class: "num" }, fmtInt(upload.traces)),
+          h("td", { class: "num" }, fmtDuration(upload.duration)),
+          h("td", { class: "num", title: fmtBytes(upload.size) }, fmtBytes(upload.size)),
+          h("td", { title: absoluteTime(upload.created) }, relativeTime(upload.created)),
         ),
-        h("td", { title: upload.pypy_version }, shortPypyVersion(upload.pypy_version)),
-        h("td", { class: "num" }, fmtInt(upload.samples)),
-        h("td", { class: "num" }, fmtInt(upload.traces)),
-        h("td", { class: "num" }, fmtDuration(upload.duration)),
-        h("td", { class: "num", title: fmtBytes(upload.size) }, fmtBytes(upload.size)),
-        h("td", { title: absoluteTime(upload.created) }, relativeTime(upload.created)),
-      ),
-    );
-    setChildren(
-      results,
-      data.total === 0
+      );
+      return data.total === 0
         ? h("p", { class: "notice" }, query ? `No upload matches “${query}”.` : "No uploads yet. Send one with: jitprof upload FILE.jprof --server URL")
         : table(
             "uploads",
             [["Command"], ["PyPy"], ["Samples", "num"], ["Traces", "num"], ["Duration", "num"], ["Size", "num"], ["Uploaded"]],
             rows,
-          ),
-      data.total > limit
-        ? pager(data.total, offset, limit, (next) => {
-            offset = next;
-            updateQuery({ offset }, { push: true });
-            load().catch(report);
-            window.scrollTo(0, 0);
-          })
-        : null,
-    );
-  };
+          );
+    },
+  });
+  const search = list.search({ placeholder: "Search command, id or PyPy version", label: "Search uploads" });
+  const { results, load } = list;
   await load();
   ctx.show(h("div", { class: "uploads-page" }, h("div", { class: "page-head" }, h("h1", {}, "Uploads"), search), results));
 }
@@ -402,31 +416,14 @@ function profileHeader(summary, command) {
 
 // Runs a query of `jitprof query`'s language on the query page.
 function queryBox(id) {
-  const input = h("input", {
-    type: "text",
-    name: "q",
-    class: "query-text small",
+  return queryForm(id, {
+    className: "query-box",
+    inputClass: "query-text small",
     placeholder: "traces.contains('call_assembler')",
-    "aria-label": "Query this profile",
-    spellcheck: "false",
-    autocomplete: "off",
-    autocapitalize: "off",
-    maxlength: 4096,
-  });
-  return h(
-    "form",
-    {
-      class: "query-box",
-      role: "search",
-      action: `/p/${id}/query`,
-      onsubmit: (event) => {
-        event.preventDefault();
-        navigate(queryUrl(id, input.value.trim()));
-      },
-    },
-    input,
-    h("button", { type: "submit" }, "Run query"),
-  );
+    label: "Query this profile",
+    button: "Run query",
+    onQuery: (text) => navigate(queryUrl(id, text)),
+  }).form;
 }
 
 // A plain link, unless a token is needed: then the bundle is fetched with it.
@@ -789,69 +786,44 @@ function crashCard(summary) {
 async function tracesView(ctx) {
   const { id } = ctx.params;
   const limit = 100;
-  let query = ctx.query.get("q") || "";
   let sort = ctx.query.get("sort") || "samples";
-  let offset = Number(ctx.query.get("offset")) || 0;
   ctx.setTitle("traces", [{ label: `profile ${id.slice(0, 8)}`, href: `/p/${id}` }, { label: "traces" }]);
-  const results = h("div", { class: "results" });
   const heading = h("h1", {}, "Traces");
-  let loads = 0;
-  const report = (error) => showLoadError(results, error);
-  const load = async () => {
-    const mine = ++loads;
-    const data = await ctx.api(`/api/p/${id}/traces?offset=${offset}&limit=${limit}&sort=${sort}&q=${encodeURIComponent(query)}`);
-    if (mine !== loads) return;
-    heading.textContent = `Traces (${fmtInt(data.total)})`;
-    const rows = data.traces.map((t) =>
-      h(
-        "tr",
-        { "data-trace-id": t.id, "data-type": t.type },
-        h("td", {}, h("a", { href: traceUrl(id, t.id), class: "trace-link", "data-trace-id": t.id }, String(t.id))),
-        h("td", {}, h("span", { class: `badge ${t.type}` }, t.type)),
-        h("td", { class: "name" }, t.function || h("span", { class: "muted" }, "–")),
-        h("td", {}, fileLine(t.file, t.line)),
-        h("td", { class: "num" }, fmtInt(t.samples)),
-        h("td", { class: "num" }, fmtInt(t.entries)),
-        h("td", {}, t.parent !== null && t.parent !== undefined ? h("a", { href: traceUrl(id, t.parent), "data-trace-id": t.parent }, String(t.parent)) : ""),
-        h("td", { class: "num" }, t.bridges ? fmtInt(t.bridges) : ""),
-        h("td", { class: "stages" }, t.stages.map((stage) => h("a", { href: traceUrl(id, t.id, stage) }, stage)).flatMap((a, i) => (i ? [" ", a] : [a]))),
-      ),
-    );
-    setChildren(
-      results,
-      data.total
+  const list = pagedList(ctx, {
+    limit,
+    fetchPage: ({ query, offset }) =>
+      ctx.api(`/api/p/${id}/traces?offset=${offset}&limit=${limit}&sort=${sort}&q=${encodeURIComponent(query)}`),
+    render: (data, { query }) => {
+      heading.textContent = `Traces (${fmtInt(data.total)})`;
+      const rows = data.traces.map((t) =>
+        h(
+          "tr",
+          { "data-trace-id": t.id, "data-type": t.type },
+          h("td", {}, h("a", { href: traceUrl(id, t.id), class: "trace-link", "data-trace-id": t.id }, String(t.id))),
+          h("td", {}, h("span", { class: `badge ${t.type}` }, t.type)),
+          h("td", { class: "name" }, t.function || h("span", { class: "muted" }, "–")),
+          h("td", {}, fileLine(t.file, t.line)),
+          h("td", { class: "num" }, fmtInt(t.samples)),
+          h("td", { class: "num" }, fmtInt(t.entries)),
+          h("td", {}, t.parent !== null && t.parent !== undefined ? h("a", { href: traceUrl(id, t.parent), "data-trace-id": t.parent }, String(t.parent)) : ""),
+          h("td", { class: "num" }, t.bridges ? fmtInt(t.bridges) : ""),
+          h("td", { class: "stages" }, t.stages.map((stage) => h("a", { href: traceUrl(id, t.id, stage) }, stage)).flatMap((a, i) => (i ? [" ", a] : [a]))),
+        ),
+      );
+      return data.total
         ? table("all-traces", [["Trace"], ["Type"], ["Function"], ["Location"], ["Samples", "num"], ["Entries", "num"], ["Parent"], ["Bridges", "num"], ["Stages"]], rows)
-        : h("p", { class: "notice" }, query ? `No trace matches “${query}”.` : "The jitlog has no traces."),
-      data.total > limit
-        ? pager(data.total, offset, limit, (next) => {
-            offset = next;
-            updateQuery({ offset }, { push: true });
-            load().catch(report);
-            window.scrollTo(0, 0);
-          })
-        : null,
-    );
-  };
-  const search = searchInput({
-    placeholder: "Search function, file or trace id",
-    label: "Search traces",
-    value: query,
-    onSearch: (text) => {
-      query = text;
-      offset = 0;
-      updateQuery({ q: query, offset: 0 });
-      load().catch(report);
+        : h("p", { class: "notice" }, query ? `No trace matches “${query}”.` : "The jitlog has no traces.");
     },
   });
+  const search = list.search({ placeholder: "Search function, file or trace id", label: "Search traces" });
+  const { results, load } = list;
   const sorter = h(
     "select",
     {
       "aria-label": "Sort traces by",
       onchange: () => {
         sort = sorter.value;
-        offset = 0;
-        updateQuery({ sort: sort === "samples" ? "" : sort, offset: 0 });
-        load().catch(report);
+        list.restart({ sort: sort === "samples" ? "" : sort });
       },
     },
     [

@@ -23,23 +23,58 @@ export function queryUrl(id, text) {
   return `/p/${id}/query${text ? `?q=${encodeURIComponent(text)}` : ""}`;
 }
 
+// A form that runs a query of upload `id`: `onQuery` gets the text, trimmed.
+export function queryForm(id, { className, inputId, inputClass, value = "", placeholder, label, button, buttonClass, onQuery }) {
+  const input = h("input", {
+    type: "text",
+    id: inputId,
+    class: inputClass,
+    name: "q",
+    value,
+    placeholder,
+    "aria-label": label,
+    spellcheck: "false",
+    autocomplete: "off",
+    autocapitalize: "off",
+    maxlength: 4096,
+  });
+  const form = h(
+    "form",
+    {
+      class: className,
+      role: "search",
+      action: `/p/${id}/query`,
+      onsubmit: (event) => {
+        event.preventDefault();
+        onQuery(input.value.trim());
+      },
+    },
+    input,
+    h("button", { type: "submit", class: buttonClass }, button),
+  );
+  return { form, input };
+}
+
 export async function queryView(ctx) {
   const { id } = ctx.params;
   const text = ctx.query.get("q") || "";
   ctx.setTitle(text ? `query ${text}` : "query", [{ label: `profile ${id.slice(0, 8)}`, href: `/p/${id}` }, { label: "query" }]);
 
-  const input = h("input", {
-    type: "text",
-    id: "query-input",
-    class: "query-text",
-    name: "q",
+  const { form, input } = queryForm(id, {
+    className: "query-form",
+    inputId: "query-input",
+    inputClass: "query-text",
     value: text,
     placeholder: "traces.contains('call_assembler').hasbridge('*my_func*')",
-    "aria-label": "Query",
-    spellcheck: "false",
-    autocomplete: "off",
-    autocapitalize: "off",
-    maxlength: 4096,
+    label: "Query",
+    button: "Run",
+    buttonClass: "run",
+    onQuery: (q) => {
+      ctx.setTitle(q ? `query ${q}` : "query", [{ label: `profile ${id.slice(0, 8)}`, href: `/p/${id}` }, { label: "query" }]);
+      // A new query is a new history entry (Back returns to the previous one); running it again is not.
+      if (q !== (new URL(window.location.href).searchParams.get("q") || "")) ctx.setQuery({ q }, { push: true });
+      load(q);
+    },
   });
   const output = h("div", { class: "query-output" });
   let runs = 0;
@@ -70,25 +105,6 @@ export async function queryView(ctx) {
       if (mine === runs) output.classList.remove("running");
     }
   };
-
-  const form = h(
-    "form",
-    {
-      class: "query-form",
-      role: "search",
-      action: `/p/${id}/query`,
-      onsubmit: (event) => {
-        event.preventDefault();
-        const q = input.value.trim();
-        ctx.setTitle(q ? `query ${q}` : "query", [{ label: `profile ${id.slice(0, 8)}`, href: `/p/${id}` }, { label: "query" }]);
-        // A new query is a new history entry (Back returns to the previous one); running it again is not.
-        if (q !== (new URL(window.location.href).searchParams.get("q") || "")) ctx.setQuery({ q }, { push: true });
-        load(q);
-      },
-    },
-    input,
-    h("button", { type: "submit", class: "run" }, "Run"),
-  );
 
   const examples = h(
     "p",
