@@ -48,6 +48,33 @@ TEST_F(Query, ErrorsNameTheColumnTheyAreAbout) {
             std::string::npos);
 }
 
+TEST_F(Query, UnknownStepsListEveryStepOfTheirCollection) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"traces.bogus()",
+       "column 8: traces have no step 'bogus' (filters: contains(op glob), hasbridge([function glob]), function(glob), "
+       "file(glob), inlines(glob), in(traces query); numbers: samples(), entries(), executions(), ops(), guards(), "
+       "bridges(), failures(), removed(op glob), added(op glob), line(), id())"},
+      {"guards.bogus()",
+       "column 8: guards have no step 'bogus' (filters: name(glob), function(glob), hasbridge([function glob]), "
+       "in(traces query); numbers: failures(), samples(), trace(), index())"},
+      {"methods.bogus()",
+       "column 9: methods have no step 'bogus' (filters: name(glob), file(glob), in(traces query); numbers: "
+       "callsites(), self(), total(), samples(), traces(), line())"},
+      {"ops.bogus()",
+       "column 5: ops have no step 'bogus' (filters: name(glob), stage('noopt'|'opt'|'asm'), function(glob), "
+       "in(traces query); numbers: samples(), index(), trace())"},
+      {"samples.bogus()",
+       "column 9: samples have no step 'bogus' (filters: in(traces query), function(glob), leaf(glob), "
+       "category(name); numbers: tid(), time())"},
+      {"samples.sort(leaf)", "column 14: samples cannot be sorted by 'leaf' (metrics: tid(), time())"},
+      {"traces.sort(removed)", "column 13: removed(...) takes 1 argument, not 0"},
+      {"ops.stage(jit)", "column 11: the stages are noopt, opt and asm"},
+      {"samples.category(jit)", "column 18: category(...) takes a category in quotes, e.g. category('jit')"},
+      {"traces.hasbridge('a', 'b')", "column 8: hasbridge(...) takes 0 to 1 argument, not 2"},
+  };
+  for (const auto& [text, message] : cases) EXPECT_EQ(error(text).second, message) << text;
+}
+
 TEST_F(Query, AnEmptyModelAnswersWithNoRows) {
   const auto result = jitprof::query::run(model_, "traces.contains('call_assembler').hasbridge('*my_func*')");
   EXPECT_EQ(result.collection, "traces");

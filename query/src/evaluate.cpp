@@ -47,18 +47,50 @@ struct Set {
   Mask mask;
 };
 
-// The steps each collection knows, for error messages.
-const std::map<Kind, std::pair<const char*, const char*>> kSteps = {
-    {Kind::Traces,
-     {"contains(op glob), hasbridge([function glob]), function(glob), file(glob), inlines(glob), in(traces query)",
-      "samples(), entries(), executions(), ops(), guards(), bridges(), failures(), removed(op glob), added(op glob), "
-      "line(), id()"}},
-    {Kind::Guards, {"name(glob), function(glob), hasbridge([function glob]), in(traces query)",
-                    "failures(), samples(), trace(), index()"}},
-    {Kind::Methods, {"name(glob), file(glob), in(traces query)", "callsites(), self(), total(), samples(), traces(), line()"}},
-    {Kind::Ops, {"name(glob), stage('noopt'|'opt'|'asm'), function(glob), in(traces query)", "samples(), index(), trace()"}},
-    {Kind::Samples, {"in(traces query), function(glob), leaf(glob), category(name)", "tid(), time()"}},
+// What a step takes between its parentheses, checked before its builder runs.
+enum class Takes {
+  Nothing,       // samples()
+  Glob,          // contains('call_assembler')
+  OptionalGlob,  // hasbridge() or hasbridge('*f*'): "*" when absent
+  Category,      // category('jit')
+  Stage,         // stage(asm) or stage('asm')
+  Traces,        // in(hot): a query over traces
 };
+
+// A step's argument once checked against what the step takes.
+struct Argument {
+  std::string text;        // the glob, category or stage
+  std::size_t column = 0;  // where it is, for errors about its value
+  Mask traces;             // Takes::Traces: the traces the query selects
+};
+
+class Evaluator;
+
+// One step of a collection: a filter, which builds a Predicate, or a number,
+// which builds a Metric. Error messages list the steps as name(params), in
+// the order of their table.
+struct StepRow {
+  const char* name;
+  Takes takes;
+  const char* params;
+  Predicate (Evaluator::*filter)(const Argument&);
+  Metric (Evaluator::*number)(const Argument&);
+};
+
+StepRow filter(const char* name, Takes takes, const char* params, Predicate (Evaluator::*build)(const Argument&)) {
+  return {name, takes, params, build, nullptr};
+}
+
+StepRow number(const char* name, Takes takes, const char* params, Metric (Evaluator::*build)(const Argument&)) {
+  return {name, takes, params, nullptr, build};
+}
+
+StepRow number(const char* name, Metric (Evaluator::*build)(const Argument&)) {
+  return number(name, Takes::Nothing, "", build);
+}
+
+// What samples.function(...), leaf(...) and category(...) test in a stack.
+enum class StackTest { Function, Leaf, Category };
 
 class Evaluator {
  public:
@@ -102,12 +134,12 @@ class Evaluator {
 
   // A metric by name without arguments, for sort(...).
   Metric metric_named(Kind kind, const std::string& name, std::size_t column) {
-    Step step{name, column, {}, std::nullopt};
-    Metric metric = metric_for(kind, step);
-    if (!metric)
+    const StepRow* row = find_step(kind, name);
+    if (row == nullptr || row->number == nullptr)
       throw QueryError(column, fmt::format("{} cannot be sorted by '{}' (metrics: {})", kind_name(kind), name,
-                                           kSteps.at(kind).second));
-    return metric;
+                                           step_list(kind, false)));
+    const Step step{name, column, {}, std::nullopt};
+    return (this->*row->number)(argument(step, row->takes));
   }
 
   void tick() {
@@ -127,6 +159,26 @@ class Evaluator {
   }
 
  private:
+  // The steps of each collection, filters first (tables below the class).
+  static const std::map<Kind, std::vector<StepRow>> kSteps;
+
+  static const StepRow* find_step(Kind kind, const std::string& name) {
+    for (const StepRow& row : kSteps.at(kind))
+      if (name == row.name) return &row;
+    return nullptr;
+  }
+
+  // "contains(op glob), hasbridge([function glob]), ...": a collection's filters or numbers.
+  static std::string step_list(Kind kind, bool filters) {
+    std::string list;
+    for (const StepRow& row : kSteps.at(kind)) {
+      if ((row.filter != nullptr) != filters) continue;
+      if (!list.empty()) list += ", ";
+      list += fmt::format("{}({})", row.name, row.params);
+    }
+    return list;
+  }
+
   Set chain(const Expr& expr) {
     const Kind kind = kind_of(expr.collection);
     Set set{kind, Mask(size(kind), 1)};
@@ -139,7 +191,12 @@ class Evaluator {
   }
 
   void apply(Set& set, const Step& step) {
-    if (Predicate predicate = predicate_for(set.kind, step)) {
+    const StepRow* row = find_step(set.kind, step.name);
+    if (row == nullptr)
+      throw QueryError(step.column, fmt::format("{} have no step '{}' (filters: {}; numbers: {})", kind_name(set.kind),
+                                                step.name, step_list(set.kind, true), step_list(set.kind, false)));
+    if (row->filter) {
+      const Predicate predicate = (this->*row->filter)(argument(step, row->takes));
       if (step.compare)
         throw QueryError(step.compare->column, fmt::format("{}(...) is a filter, not a number: drop the comparison", step.name));
       for (std::size_t i = 0; i < set.mask.size(); ++i) {
@@ -148,37 +205,34 @@ class Evaluator {
       }
       return;
     }
-    Metric metric = metric_for(set.kind, step);
-    if (!metric)
-      throw QueryError(step.column, fmt::format("{} have no step '{}' (filters: {}; numbers: {})", kind_name(set.kind),
-                                                step.name, kSteps.at(set.kind).first, kSteps.at(set.kind).second));
+    const Metric metric = (this->*row->number)(argument(step, row->takes));
     if (!step.compare)
       throw QueryError(step.column, fmt::format("{}() is a number: compare it, e.g. {}() > 0", step.name, step.name));
-    const Comparison& compare = *step.compare;
-    double scale = 1;
-    if (compare.percent) {
-      // A share of the whole: all samples for samples(), else the collection's sum.
-      double whole = 0;
-      if (step.name == "samples") {
-        whole = double(data_.profile->samples.size());
-      } else {
-        for (std::size_t i = 0; i < set.mask.size(); ++i) whole += metric(i);
-      }
-      scale = whole > 0 ? 100.0 / whole : 0;
-    }
+    const double scale = step.compare->percent ? percent_scale(set, step, metric) : 1;
     for (std::size_t i = 0; i < set.mask.size(); ++i) {
       tick();
-      if (!set.mask[i]) continue;
-      const double value = metric(i) * scale;
-      bool keep = false;
-      if (compare.op == ">") keep = value > compare.value;
-      else if (compare.op == ">=") keep = value >= compare.value;
-      else if (compare.op == "<") keep = value < compare.value;
-      else if (compare.op == "<=") keep = value <= compare.value;
-      else if (compare.op == "==") keep = value == compare.value;
-      else keep = value != compare.value;
-      set.mask[i] = keep;
+      if (set.mask[i]) set.mask[i] = holds(metric(i) * scale, *step.compare);
     }
+  }
+
+  // A share of the whole: all samples for samples(), else the collection's sum.
+  double percent_scale(const Set& set, const Step& step, const Metric& metric) const {
+    double whole = 0;
+    if (step.name == "samples") {
+      whole = double(data_.profile->samples.size());
+    } else {
+      for (std::size_t i = 0; i < set.mask.size(); ++i) whole += metric(i);
+    }
+    return whole > 0 ? 100.0 / whole : 0;
+  }
+
+  static bool holds(double value, const Comparison& compare) {
+    if (compare.op == ">") return value > compare.value;
+    if (compare.op == ">=") return value >= compare.value;
+    if (compare.op == "<") return value < compare.value;
+    if (compare.op == "<=") return value <= compare.value;
+    if (compare.op == "==") return value == compare.value;
+    return value != compare.value;
   }
 
   // --- arguments -------------------------------------------------------------
@@ -213,8 +267,36 @@ class Evaluator {
     return inner.mask;
   }
 
+  // A step's arguments checked against what its row says it takes: their count, then their kind.
+  Argument argument(const Step& step, Takes takes) {
+    switch (takes) {
+      case Takes::Nothing:
+        arity(step, 0, 0);
+        return {};
+      case Takes::Glob: return {glob(step), 0, {}};
+      case Takes::OptionalGlob: return {glob(step, true), 0, {}};
+      case Takes::Category:
+        arity(step, 1, 1);
+        return {text(step, 0, "a category"), 0, {}};
+      case Takes::Stage: {
+        arity(step, 1, 1);
+        const Arg& arg = step.args[0];
+        return {arg.kind == Arg::Kind::Name ? arg.text : text(step, 0, "a stage"), arg.column, {}};
+      }
+      case Takes::Traces: return {"", 0, traces_of(step)};
+    }
+    return {};
+  }
+
+  // --- what filters and numbers look at --------------------------------------
+
   bool source_matches(const jitlog::MergePoint* point, const std::string& pattern, bool file) const {
     return point && glob_match(pattern, file ? point->file : point->function);
+  }
+
+  // Whether an op of a trace's stage comes from a function matching `pattern`.
+  bool op_in_function(std::size_t trace_index, StageKind stage, std::size_t op, const std::string& pattern) {
+    return source_matches(sources(trace_index, stage)[op], pattern, false);
   }
 
   bool has_bridge(std::size_t trace_index, const std::string& pattern, std::optional<std::size_t> guard_op) const {
@@ -226,241 +308,264 @@ class Evaluator {
     return false;
   }
 
-  // --- filters ---------------------------------------------------------------
-
-  Predicate predicate_for(Kind kind, const Step& step) {
-    const std::string& name = step.name;
-    switch (kind) {
-      case Kind::Traces:
-        if (name == "contains") {
-          const std::string pattern = glob(step);
-          return [this, pattern](std::size_t i) {
-            for (const jitlog::Stage& stage : trace(i).stages)
-              for (const jitlog::Operation& op : stage.ops)
-                if (op_name_match(pattern, op.name)) return true;
-            return false;
-          };
-        }
-        if (name == "hasbridge") {
-          const std::string pattern = glob(step, true);
-          return [this, pattern](std::size_t i) { return has_bridge(i, pattern, std::nullopt); };
-        }
-        if (name == "function" || name == "file") {
-          const std::string pattern = glob(step);
-          const bool file = name == "file";
-          return [this, pattern, file](std::size_t i) { return source_matches(trace(i).source(), pattern, file); };
-        }
-        if (name == "inlines") {
-          const std::string pattern = glob(step);
-          return [this, pattern](std::size_t i) {
-            for (const std::string& function : data_.traces[i].inlined)
-              if (glob_match(pattern, function)) return true;
-            return false;
-          };
-        }
-        if (name == "in") {
-          auto mask = std::make_shared<Mask>(traces_of(step));
-          return [mask](std::size_t i) { return (*mask)[i] != 0; };
-        }
-        return nullptr;
-      case Kind::Guards:
-        if (name == "name") {
-          const std::string pattern = glob(step);
-          return [this, pattern](std::size_t i) {
-            const GuardInfo& guard = data_.guards[i];
-            return op_name_match(pattern, trace(guard.trace).stage(StageKind::Asm)->ops[guard.op].name);
-          };
-        }
-        if (name == "function") {
-          const std::string pattern = glob(step);
-          return [this, pattern](std::size_t i) {
-            const GuardInfo& guard = data_.guards[i];
-            return source_matches(sources(guard.trace, StageKind::Asm)[guard.op], pattern, false);
-          };
-        }
-        if (name == "hasbridge") {
-          const std::string pattern = glob(step, true);
-          return [this, pattern](std::size_t i) {
-            return has_bridge(data_.guards[i].trace, pattern, data_.guards[i].op);
-          };
-        }
-        if (name == "in") {
-          auto mask = std::make_shared<Mask>(traces_of(step));
-          return [this, mask](std::size_t i) { return (*mask)[data_.guards[i].trace] != 0; };
-        }
-        return nullptr;
-      case Kind::Methods:
-        if (name == "name" || name == "file") {
-          const std::string pattern = glob(step);
-          const bool file = name == "file";
-          return [this, pattern, file](std::size_t i) {
-            return glob_match(pattern, file ? data_.methods[i].file : data_.methods[i].name);
-          };
-        }
-        if (name == "in") {
-          const Mask mask = traces_of(step);
-          auto inside = std::make_shared<std::set<std::pair<std::string, std::string>>>();
-          for (std::size_t t = 0; t < mask.size(); ++t)
-            if (mask[t]) inside->insert(data_.traces[t].functions.begin(), data_.traces[t].functions.end());
-          return [this, inside](std::size_t i) { return inside->count({data_.methods[i].name, data_.methods[i].file}) > 0; };
-        }
-        return nullptr;
-      case Kind::Ops:
-        if (name == "name") {
-          const std::string pattern = glob(step);
-          return [this, pattern](std::size_t i) {
-            const OpInfo& op = data_.ops[i];
-            return op_name_match(pattern, trace(op.trace).stage(op.stage)->ops[op.op].name);
-          };
-        }
-        if (name == "stage") {
-          arity(step, 1, 1);
-          const std::string wanted = step.args[0].kind == Arg::Kind::Name ? step.args[0].text : text(step, 0, "a stage");
-          const auto stage = jitlog::parse_stage_name(wanted);
-          if (!stage) throw QueryError(step.args[0].column, "the stages are noopt, opt and asm");
-          return [this, stage](std::size_t i) { return data_.ops[i].stage == *stage; };
-        }
-        if (name == "function") {
-          const std::string pattern = glob(step);
-          return [this, pattern](std::size_t i) {
-            const OpInfo& op = data_.ops[i];
-            return source_matches(sources(op.trace, op.stage)[op.op], pattern, false);
-          };
-        }
-        if (name == "in") {
-          auto mask = std::make_shared<Mask>(traces_of(step));
-          return [this, mask](std::size_t i) { return (*mask)[data_.ops[i].trace] != 0; };
-        }
-        return nullptr;
-      case Kind::Samples: {
-        const correlate::Profile& profile = *data_.profile;
-        if (name == "in") {
-          auto mask = std::make_shared<Mask>(traces_of(step));
-          return [this, mask, &profile](std::size_t i) {
-            const auto& sample = profile.samples[i];
-            if (!sample.trace) return false;
-            auto index = data_.trace_by_id.find(*sample.trace);
-            return index != data_.trace_by_id.end() && (*mask)[index->second] != 0;
-          };
-        }
-        if (name == "function" || name == "leaf" || name == "category") {
-          const std::string pattern = name == "category" ? (arity(step, 1, 1), text(step, 0, "a category")) : glob(step);
-          // Decided once per distinct stack, then looked up per sample.
-          auto per_stack = std::make_shared<std::vector<char>>(profile.stacks.size(), 0);
-          for (std::size_t s = 0; s < profile.stacks.size(); ++s) {
-            const auto& stack = profile.stacks[s];
-            if (stack.empty()) continue;
-            const correlate::Frame& leaf = profile.frames[stack.back()];
-            if (name == "leaf") {
-              (*per_stack)[s] = glob_match(pattern, correlate::frame_label(leaf));
-            } else if (name == "category") {
-              (*per_stack)[s] = pattern == correlate::category_name(leaf.category);
-            } else {
-              for (std::uint32_t id : stack) {
-                const correlate::Frame& frame = profile.frames[id];
-                const bool python = frame.category == correlate::Category::Python ||
-                                    frame.category == correlate::Category::JitInlined;
-                if (python && glob_match(pattern, frame.name)) (*per_stack)[s] = 1;
-              }
-            }
-          }
-          return [per_stack, &profile](std::size_t i) { return (*per_stack)[profile.samples[i].stack] != 0; };
-        }
-        return nullptr;
-      }
-    }
-    return nullptr;
+  const jitlog::Operation& operation(std::size_t trace_index, StageKind stage, std::size_t op) const {
+    return trace(trace_index).stage(stage)->ops[op];
   }
 
-  // --- numbers ---------------------------------------------------------------
+  double asm_op_samples(std::size_t trace_index, std::size_t op) const {
+    const auto& samples = data_.traces[trace_index].op_samples;
+    return op < samples.size() ? double(samples[op]) : 0.0;
+  }
 
-  Metric metric_for(Kind kind, const Step& step) {
-    const std::string& name = step.name;
-    auto none = [&] { arity(step, 0, 0); };
-    switch (kind) {
-      case Kind::Traces: {
-        auto info = [this](std::size_t i) -> const TraceInfo& { return data_.traces[i]; };
-        if (name == "removed" || name == "added") {
-          const std::string pattern = glob(step);
-          const bool removed = name == "removed";
-          return [info, pattern, removed](std::size_t i) {
-            double count = 0;
-            for (const auto& [op, n] : removed ? info(i).removed : info(i).added)
-              if (op_name_match(pattern, op)) count += double(n);
-            return count;
-          };
+  // The items whose trace the in(...) query selects; `trace_of` gives an item's trace.
+  template <class TraceOf>
+  static Predicate within(const Argument& arg, TraceOf trace_of) {
+    auto mask = std::make_shared<Mask>(arg.traces);
+    return [mask, trace_of](std::size_t i) { return (*mask)[trace_of(i)] != 0; };
+  }
+
+  // --- traces ----------------------------------------------------------------
+
+  Predicate trace_contains(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) {
+      for (const jitlog::Stage& stage : trace(i).stages)
+        for (const jitlog::Operation& op : stage.ops)
+          if (op_name_match(pattern, op.name)) return true;
+      return false;
+    };
+  }
+
+  Predicate trace_hasbridge(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) { return has_bridge(i, pattern, std::nullopt); };
+  }
+
+  Predicate trace_function(const Argument& arg) { return trace_source(arg.text, false); }
+  Predicate trace_file(const Argument& arg) { return trace_source(arg.text, true); }
+  Predicate trace_source(const std::string& pattern, bool file) {
+    return [this, pattern, file](std::size_t i) { return source_matches(trace(i).source(), pattern, file); };
+  }
+
+  Predicate trace_inlines(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) {
+      for (const std::string& function : data_.traces[i].inlined)
+        if (glob_match(pattern, function)) return true;
+      return false;
+    };
+  }
+
+  Predicate trace_in(const Argument& arg) {
+    return within(arg, [](std::size_t i) { return i; });
+  }
+
+  Metric trace_samples(const Argument&) {
+    return [this](std::size_t i) { return double(data_.traces[i].samples); };
+  }
+  Metric trace_entries(const Argument&) {
+    return [this](std::size_t i) { return double(trace(i).entry_count); };
+  }
+  Metric trace_executions(const Argument&) {
+    return [this](std::size_t i) { return double(trace(i).executions()); };
+  }
+  Metric trace_bridges(const Argument&) {
+    return [this](std::size_t i) { return double(data_.traces[i].bridges.size()); };
+  }
+  Metric trace_id(const Argument&) {
+    return [this](std::size_t i) { return double(trace(i).id); };
+  }
+  Metric trace_line(const Argument&) {
+    return [this](std::size_t i) {
+      const auto* point = trace(i).source();
+      return point ? double(point->line) : 0.0;
+    };
+  }
+
+  // The stage ops(), guards() and failures() count: asm, else opt.
+  const jitlog::Stage* counted_stage(std::size_t i) const {
+    const jitlog::Stage* stage = trace(i).stage(StageKind::Asm);
+    return stage ? stage : trace(i).stage(StageKind::Opt);
+  }
+  Metric trace_ops(const Argument&) {
+    return [this](std::size_t i) {
+      const jitlog::Stage* stage = counted_stage(i);
+      return stage ? double(stage->ops.size()) : 0.0;
+    };
+  }
+  Metric trace_guards(const Argument&) { return guard_total(false); }
+  Metric trace_failures(const Argument&) { return guard_total(true); }
+  Metric guard_total(bool failures) {
+    return [this, failures](std::size_t i) {
+      const jitlog::Stage* stage = counted_stage(i);
+      if (stage == nullptr) return 0.0;
+      double total = 0;
+      for (const auto& op : stage->ops)
+        if (op.is_guard()) total += failures ? double(op.counter) : 1.0;
+      return total;
+    };
+  }
+
+  // removed(op) and added(op): noopt -> opt.
+  Metric trace_removed(const Argument& arg) { return stage_difference(arg.text, true); }
+  Metric trace_added(const Argument& arg) { return stage_difference(arg.text, false); }
+  Metric stage_difference(const std::string& pattern, bool removed) {
+    return [this, pattern, removed](std::size_t i) {
+      double count = 0;
+      for (const auto& [op, n] : removed ? data_.traces[i].removed : data_.traces[i].added)
+        if (op_name_match(pattern, op)) count += double(n);
+      return count;
+    };
+  }
+
+  // --- guards ----------------------------------------------------------------
+
+  const jitlog::Operation& guard_op(std::size_t i) const {
+    return operation(data_.guards[i].trace, StageKind::Asm, data_.guards[i].op);
+  }
+
+  Predicate guard_name(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) { return op_name_match(pattern, guard_op(i).name); };
+  }
+  Predicate guard_function(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) {
+      return op_in_function(data_.guards[i].trace, StageKind::Asm, data_.guards[i].op, pattern);
+    };
+  }
+  Predicate guard_hasbridge(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) {
+      return has_bridge(data_.guards[i].trace, pattern, data_.guards[i].op);
+    };
+  }
+  Predicate guard_in(const Argument& arg) {
+    return within(arg, [this](std::size_t i) { return data_.guards[i].trace; });
+  }
+
+  Metric guard_failures(const Argument&) {
+    return [this](std::size_t i) { return double(guard_op(i).counter); };
+  }
+  Metric guard_samples(const Argument&) {
+    return [this](std::size_t i) { return asm_op_samples(data_.guards[i].trace, data_.guards[i].op); };
+  }
+  Metric guard_trace(const Argument&) {
+    return [this](std::size_t i) { return double(trace(data_.guards[i].trace).id); };
+  }
+  Metric guard_index(const Argument&) {
+    return [this](std::size_t i) { return double(data_.guards[i].op); };
+  }
+
+  // --- methods ---------------------------------------------------------------
+
+  Predicate method_name(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) { return glob_match(pattern, data_.methods[i].name); };
+  }
+  Predicate method_file(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) { return glob_match(pattern, data_.methods[i].file); };
+  }
+  // Methods appearing in the selected traces.
+  Predicate method_in(const Argument& arg) {
+    auto inside = std::make_shared<std::set<std::pair<std::string, std::string>>>();
+    for (std::size_t t = 0; t < arg.traces.size(); ++t)
+      if (arg.traces[t]) inside->insert(data_.traces[t].functions.begin(), data_.traces[t].functions.end());
+    return [this, inside](std::size_t i) { return inside->count({data_.methods[i].name, data_.methods[i].file}) > 0; };
+  }
+
+  Metric method_callsites(const Argument&) {
+    return [this](std::size_t i) { return double(data_.methods[i].callsites.size()); };
+  }
+  Metric method_self(const Argument&) {
+    return [this](std::size_t i) { return double(data_.methods[i].self); };
+  }
+  Metric method_total(const Argument&) {
+    return [this](std::size_t i) { return double(data_.methods[i].total); };
+  }
+  Metric method_traces(const Argument&) {
+    return [this](std::size_t i) { return double(data_.methods[i].traces); };
+  }
+  Metric method_line(const Argument&) {
+    return [this](std::size_t i) { return double(data_.methods[i].line); };
+  }
+
+  // --- ops -------------------------------------------------------------------
+
+  Predicate op_name(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) {
+      const OpInfo& op = data_.ops[i];
+      return op_name_match(pattern, operation(op.trace, op.stage, op.op).name);
+    };
+  }
+  Predicate op_stage(const Argument& arg) {
+    const auto stage = jitlog::parse_stage_name(arg.text);
+    if (!stage) throw QueryError(arg.column, "the stages are noopt, opt and asm");
+    return [this, stage](std::size_t i) { return data_.ops[i].stage == *stage; };
+  }
+  Predicate op_function(const Argument& arg) {
+    return [this, pattern = arg.text](std::size_t i) {
+      const OpInfo& op = data_.ops[i];
+      return op_in_function(op.trace, op.stage, op.op, pattern);
+    };
+  }
+  Predicate op_in(const Argument& arg) {
+    return within(arg, [this](std::size_t i) { return data_.ops[i].trace; });
+  }
+
+  Metric op_samples(const Argument&) {
+    return [this](std::size_t i) {
+      const OpInfo& op = data_.ops[i];
+      return op.stage == StageKind::Asm ? asm_op_samples(op.trace, op.op) : 0.0;
+    };
+  }
+  Metric op_index(const Argument&) {
+    return [this](std::size_t i) { return double(data_.ops[i].op); };
+  }
+  Metric op_trace(const Argument&) {
+    return [this](std::size_t i) { return double(trace(data_.ops[i].trace).id); };
+  }
+
+  // --- samples ---------------------------------------------------------------
+
+  Predicate sample_in(const Argument& arg) {
+    const correlate::Profile& profile = *data_.profile;
+    auto mask = std::make_shared<Mask>(arg.traces);
+    return [this, mask, &profile](std::size_t i) {
+      const auto& sample = profile.samples[i];
+      if (!sample.trace) return false;
+      auto index = data_.trace_by_id.find(*sample.trace);
+      return index != data_.trace_by_id.end() && (*mask)[index->second] != 0;
+    };
+  }
+  Predicate sample_function(const Argument& arg) { return sample_stacks(arg.text, StackTest::Function); }
+  Predicate sample_leaf(const Argument& arg) { return sample_stacks(arg.text, StackTest::Leaf); }
+  Predicate sample_category(const Argument& arg) { return sample_stacks(arg.text, StackTest::Category); }
+
+  // Decided once per distinct stack, then looked up per sample.
+  Predicate sample_stacks(const std::string& pattern, StackTest test) {
+    const correlate::Profile& profile = *data_.profile;
+    auto per_stack = std::make_shared<std::vector<char>>(profile.stacks.size(), 0);
+    for (std::size_t s = 0; s < profile.stacks.size(); ++s) {
+      const auto& stack = profile.stacks[s];
+      if (stack.empty()) continue;
+      const correlate::Frame& leaf = profile.frames[stack.back()];
+      if (test == StackTest::Leaf) {
+        (*per_stack)[s] = glob_match(pattern, correlate::frame_label(leaf));
+      } else if (test == StackTest::Category) {
+        (*per_stack)[s] = pattern == correlate::category_name(leaf.category);
+      } else {
+        for (std::uint32_t id : stack) {
+          const correlate::Frame& frame = profile.frames[id];
+          const bool python = frame.category == correlate::Category::Python ||
+                              frame.category == correlate::Category::JitInlined;
+          if (python && glob_match(pattern, frame.name)) (*per_stack)[s] = 1;
         }
-        if (name == "samples") return none(), Metric([info](std::size_t i) { return double(info(i).samples); });
-        if (name == "entries") return none(), Metric([this](std::size_t i) { return double(trace(i).entry_count); });
-        if (name == "executions") return none(), Metric([this](std::size_t i) { return double(trace(i).executions()); });
-        if (name == "bridges") return none(), Metric([info](std::size_t i) { return double(info(i).bridges.size()); });
-        if (name == "id") return none(), Metric([this](std::size_t i) { return double(trace(i).id); });
-        if (name == "line")
-          return none(), Metric([this](std::size_t i) {
-                   const auto* point = trace(i).source();
-                   return point ? double(point->line) : 0.0;
-                 });
-        if (name == "ops" || name == "guards" || name == "failures") {
-          none();
-          return [this, name](std::size_t i) {
-            const jitlog::Stage* stage = trace(i).stage(StageKind::Asm);
-            if (stage == nullptr) stage = trace(i).stage(StageKind::Opt);
-            if (stage == nullptr) return 0.0;
-            if (name == "ops") return double(stage->ops.size());
-            double total = 0;
-            for (const auto& op : stage->ops)
-              if (op.is_guard()) total += name == "guards" ? 1.0 : double(op.counter);
-            return total;
-          };
-        }
-        return nullptr;
-      }
-      case Kind::Guards: {
-        auto op = [this](std::size_t i) -> const jitlog::Operation& {
-          return trace(data_.guards[i].trace).stage(StageKind::Asm)->ops[data_.guards[i].op];
-        };
-        if (name == "failures") return none(), Metric([op](std::size_t i) { return double(op(i).counter); });
-        if (name == "samples")
-          return none(), Metric([this](std::size_t i) {
-                   const auto& samples = data_.traces[data_.guards[i].trace].op_samples;
-                   return data_.guards[i].op < samples.size() ? double(samples[data_.guards[i].op]) : 0.0;
-                 });
-        if (name == "trace") return none(), Metric([this](std::size_t i) { return double(trace(data_.guards[i].trace).id); });
-        if (name == "index") return none(), Metric([this](std::size_t i) { return double(data_.guards[i].op); });
-        return nullptr;
-      }
-      case Kind::Methods: {
-        auto method = [this](std::size_t i) -> const MethodInfo& { return data_.methods[i]; };
-        if (name == "callsites") return none(), Metric([method](std::size_t i) { return double(method(i).callsites.size()); });
-        if (name == "self") return none(), Metric([method](std::size_t i) { return double(method(i).self); });
-        if (name == "total" || name == "samples")
-          return none(), Metric([method](std::size_t i) { return double(method(i).total); });
-        if (name == "traces") return none(), Metric([method](std::size_t i) { return double(method(i).traces); });
-        if (name == "line") return none(), Metric([method](std::size_t i) { return double(method(i).line); });
-        return nullptr;
-      }
-      case Kind::Ops:
-        if (name == "samples")
-          return none(), Metric([this](std::size_t i) {
-                   const OpInfo& op = data_.ops[i];
-                   const auto& samples = data_.traces[op.trace].op_samples;
-                   return op.stage == StageKind::Asm && op.op < samples.size() ? double(samples[op.op]) : 0.0;
-                 });
-        if (name == "index") return none(), Metric([this](std::size_t i) { return double(data_.ops[i].op); });
-        if (name == "trace") return none(), Metric([this](std::size_t i) { return double(trace(data_.ops[i].trace).id); });
-        return nullptr;
-      case Kind::Samples: {
-        const auto& samples = data_.profile->samples;
-        if (name == "tid") return none(), Metric([&samples](std::size_t i) { return double(samples[i].tid); });
-        if (name == "time") {
-          none();
-          const std::uint64_t first = data_.first_sample_ns;
-          return [&samples, first](std::size_t i) { return double(samples[i].time_ns - first) / 1e6; };
-        }
-        return nullptr;
       }
     }
-    return nullptr;
+    return [per_stack, &profile](std::size_t i) { return (*per_stack)[profile.samples[i].stack] != 0; };
+  }
+
+  Metric sample_tid(const Argument&) {
+    return [this](std::size_t i) { return double(data_.profile->samples[i].tid); };
+  }
+  // Milliseconds after the first sample.
+  Metric sample_time(const Argument&) {
+    const std::uint64_t first = data_.first_sample_ns;
+    return [this, first](std::size_t i) { return double(data_.profile->samples[i].time_ns - first) / 1e6; };
   }
 
   const Model::Data& data_;
@@ -468,6 +573,72 @@ class Evaluator {
   Clock::time_point deadline_;
   std::uint64_t ticks_ = 0;
   std::map<std::pair<std::size_t, StageKind>, std::vector<const jitlog::MergePoint*>> sources_;
+};
+
+// Adding a step is adding a row (and its builder above).
+const std::map<Kind, std::vector<StepRow>> Evaluator::kSteps = {
+    {Kind::Traces,
+     {
+         filter("contains", Takes::Glob, "op glob", &Evaluator::trace_contains),
+         filter("hasbridge", Takes::OptionalGlob, "[function glob]", &Evaluator::trace_hasbridge),
+         filter("function", Takes::Glob, "glob", &Evaluator::trace_function),
+         filter("file", Takes::Glob, "glob", &Evaluator::trace_file),
+         filter("inlines", Takes::Glob, "glob", &Evaluator::trace_inlines),
+         filter("in", Takes::Traces, "traces query", &Evaluator::trace_in),
+         number("samples", &Evaluator::trace_samples),
+         number("entries", &Evaluator::trace_entries),
+         number("executions", &Evaluator::trace_executions),
+         number("ops", &Evaluator::trace_ops),
+         number("guards", &Evaluator::trace_guards),
+         number("bridges", &Evaluator::trace_bridges),
+         number("failures", &Evaluator::trace_failures),
+         number("removed", Takes::Glob, "op glob", &Evaluator::trace_removed),
+         number("added", Takes::Glob, "op glob", &Evaluator::trace_added),
+         number("line", &Evaluator::trace_line),
+         number("id", &Evaluator::trace_id),
+     }},
+    {Kind::Guards,
+     {
+         filter("name", Takes::Glob, "glob", &Evaluator::guard_name),
+         filter("function", Takes::Glob, "glob", &Evaluator::guard_function),
+         filter("hasbridge", Takes::OptionalGlob, "[function glob]", &Evaluator::guard_hasbridge),
+         filter("in", Takes::Traces, "traces query", &Evaluator::guard_in),
+         number("failures", &Evaluator::guard_failures),
+         number("samples", &Evaluator::guard_samples),
+         number("trace", &Evaluator::guard_trace),
+         number("index", &Evaluator::guard_index),
+     }},
+    {Kind::Methods,
+     {
+         filter("name", Takes::Glob, "glob", &Evaluator::method_name),
+         filter("file", Takes::Glob, "glob", &Evaluator::method_file),
+         filter("in", Takes::Traces, "traces query", &Evaluator::method_in),
+         number("callsites", &Evaluator::method_callsites),
+         number("self", &Evaluator::method_self),
+         number("total", &Evaluator::method_total),
+         number("samples", &Evaluator::method_total),
+         number("traces", &Evaluator::method_traces),
+         number("line", &Evaluator::method_line),
+     }},
+    {Kind::Ops,
+     {
+         filter("name", Takes::Glob, "glob", &Evaluator::op_name),
+         filter("stage", Takes::Stage, "'noopt'|'opt'|'asm'", &Evaluator::op_stage),
+         filter("function", Takes::Glob, "glob", &Evaluator::op_function),
+         filter("in", Takes::Traces, "traces query", &Evaluator::op_in),
+         number("samples", &Evaluator::op_samples),
+         number("index", &Evaluator::op_index),
+         number("trace", &Evaluator::op_trace),
+     }},
+    {Kind::Samples,
+     {
+         filter("in", Takes::Traces, "traces query", &Evaluator::sample_in),
+         filter("function", Takes::Glob, "glob", &Evaluator::sample_function),
+         filter("leaf", Takes::Glob, "glob", &Evaluator::sample_leaf),
+         filter("category", Takes::Category, "name", &Evaluator::sample_category),
+         number("tid", &Evaluator::sample_tid),
+         number("time", &Evaluator::sample_time),
+     }},
 };
 
 json location(const jitlog::MergePoint* point, json row) {
