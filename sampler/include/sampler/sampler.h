@@ -20,8 +20,6 @@
 
 #include "arch/x86_64.h"
 
-struct perf_event_attr;
-
 namespace jitprof::sampler {
 
 struct Settings {
@@ -80,6 +78,11 @@ class SamplerError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// sampler/src: the events and their rings, the record parser and the sorter.
+class Ring;
+class RecordSorter;
+struct Events;
+
 class Sampler {
  public:
   // Opens per-CPU events that follow `pid` and every thread and process it
@@ -101,22 +104,16 @@ class Sampler {
   bool kernel_frames() const { return kernel_frames_; }
 
  private:
-  struct Ring;
-  struct Pending;
-  Sampler();
-  perf_event_attr event_attributes(const Settings& settings);
-  int open_event(perf_event_attr& attr, pid_t pid, int cpu);
-  void map_ring(Ring& ring, int cpu, const Settings& settings);
+  explicit Sampler(Events events);
   void run(Listener& listener);
-  void round(Listener& listener, bool final);
-  void drain(Ring& ring);
+  void read_rings();
+  void keep(std::span<const std::uint8_t> record);
 
   std::vector<std::unique_ptr<Ring>> rings_;
-  std::vector<Pending> pending_;  // reader thread only
+  std::unique_ptr<RecordSorter> sorter_;  // reader thread only
   std::thread reader_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> samples_{0}, lost_{0}, throttled_{0}, records_{0};
-  std::uint64_t sample_type_ = 0;
   bool kernel_frames_ = true;
   int wake_fd_ = -1;
 };
