@@ -255,7 +255,7 @@ TEST_F(Record, EveryThreadIsSampled) {
 TEST_F(Record, ChildProcessesAreSampledOnlyWithChildren) {
   const std::string script = program("parent.py",
                                      "import subprocess, sys\n"
-                                     "code = 's = 0\\nfor i in range(60000000): s += i % 3\\nprint(s)'\n"
+                                     "code = 's = 0\\nfor i in range(400000000): s += i % 3\\nprint(s)'\n"
                                      "subprocess.run([sys.executable, '-c', code], check=True)\n");
   auto pids_in = [&](const std::string& bundle) {
     const auto read = jitprof::bundle::read_bundle(bundle);
