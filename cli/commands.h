@@ -1,4 +1,5 @@
-// The subcommands of the jitprof executable; main.cpp parses their options.
+// The subcommands of the jitprof executable, each with its options; main.cpp
+// parses them.
 #pragma once
 
 #include <cstddef>
@@ -16,9 +17,12 @@ struct ViewOptions {
   bool json = false;
 };
 
+// --- reading PyPy's own files ------------------------------------------------
+
 struct JitlogOptions : ViewOptions {
   std::size_t top = 10;
 };
+int run_jitlog_summary(const JitlogOptions& options);
 
 struct TraceOptions : ViewOptions {
   std::uint64_t id = 0;
@@ -26,10 +30,14 @@ struct TraceOptions : ViewOptions {
   bool disassemble = false;
   bool diff = false;
 };
+int run_trace(const TraceOptions& options);
 
 struct ProfileOptions : ViewOptions {
   std::size_t top = 15;
 };
+int run_profile(const ProfileOptions& options);
+
+// --- recording ---------------------------------------------------------------
 
 struct RecordOptions {
   std::vector<std::string> command;
@@ -43,6 +51,18 @@ struct RecordOptions {
   std::string web;    // upload the bundle to this server at the end
   std::string token;  // for --web
 };
+int run_record(const RecordOptions& options);
+
+struct AttachOptions {
+  int pid = 0;
+  double duration_s = 0;
+  std::string output = "jitprof.jprof";
+  unsigned rate_hz = 1000;
+  bool quiet = false;
+};
+int run_attach(const AttachOptions& options);
+
+// --- sharing -----------------------------------------------------------------
 
 struct UploadOptions {
   std::string file;
@@ -52,6 +72,10 @@ struct UploadOptions {
   std::string ca_file;
   bool quiet = false;
 };
+int run_upload(const UploadOptions& options);
+// Uploads a bundle and prints its link on stdout; 0, or 1 after an error line.
+int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet,
+                  const std::string& ca_file = "");
 
 struct ServeOptions {
   std::string data_dir;
@@ -62,18 +86,28 @@ struct ServeOptions {
   unsigned threads = 0;
   bool quiet = false;
 };
+int run_serve(const ServeOptions& options);
 
-struct AttachOptions {
-  int pid = 0;
-  double duration_s = 0;
-  std::string output = "jitprof.jprof";
-  unsigned rate_hz = 1000;
-  bool quiet = false;
-};
+// --- views of a bundle -------------------------------------------------------
+
+int run_info(const ViewOptions& options);
 
 struct ReportOptions : ViewOptions {
   std::size_t top = 15;
 };
+int run_report(const ReportOptions& options);
+
+struct TopOptions : ViewOptions {
+  std::size_t depth = 12;
+  double min_percent = 1.0;
+};
+int run_top(const TopOptions& options);
+
+struct QueryOptions : ViewOptions {
+  std::string text;
+  std::size_t limit = 50;
+};
+int run_query(const QueryOptions& options);
 
 struct ExportOptions {
   std::string file;
@@ -81,33 +115,6 @@ struct ExportOptions {
   std::string output = "-";
   std::uint32_t pid = 0;
 };
-
-struct TopOptions : ViewOptions {
-  std::size_t depth = 12;
-  double min_percent = 1.0;
-};
-
-struct QueryOptions : ViewOptions {
-  std::string text;
-  std::size_t limit = 50;
-};
-
-using InfoOptions = ViewOptions;
-
-int run_jitlog_summary(const JitlogOptions& options);
-int run_trace(const TraceOptions& options);
-int run_profile(const ProfileOptions& options);
-int run_record(const RecordOptions& options);
-int run_attach(const AttachOptions& options);
-int run_upload(const UploadOptions& options);
-// Uploads a bundle and prints its link on stdout; 0, or 1 after an error line.
-int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet,
-                  const std::string& ca_file = "");
-int run_serve(const ServeOptions& options);
-int run_info(const InfoOptions& options);
-int run_report(const ReportOptions& options);
 int run_export(const ExportOptions& options);
-int run_top(const TopOptions& options);
-int run_query(const QueryOptions& options);
 
 }  // namespace jitprof::cli

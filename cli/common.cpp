@@ -28,6 +28,11 @@ std::string percent(double part, double whole) {
 
 std::string hex(std::uint64_t value) { return fmt::format("0x{:x}", value); }
 
+void print_json(nlohmann::json view, const std::string& file) {
+  view["file"] = file;
+  std::cout << view.dump(2) << "\n";
+}
+
 int report_diagnostics(const std::string& file, const std::vector<binio::Diagnostic>& warnings,
                        const std::optional<binio::Diagnostic>& error) {
   return report_diagnostics(file, views::diagnostics_json(warnings, error));

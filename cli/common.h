@@ -12,6 +12,7 @@
 
 #include "binio/binio.h"
 #include "bundle/bundle.h"
+#include "commands.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "vmprof/profile.h"
@@ -23,6 +24,15 @@ std::string with_commas(std::uint64_t value);
 // 0.4567 -> "45.7%"
 std::string percent(double part, double whole);
 std::string hex(std::uint64_t value);
+
+// A view as `--json` prints it, with the file it is of.
+void print_json(nlohmann::json view, const std::string& file);
+// A view as JSON with --json, else as text by `print_text(view)`.
+template <class Text>
+void show(const ViewOptions& options, nlohmann::json view, Text print_text) {
+  if (options.json) print_json(std::move(view), options.file);
+  else print_text(view);
+}
 
 // Reads a jitlog or vmprof profile from its own file or from a bundle's section.
 jitlog::Forest load_jitlog(const std::string& file);

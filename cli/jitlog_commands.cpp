@@ -20,7 +20,6 @@ namespace {
 
 using jitlog::Forest;
 using jitlog::MergePoint;
-using jitlog::Operation;
 using jitlog::Stage;
 using jitlog::StageKind;
 using jitlog::Trace;
@@ -61,18 +60,9 @@ std::string location(const json& source) {
                      source["line"].get<std::int64_t>());
 }
 
-}  // namespace
-
-int run_jitlog_summary(const JitlogOptions& options) {
-  const Forest forest = load_jitlog(options.file);
-  json out = views::jitlog_json(forest, options.top);
-  if (options.json) {
-    out["file"] = options.file;
-    std::cout << out.dump(2) << "\n";
-    return report_diagnostics(options.file, forest.warnings, forest.error);
-  }
+void print_jitlog_text(const json& out, const std::string& file) {
   const auto number = [&](const char* key) { return out[key].get<std::uint64_t>(); };
-  std::cout << fmt::format("jitlog {} ({} bytes, {} records)\n", options.file, with_commas(number("bytes")),
+  std::cout << fmt::format("jitlog {} ({} bytes, {} records)\n", file, with_commas(number("bytes")),
                            with_commas(number("records")));
   std::cout << fmt::format("format version {}, {} ({}-bit), {} op names in the header\n", number("version"),
                            out["machine"].get<std::string>(), number("word_size") * 8, number("op_names"));
@@ -100,6 +90,13 @@ int run_jitlog_summary(const JitlogOptions& options) {
                                note);
     }
   }
+}
+
+}  // namespace
+
+int run_jitlog_summary(const JitlogOptions& options) {
+  const Forest forest = load_jitlog(options.file);
+  show(options, views::jitlog_json(forest, options.top), [&](const json& out) { print_jitlog_text(out, options.file); });
   return report_diagnostics(options.file, forest.warnings, forest.error);
 }
 
@@ -182,7 +179,7 @@ void print_ops(const Trace& trace, const Stage& stage, StageKind kind, const std
   const bool borrowed = stage.merge_points.empty();
   const MergePoint* shown = nullptr;
   for (std::size_t i = 0; i < stage.ops.size(); ++i) {
-    const Operation& op = stage.ops[i];
+    const jitlog::Operation& op = stage.ops[i];
     const MergePoint* point = sources[i];
     if (point != nullptr && point != shown && !(borrowed && same_line(point, shown))) {
       const std::string indent(2 * point->inline_depth, ' ');

@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
       "  traces.removed('new_with_vtable') > 0\n"
       "The language: docs/query.md");
 
-  InfoOptions info_options;
+  ViewOptions info_options;
   auto* info_cmd = app.add_subcommand("info", "Show a bundle's manifest and sections");
   add_view_options(info_cmd, info_options, "bundle (*.jprof)");
 

@@ -28,20 +28,11 @@ std::string format_time(const vmprof::Timestamp& time) {
   return fmt::format("{:%Y-%m-%d %H:%M:%S} UTC", fmt::gmtime(static_cast<std::time_t>(time.seconds)));
 }
 
-}  // namespace
-
-int run_profile(const ProfileOptions& options) {
-  const Profile profile = load_profile(options.file);
-  json out = views::vmprof_json(profile, options.top);
-  if (options.json) {
-    out["file"] = options.file;
-    std::cout << out.dump(2) << "\n";
-    return report_diagnostics(options.file, profile.warnings, profile.error);
-  }
+void print_profile_text(const json& out, const Profile& profile, const std::string& file) {
   const auto samples = out["samples"].get<std::uint64_t>();
   std::uint64_t frames = 0;
   for (const auto& sample : profile.samples) frames += profile.stack(sample).size();
-  std::cout << fmt::format("profile {} ({} bytes)\n", options.file, with_commas(profile.bytes_read));
+  std::cout << fmt::format("profile {} ({} bytes)\n", file, with_commas(profile.bytes_read));
   std::cout << fmt::format("{}, vmprof format {}, {}-bit, sampling every {} us, mode: {}\n", out["interpreter"].get<std::string>(),
                            out["version"].get<unsigned>(), out["word_size"].get<unsigned>() * 8,
                            out["period_usec"].get<std::uint64_t>(), out["mode"].get<std::string>());
@@ -72,6 +63,14 @@ int run_profile(const ProfileOptions& options) {
                                function_label(profile, function["uid"].get<std::uint64_t>()));
     }
   }
+}
+
+}  // namespace
+
+int run_profile(const ProfileOptions& options) {
+  const Profile profile = load_profile(options.file);
+  show(options, views::vmprof_json(profile, options.top),
+       [&](const json& out) { print_profile_text(out, profile, options.file); });
   return report_diagnostics(options.file, profile.warnings, profile.error);
 }
 

@@ -159,13 +159,12 @@ void print_samples(const json& samples) {
 
 }  // namespace
 
-int run_info(const InfoOptions& options) {
+int run_info(const ViewOptions& options) {
   const bundle::Bundle read = bundle::read_bundle(options.file);
   const correlate::Profile profile = correlate::correlate(read);
   json info = views::info_json(read, profile);
   if (options.json) {
-    info["file"] = options.file;
-    std::cout << info.dump(2) << "\n";
+    print_json(std::move(info), options.file);
     return report_diagnostics(options.file, read.warnings, read.error);
   }
   std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read), read.version);

@@ -144,8 +144,7 @@ int run_report(const ReportOptions& options) {
   if (!correlated) return 1;
   json report = views::report_json(correlated->profile, correlated->bundle, options.top);
   if (options.json) {
-    report["file"] = options.file;
-    std::cout << report.dump(2) << "\n";
+    print_json(std::move(report), options.file);
   } else {
     print_text(report, options.file, correlated->profile, options.top);
   }

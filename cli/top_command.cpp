@@ -36,8 +36,7 @@ int run_top(const TopOptions& options) {
   const auto minimum = static_cast<std::uint64_t>(options.min_percent / 100.0 * double(root.total));
   const json children = views::call_tree_json(root, options.depth, minimum);
   if (options.json) {
-    const json out = {{"file", options.file}, {"samples", root.total}, {"children", children}};
-    std::cout << out.dump(2) << "\n";
+    print_json({{"samples", root.total}, {"children", children}}, options.file);
     return status;
   }
   std::cout << fmt::format("{} samples; call tree to depth {}, branches under {}% left out\n", with_commas(root.total),

@@ -10,96 +10,61 @@ namespace {
 using nlohmann::json;
 
 // Each part of the manifest lists its fields once, for both directions: a
-// visitor is called with (name, field) for values and (name, field, list)
-// for nested objects, where `list` lists the nested object's fields.
-template <class Host, class Visitor>
-void host_fields(Host& host, Visitor& visit) {
-  visit("name", host.name);
-  visit("system", host.system);
-  visit("release", host.release);
-  visit("machine", host.machine);
+// visitor is called with (name, field) for values and (name, field, fields)
+// for nested objects, `fields` listing the nested object's own.
+template <class Visitor, class Field, class... Rest>
+void visit_fields(Visitor& visit, const char* name, Field& field, Rest&... rest) {
+  visit(name, field);
+  if constexpr (sizeof...(rest) > 0) visit_fields(visit, rest...);
+}
+template <class Visitor, class Field, class Fields, class... Rest>
+void visit_objects(Visitor& visit, const char* name, Field& field, const Fields& fields, Rest&... rest) {
+  visit(name, field, fields);
+  if constexpr (sizeof...(rest) > 0) visit_objects(visit, rest...);
 }
 
-template <class Clock, class Visitor>
-void clock_fields(Clock& clock, Visitor& visit) {
-  visit("monotonic_ns", clock.monotonic_ns);
-  visit("unix_s", clock.unix_s);
-}
-
-template <class Vmprof, class Visitor>
-void vmprof_fields(Vmprof& vmprof, Visitor& visit) {
-  visit("rate_hz", vmprof.rate_hz);
-  visit("native_frames", vmprof.native_frames);
-}
-
-// The fields of sampling that was on (refused and off are told apart by the codec).
-template <class Perf, class Visitor>
-void perf_fields(Perf& perf, Visitor& visit) {
-  visit("event", perf.event);
-  visit("rate_hz", perf.rate_hz);
-  visit("kernel_frames", perf.kernel_frames);
-  visit("children", perf.children);
-  visit("samples", perf.samples);
-  visit("samples_all_processes", perf.samples_all_processes);
-  visit("lost", perf.lost);
-  visit("throttled", perf.throttled);
-  visit("kernel_symbols_named", perf.kernel_symbols_named);
-  visit("threads", perf.threads);
-  visit("achieved_hz", perf.achieved_hz);
-}
-
-template <class Capture, class Visitor>
-void crash_capture_fields(Capture& capture, Visitor& visit) {
-  visit("ptrace", capture.ptrace);
-  visit("reason", capture.reason);
-}
-
-template <class Exit, class Visitor>
-void exit_fields(Exit& exit, Visitor& visit) {
-  visit("code", exit.code);
-  visit("signal", exit.signal);
-  visit("signal_name", exit.signal_name);
-  visit("crash_thread", exit.crash_thread);
-}
-
-template <class Sections, class Visitor>
-void section_fields(Sections& sections, Visitor& visit) {
-  visit("jitlog_bytes", sections.jitlog_bytes);
-  visit("vmprof_bytes", sections.vmprof_bytes);
-  visit("jit_code_bytes", sections.jit_code_bytes);
-}
-
-template <class Attach, class Visitor>
-void attach_fields(Attach& attach, Visitor& visit) {
-  visit("jit_names", attach.jit_names);
-  visit("explanation", attach.explanation);
-  visit("jitlog_path", attach.jitlog_path);
-  visit("jit_code_bytes", attach.jit_code_bytes);
-}
-
-template <class Manifest, class Visitor>
-void manifest_fields(Manifest& manifest, Visitor& visit) {
-  visit("jitprof_version", manifest.jitprof_version);
-  visit("mode", manifest.mode);
-  visit("command", manifest.command);
-  visit("pid", manifest.pid);
-  visit("start_time", manifest.start_time);
-  visit("end_time", manifest.end_time);
-  visit("duration_s", manifest.duration_s);
-  visit("target_cpu_s", manifest.target_cpu_s);
-  visit("pypy_logs", manifest.pypy_logs);
-  visit("pypy_version", manifest.pypy_version);
-  visit("vm", manifest.vm);
-  visit("state", manifest.state);
-  visit("target_exited", manifest.target_exited);
-  visit("host", manifest.host, [](auto& host, auto& nested) { host_fields(host, nested); });
-  visit("clock", manifest.clock, [](auto& clock, auto& nested) { clock_fields(clock, nested); });
-  visit("vmprof", manifest.vmprof, [](auto& vmprof, auto& nested) { vmprof_fields(vmprof, nested); });
-  visit("crash_capture", manifest.crash_capture, [](auto& capture, auto& nested) { crash_capture_fields(capture, nested); });
-  visit("exit", manifest.exit, [](auto& exit, auto& nested) { exit_fields(exit, nested); });
-  visit("sections", manifest.sections, [](auto& sections, auto& nested) { section_fields(sections, nested); });
-  visit("attach", manifest.attach, [](auto& attach, auto& nested) { attach_fields(attach, nested); });
-}
+constexpr auto host_fields = [](auto& host, auto& visit) {
+  visit_fields(visit, "name", host.name, "system", host.system, "release", host.release, "machine", host.machine);
+};
+constexpr auto clock_fields = [](auto& clock, auto& visit) {
+  visit_fields(visit, "monotonic_ns", clock.monotonic_ns, "unix_s", clock.unix_s);
+};
+constexpr auto vmprof_fields = [](auto& vmprof, auto& visit) {
+  visit_fields(visit, "rate_hz", vmprof.rate_hz, "native_frames", vmprof.native_frames);
+};
+// Sampling that was on (refused and off are told apart by the codec).
+constexpr auto perf_fields = [](auto& perf, auto& visit) {
+  visit_fields(visit, "event", perf.event, "rate_hz", perf.rate_hz, "kernel_frames", perf.kernel_frames, "children",
+               perf.children, "samples", perf.samples, "samples_all_processes", perf.samples_all_processes, "lost",
+               perf.lost, "throttled", perf.throttled, "kernel_symbols_named", perf.kernel_symbols_named, "threads",
+               perf.threads, "achieved_hz", perf.achieved_hz);
+};
+constexpr auto crash_capture_fields = [](auto& capture, auto& visit) {
+  visit_fields(visit, "ptrace", capture.ptrace, "reason", capture.reason);
+};
+constexpr auto exit_fields = [](auto& exit, auto& visit) {
+  visit_fields(visit, "code", exit.code, "signal", exit.signal, "signal_name", exit.signal_name, "crash_thread",
+               exit.crash_thread);
+};
+constexpr auto section_fields = [](auto& sections, auto& visit) {
+  visit_fields(visit, "jitlog_bytes", sections.jitlog_bytes, "vmprof_bytes", sections.vmprof_bytes, "jit_code_bytes",
+               sections.jit_code_bytes);
+};
+constexpr auto attach_fields = [](auto& attach, auto& visit) {
+  visit_fields(visit, "jit_names", attach.jit_names, "explanation", attach.explanation, "jitlog_path",
+               attach.jitlog_path, "jit_code_bytes", attach.jit_code_bytes);
+};
+constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
+  visit_fields(visit, "jitprof_version", manifest.jitprof_version, "mode", manifest.mode, "command", manifest.command,
+               "pid", manifest.pid, "start_time", manifest.start_time, "end_time", manifest.end_time, "duration_s",
+               manifest.duration_s, "target_cpu_s", manifest.target_cpu_s, "pypy_logs", manifest.pypy_logs,
+               "pypy_version", manifest.pypy_version, "vm", manifest.vm, "state", manifest.state, "target_exited",
+               manifest.target_exited);
+  visit_objects(visit, "host", manifest.host, host_fields, "clock", manifest.clock, clock_fields, "vmprof",
+                manifest.vmprof, vmprof_fields, "crash_capture", manifest.crash_capture, crash_capture_fields, "exit",
+                manifest.exit, exit_fields, "sections", manifest.sections, section_fields, "attach", manifest.attach,
+                attach_fields);
+};
 
 // Writes each field present into a JSON object.
 struct Writer {
@@ -113,11 +78,11 @@ struct Writer {
   void operator()(const char* key, const std::optional<T>& value) {
     if (value) out[key] = *value;
   }
-  template <class T, class List>
-  void operator()(const char* key, const std::optional<T>& value, List list) {
+  template <class T, class Fields>
+  void operator()(const char* key, const std::optional<T>& value, const Fields& fields) {
     if (!value) return;
     Writer nested{out[key] = json::object()};
-    list(*value, nested);
+    fields(*value, nested);
   }
 };
 
@@ -137,12 +102,12 @@ class Reader {
   void operator()(const char* key, std::optional<T>& out) {
     if (const json* value = find(key)) out = convert<T>(*value, key);
   }
-  template <class T, class List>
-  void operator()(const char* key, std::optional<T>& out, List list) {
+  template <class T, class Fields>
+  void operator()(const char* key, std::optional<T>& out, const Fields& fields) {
     const json* value = find(key);
     if (value == nullptr) return;
     Reader nested(*value, name(key));
-    list(out.emplace(), nested);
+    fields(out.emplace(), nested);
   }
   const json* find(const char* key) const {
     const auto found = object_.find(key);

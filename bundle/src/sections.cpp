@@ -111,18 +111,10 @@ std::vector<std::uint8_t> from_hex(const std::string& hex) {
 const char* task_kind_name(TaskRecord::Kind kind) { return kTaskKinds[static_cast<std::size_t>(kind)]; }
 
 void encode(const MappingRecord& record, std::string& frame) {
-  append_line({{"t", record.time_ns},
-               {"pid", record.pid},
-               {"tid", record.tid},
-               {"start", record.start},
-               {"length", record.length},
-               {"offset", record.file_offset},
-               {"prot", record.prot},
-               {"flags", record.flags},
-               {"major", record.major},
-               {"minor", record.minor},
-               {"inode", record.inode},
-               {"path", record.path}},
+  append_line({{"t", record.time_ns}, {"pid", record.pid}, {"tid", record.tid},
+               {"start", record.start}, {"length", record.length}, {"offset", record.file_offset},
+               {"prot", record.prot}, {"flags", record.flags}, {"major", record.major}, {"minor", record.minor},
+               {"inode", record.inode}, {"path", record.path}},
               frame);
 }
 
@@ -138,13 +130,8 @@ std::vector<MappingRecord> read_mappings(const Bundle& bundle) {
 }
 
 void encode(const TaskRecord& record, std::string& frame) {
-  append_line({{"t", record.time_ns},
-               {"kind", task_kind_name(record.kind)},
-               {"pid", record.pid},
-               {"tid", record.tid},
-               {"ppid", record.parent_pid},
-               {"ptid", record.parent_tid},
-               {"comm", record.comm}},
+  append_line({{"t", record.time_ns}, {"kind", task_kind_name(record.kind)}, {"pid", record.pid}, {"tid", record.tid},
+               {"ppid", record.parent_pid}, {"ptid", record.parent_tid}, {"comm", record.comm}},
               frame);
 }
 

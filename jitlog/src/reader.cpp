@@ -64,13 +64,7 @@ constexpr std::uint32_t kMaxStringBytes = 64u << 20;
 constexpr std::uint16_t kMaxMergePointSlots = 64;
 
 // Merge point semantic types (MP_* in rjitlog.py).
-enum MergeSemantic : std::uint8_t {
-  kFilename = 0x01,
-  kLineno = 0x02,
-  kIndex = 0x04,
-  kScope = 0x08,
-  kOpcode = 0x10,
-};
+enum MergeSemantic : std::uint8_t { kFilename = 0x01, kLineno = 0x02, kIndex = 0x04, kScope = 0x08, kOpcode = 0x10 };
 
 struct MergeSlot {
   std::uint8_t semantic;
@@ -395,8 +389,6 @@ struct JitlogReader::State {
 
 JitlogReader::JitlogReader() : state_(std::make_unique<State>()) {}
 JitlogReader::~JitlogReader() = default;
-JitlogReader::JitlogReader(JitlogReader&&) noexcept = default;
-JitlogReader& JitlogReader::operator=(JitlogReader&&) noexcept = default;
 
 bool JitlogReader::feed(std::span<const std::uint8_t> bytes) {
   State& s = *state_;

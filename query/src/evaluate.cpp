@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
+#include <string_view>
 #include <functional>
 #include <map>
 
@@ -19,23 +21,14 @@ using Clock = std::chrono::steady_clock;
 
 enum class Kind { Traces, Guards, Methods, Ops, Samples };
 
-const char* kind_name(Kind kind) {
-  switch (kind) {
-    case Kind::Traces: return "traces";
-    case Kind::Guards: return "guards";
-    case Kind::Methods: return "methods";
-    case Kind::Ops: return "ops";
-    case Kind::Samples: return "samples";
-  }
-  return "?";
-}
+constexpr std::array<std::string_view, 5> kKindNames = {"traces", "guards", "methods", "ops", "samples"};  // by Kind
 
+const char* kind_name(Kind kind) { return kKindNames[static_cast<std::size_t>(kind)].data(); }
+
+// A collection's kind: loops and bridges are traces too.
 Kind kind_of(const std::string& collection) {
-  if (collection == "guards") return Kind::Guards;
-  if (collection == "methods") return Kind::Methods;
-  if (collection == "ops") return Kind::Ops;
-  if (collection == "samples") return Kind::Samples;
-  return Kind::Traces;  // traces, loops, bridges
+  const auto found = std::find(kKindNames.begin(), kKindNames.end(), collection);
+  return found == kKindNames.end() ? Kind::Traces : static_cast<Kind>(found - kKindNames.begin());
 }
 
 using Mask = std::vector<char>;

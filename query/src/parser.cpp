@@ -20,6 +20,17 @@ struct Token {
   std::size_t column = 0;  // 1-based
 };
 
+// The tokens that are one character long.
+std::optional<Tok> punctuation_token(char c) {
+  switch (c) {
+    case '.': return Tok::Dot;
+    case '(': return Tok::Open;
+    case ')': return Tok::Close;
+    case ',': return Tok::Comma;
+    default: return std::nullopt;
+  }
+}
+
 std::vector<Token> tokenize(std::string_view text, const Limits& limits) {
   std::vector<Token> tokens;
   std::size_t at = 0;
@@ -61,17 +72,8 @@ std::vector<Token> tokenize(std::string_view text, const Limits& limits) {
         throw QueryError(column, fmt::format("strings are limited to {} characters", limits.max_pattern));
       tokens.push_back({Tok::String, value, 0, false, column});
       at = end + 1;
-    } else if (c == '.') {
-      tokens.push_back({Tok::Dot, ".", 0, false, column});
-      ++at;
-    } else if (c == '(') {
-      tokens.push_back({Tok::Open, "(", 0, false, column});
-      ++at;
-    } else if (c == ')') {
-      tokens.push_back({Tok::Close, ")", 0, false, column});
-      ++at;
-    } else if (c == ',') {
-      tokens.push_back({Tok::Comma, ",", 0, false, column});
+    } else if (const auto punctuation = punctuation_token(c)) {
+      tokens.push_back({*punctuation, std::string(1, c), 0, false, column});
       ++at;
     } else if (c == '>' || c == '<' || c == '=' || c == '!') {
       std::string op(1, c);
@@ -163,23 +165,18 @@ class Parser {
     return node;
   }
 
-  std::shared_ptr<Expr> parse_or() {
-    auto left = parse_and();
-    while (at_word("or")) {
+  // OPERAND (WORD OPERAND)*, grouped from the left.
+  std::shared_ptr<Expr> parse_left(const char* word, Expr::Kind kind, std::shared_ptr<Expr> (Parser::*operand)()) {
+    auto left = (this->*operand)();
+    while (at_word(word)) {
       const std::size_t column = next().column;
-      left = binary(Expr::Kind::Or, column, left, parse_and());
+      left = binary(kind, column, left, (this->*operand)());
     }
     return left;
   }
 
-  std::shared_ptr<Expr> parse_and() {
-    auto left = parse_not();
-    while (at_word("and")) {
-      const std::size_t column = next().column;
-      left = binary(Expr::Kind::And, column, left, parse_not());
-    }
-    return left;
-  }
+  std::shared_ptr<Expr> parse_or() { return parse_left("or", Expr::Kind::Or, &Parser::parse_and); }
+  std::shared_ptr<Expr> parse_and() { return parse_left("and", Expr::Kind::And, &Parser::parse_not); }
 
   std::shared_ptr<Expr> parse_not() {
     if (at_word("not")) {

@@ -22,7 +22,6 @@ namespace {
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
-namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 
 constexpr auto kTimeout = std::chrono::seconds(60);  // per read or write: a stalled server is a failure
@@ -120,22 +119,22 @@ net::awaitable<http::response<http::string_body>> attempt(net::io_context& conte
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     co_return response;
   }
-  ssl::context tls(ssl::context::tls_client);
+  net::ssl::context tls(net::ssl::context::tls_client);
   tls.set_default_verify_paths();
   if (!options.ca_file.empty()) {
     boost::system::error_code error;
     tls.load_verify_file(options.ca_file, error);
     if (error) throw UploadError(fmt::format("cannot use {} as a CA file: {}", options.ca_file, error.message()));
   }
-  tls.set_verify_mode(ssl::verify_peer);
+  tls.set_verify_mode(net::ssl::verify_peer);
   beast::ssl_stream<beast::tcp_stream> stream(context, tls);
   // SNI, and the certificate must name the host.
   if (!SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str()))
     throw UploadError("cannot set the TLS server name");
-  stream.set_verify_callback(ssl::host_name_verification(url.host));
+  stream.set_verify_callback(net::ssl::host_name_verification(url.host));
   beast::get_lowest_layer(stream).expires_after(kTimeout);
   co_await beast::get_lowest_layer(stream).async_connect(endpoints, net::use_awaitable);
-  co_await stream.async_handshake(ssl::stream_base::client, net::use_awaitable);
+  co_await stream.async_handshake(net::ssl::stream_base::client, net::use_awaitable);
   auto response = co_await send(stream, url, options, path, total);
   co_return response;
 }

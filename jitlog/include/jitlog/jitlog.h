@@ -185,13 +185,16 @@ struct StageDiff {
 };
 StageDiff diff_stages(const Stage& before, const Stage& after);
 
+// A whole jitlog already in memory (a bundle's JLOG section).
+Forest parse_jitlog(std::span<const std::uint8_t> bytes);
+// Reads a file, gzip-compressed or not. Throws binio::InputError on I/O failure.
+Forest read_jitlog(const std::filesystem::path& path);
+
 // Incremental reader: feed bytes as they arrive (a file, a pipe), then finish.
 class JitlogReader {
  public:
   JitlogReader();
   ~JitlogReader();
-  JitlogReader(JitlogReader&&) noexcept;
-  JitlogReader& operator=(JitlogReader&&) noexcept;
 
   // Returns false once the reader stopped at malformed input.
   bool feed(std::span<const std::uint8_t> bytes);
@@ -204,9 +207,5 @@ class JitlogReader {
   struct State;
   std::unique_ptr<State> state_;
 };
-
-Forest parse_jitlog(std::span<const std::uint8_t> bytes);
-// Reads a file, gzip-compressed or not. Throws binio::InputError on I/O failure.
-Forest read_jitlog(const std::filesystem::path& path);
 
 }  // namespace jitprof::jitlog
