@@ -11,6 +11,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/samples.h"
+#include "bundle/sections.h"
 #include "jitlog/jitlog.h"
 #include "jitlog/resolver.h"
 #include "test_process.h"
@@ -89,13 +90,8 @@ TEST_F(Record, HotLoopBundleHoldsBothLogsAndNamesF) {
 class Places {
  public:
   explicit Places(const jitprof::bundle::Bundle& read) {
-    const auto maps = read.stream(jitprof::bundle::sections::kMaps);
-    std::istringstream lines(std::string(maps.begin(), maps.end()));
-    for (std::string line; std::getline(lines, line);) {
-      const json m = json::parse(line);
-      ranges_.push_back({m["start"].get<std::uint64_t>(), m["start"].get<std::uint64_t>() + m["length"].get<std::uint64_t>(),
-                         m["path"].get<std::string>()});
-    }
+    for (const auto& mapping : jitprof::bundle::read_mappings(read))
+      ranges_.push_back({mapping.start, mapping.start + mapping.length, mapping.path});
   }
   std::string at(std::uint64_t address) const {
     for (const auto& range : ranges_)
@@ -194,13 +190,8 @@ TEST_F(Record, StacksUnwindThroughJitFramesIntoTheInterpreterAndMain) {
 
   // Every native address of every stack is named in the bundle, with the
   // file's build id, so that the bundle reads on another machine.
-  std::map<std::uint64_t, json> symbols;
-  const auto syms = read.stream(jitprof::bundle::sections::kSymbols);
-  std::istringstream lines(std::string(syms.begin(), syms.end()));
-  for (std::string line; std::getline(lines, line);) {
-    const json symbol = json::parse(line);
-    symbols[symbol["address"].get<std::uint64_t>()] = symbol;
-  }
+  std::map<std::uint64_t, jitprof::bundle::SymbolRecord> symbols;
+  for (auto& symbol : jitprof::bundle::read_symbols(read)) symbols[symbol.address] = std::move(symbol);
   std::size_t user_addresses = 0, kernel_addresses = 0;
   for (const auto& row : table.rows) {
     if (row.user_stack != jitprof::bundle::SampleTable::kNoStack)
@@ -209,19 +200,49 @@ TEST_F(Record, StacksUnwindThroughJitFramesIntoTheInterpreterAndMain) {
         if (where == "//anon" || where == "?" || where == "[vdso]") continue;
         ++user_addresses;
         ASSERT_TRUE(symbols.count(address)) << std::hex << address << " in " << where;
-        EXPECT_EQ(symbols[address]["path"], where);
-        EXPECT_EQ(symbols[address]["build_id"].get<std::string>().size(), 40u) << where;
+        EXPECT_EQ(symbols[address].path, where);
+        EXPECT_EQ(symbols[address].build_id.size(), 40u) << where;
       }
     if (row.kernel_stack != jitprof::bundle::SampleTable::kNoStack)
       for (std::uint64_t address : table.stacks[row.kernel_stack]) {
         ++kernel_addresses;
         ASSERT_TRUE(symbols.count(address)) << std::hex << address;
-        EXPECT_EQ(symbols[address]["path"], "[kernel.kallsyms]");
-        EXPECT_FALSE(symbols[address]["name"].get<std::string>().empty());
+        EXPECT_EQ(symbols[address].path, "[kernel.kallsyms]");
+        EXPECT_FALSE(symbols[address].name.empty());
       }
   }
   EXPECT_GT(user_addresses, 1000u);
   if (kernel_addresses == 0) std::cout << "note: no sample of this run hit the kernel\n";
+}
+
+// PyPy's JIT code calls assembler helpers (allocation and write-barrier slow
+// paths) that are not trace frames; stacks must cross them to the interpreter
+// and main, on one thread and on two that allocate and contend for the GIL.
+TEST_F(Record, StacksCrossPyPysAssemblerHelpers) {
+  for (const auto& [name, argv] :
+       std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"demo", {JITPROF_PYPY, std::string(JITPROF_SOURCE_DIR) + "/examples/demo.py"}},
+           {"threads_alloc", {JITPROF_PYPY, std::string(JITPROF_SOURCE_DIR) + "/tests/programs/threads_alloc.py"}}}) {
+    const std::string bundle = path(name + ".jprof");
+    ASSERT_EQ(record(bundle, argv).status, 0) << name;
+    const json samples = info(bundle)["samples"];
+    const double count = samples["count"].get<double>();
+    const double complete = samples["unwind_stops"].value("complete", 0.0);
+    std::cout << name << ": " << complete << " of " << count << " stacks complete; ended: " << samples["unwind_stops"]
+              << "\n";
+    ASSERT_GT(count, 200) << name;
+    EXPECT_GE(complete / count, 0.98) << name << ": " << samples["unwind_stops"];
+    EXPECT_LE(samples["unwind_stops"].value("jit frame", 0.0), 0.01 * count) << name;
+  }
+  // The helpers' samples go to the traces that called them: the allocating
+  // loop's trace, not an anonymous "JIT helper" frame.
+  const Result report = run({JITPROF_BIN, "report", "--json", path("threads_alloc.jprof")});
+  ASSERT_EQ(report.status, 0) << report.err;
+  const json summary = json::parse(report.out);
+  const auto leaf = summary["leaf_categories"];
+  EXPECT_LE(leaf.value("jit-helper", 0.0), 0.01 * summary["samples"].get<double>()) << leaf;
+  ASSERT_FALSE(summary["traces"].empty());
+  EXPECT_EQ(summary["traces"][0]["source"]["function"], "work");
 }
 
 TEST_F(Record, EveryThreadIsSampled) {

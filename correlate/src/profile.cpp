@@ -301,6 +301,9 @@ class Builder {
   struct NativePart {
     std::optional<std::size_t> jit_index;  // first frame (from the leaf) in JIT memory
     std::uint64_t jit_lookup = 0;          // its address, or its call instruction for a return address
+    // The JIT frame right after it, if any: the trace that called it when it
+    // is one of PyPy's assembler helpers (which no jitlog describes).
+    std::optional<std::uint64_t> caller_jit_lookup;
     std::uint32_t frames = 0;              // interned: native frames leafward of it, then kernel frames
   };
 
@@ -318,6 +321,7 @@ class Builder {
       if (!in_jit_memory(row.pid, user[i])) continue;
       part.jit_index = i;
       part.jit_lookup = arch::lookup_address(user[i], i > 0);
+      if (i + 1 < user.size() && in_jit_memory(row.pid, user[i + 1])) part.caller_jit_lookup = arch::call_site(user[i + 1]);
       break;
     }
     // Native frames leafward of the JIT frame; without one, those leafward of
@@ -350,12 +354,13 @@ class Builder {
 
   // The Python frames and trace frame of a JIT sample: the same for every
   // sample at the same op, computed once.
-  std::uint32_t jit_part(const jitlog::TraceResolver::Hit& hit) {
+  std::uint32_t jit_part(const jitlog::TraceResolver::Hit& hit, bool via_helper) {
     const jitlog::Trace& trace = *hit.trace;
     const std::optional<std::size_t> op = hit.op;
-    const std::uint64_t key = (trace.id << 20) ^ (op ? *op + 1 : 0);
+    const std::uint64_t key = (trace.id << 21) ^ ((op ? *op + 1 : 0) << 1) ^ via_helper;
     auto cached = jit_parts_.find(key);
-    if (cached != jit_parts_.end() && cached->second.first == std::make_pair(trace.id, op)) return cached->second.second;
+    if (cached != jit_parts_.end() && cached->second.first == std::make_tuple(trace.id, op, via_helper))
+      return cached->second.second;
     FrameIds inner = jit_python_frames(hit);
     FrameIds frames;
     if (!inner.empty()) {
@@ -368,8 +373,9 @@ class Builder {
     frames.push_back(frame_id({Category::JitTrace,
                                fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
                                source ? source->file : "", source ? source->line : 0, trace.id, ""}));
+    if (via_helper) frames.push_back(helper_frame());
     const std::uint32_t id = intern(std::move(frames), parts_, part_index_);
-    jit_parts_[key] = {std::make_pair(trace.id, op), id};
+    jit_parts_[key] = {std::make_tuple(trace.id, op, via_helper), id};
     return id;
   }
 
@@ -383,17 +389,26 @@ class Builder {
 
     std::uint32_t python_part = kNoPart;
     if (native.jit_index) {
-      const jitlog::TraceResolver::Hit hit = traces_.find(native.jit_lookup, row.time_ns);
+      jitlog::TraceResolver::Hit hit = traces_.find(native.jit_lookup, row.time_ns);
       sample.jit_address = native.jit_lookup;
       if (*native.jit_index == 0) {
         ++profile_.stats.jit;
         profile_.stats.jit_in_trace += hit.trace != nullptr;
         profile_.stats.jit_on_op += hit.op.has_value();
       }
+      // A helper is charged to the trace that called it, at the calling op.
+      bool via_helper = false;
+      if (!hit.trace && native.caller_jit_lookup) {
+        if (const auto caller = traces_.find(*native.caller_jit_lookup, row.time_ns); caller.trace) {
+          hit = caller;
+          via_helper = true;
+          sample.jit_address = *native.caller_jit_lookup;
+        }
+      }
       if (hit.trace) {
         sample.trace = hit.trace->id;
         sample.op = hit.op;
-        python_part = jit_part(hit);
+        python_part = jit_part(hit, via_helper);
         ++profile_.stats.python_from_jit;
       } else {
         python_part = helper_part(row.time_ns);
@@ -424,8 +439,12 @@ class Builder {
     if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
     frames.push_back(!read_.has(bundle::sections::kJitlog)
                          ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
-                         : frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""}));
+                         : helper_frame());
     return intern(std::move(frames), parts_, part_index_);
+  }
+
+  std::uint32_t helper_frame() {
+    return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""});
   }
 
   static constexpr std::uint32_t kNoPart = 0xffffffff;
@@ -445,7 +464,7 @@ class Builder {
   std::unordered_map<std::string, std::uint32_t> part_index_;
   std::unordered_map<std::uint64_t, std::pair<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, NativePart>>
       native_parts_;
-  std::unordered_map<std::uint64_t, std::pair<std::pair<std::uint64_t, std::optional<std::size_t>>, std::uint32_t>>
+  std::unordered_map<std::uint64_t, std::pair<std::tuple<std::uint64_t, std::optional<std::size_t>, bool>, std::uint32_t>>
       jit_parts_;
   std::unordered_map<std::uint64_t, std::uint32_t> stack_of_parts_;
   double vmprof_start_s_ = 0, vmprof_end_s_ = 0;

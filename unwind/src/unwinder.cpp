@@ -100,10 +100,33 @@ int access_fpreg(unw_addr_space_t, unw_regnum_t, unw_fpreg_t*, int, void*) { ret
 int resume(unw_addr_space_t, unw_cursor_t*, void*) { return -UNW_EINVAL; }
 int get_proc_name(unw_addr_space_t, unw_word_t, char*, std::size_t, unw_word_t*, void*) { return -UNW_EINVAL; }
 
-// Steps from a JIT frame to its caller; false when the frame does not look
-// like one set up by PyPy's call header.
-bool step_jit_frame(Context& context) {
+// How far above RSP a JIT frame is looked for: past what an assembler helper
+// (allocation and write-barrier slow paths, stack checks) or a call's stack
+// arguments put below it.
+constexpr std::uint64_t kJitFrameSearchBytes = 1024;
+
+// The RSP of the JIT frame the stack at RSP belongs to: the frame whose
+// shadow-stack entry (arch/x86_64.h) names itself. Nullopt when none is in
+// reach, e.g. in a frame's prologue before the entry is written.
+std::optional<std::uint64_t> find_jit_frame(const Context& context) {
   const std::uint64_t rsp = context.registers[kRsp];
+  for (std::uint64_t frame = rsp; frame <= rsp + kJitFrameSearchBytes; frame += kWordBytes) {
+    const std::uint64_t entry = frame + kJitShadowEntrySlot * kWordBytes;
+    std::uint64_t value = 0, kind = 0;
+    if (!context.read_word(entry + kWordBytes, value)) return std::nullopt;
+    if (value == frame && context.read_word(entry + 2 * kWordBytes, kind) && kind == kShadowStackJitted) return frame;
+  }
+  return std::nullopt;
+}
+
+// Steps from a JIT frame to its caller; false when the frame does not look
+// like one set up by PyPy's call header. Below the frame (in a helper it
+// called), the helper's return address into the frame's code comes first.
+bool step_jit_frame(Context& context, std::vector<std::uint64_t>& frames) {
+  const std::uint64_t rsp = find_jit_frame(context).value_or(context.registers[kRsp]);
+  if (std::uint64_t call_site = 0; rsp > context.registers[kRsp] && context.read_word(rsp - kWordBytes, call_site) &&
+                                   call_site != context.registers[kRip] && context.space->in_jit_code(call_site))
+    frames.push_back(call_site);
   std::uint64_t return_address = 0;
   if (!context.read_word(rsp + arch::kJitFrameWords * arch::kWordBytes, return_address)) return false;
   if (!context.space->is_code(return_address)) return false;
@@ -161,7 +184,7 @@ Result Unwinder::unwind(const AddressSpace& space, const arch::Registers& regist
       break;
     }
     if (space.in_jit_code(context.registers[kRip])) {
-      if (!step_jit_frame(context)) {
+      if (!step_jit_frame(context, result.frames)) {
         result.stop = Stop::JitFrame;
         break;
       }

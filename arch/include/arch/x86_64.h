@@ -50,5 +50,11 @@ inline constexpr std::uint64_t lookup_address(std::uint64_t address, bool return
 inline constexpr std::uint64_t kJitFrameWords = 19 + 4;
 inline constexpr std::uint64_t kJitSavedRegistersSlot = 12;
 inline constexpr std::array<Register, 6> kJitSavedRegisters = {kRbp, kRbx, kR12, kR13, kR14, kR15};
+// The 4 extra words hold vmprof's shadow-stack entry for the frame, pushed by
+// _call_header_vmprof whether vmprof is on or not: {next, value, kind} at
+// word 19, where value is the frame's RSP and kind is JITTED (3). The entry
+// names its own frame, so the frame is found from anywhere below it.
+inline constexpr std::uint64_t kJitShadowEntrySlot = 19;
+inline constexpr std::uint64_t kShadowStackJitted = 3;
 
 }  // namespace jitprof::arch
