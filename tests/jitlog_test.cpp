@@ -961,6 +961,26 @@ TEST(JitlogMachineCode, AsmBeforeAnyOpOfItsStageIsAnError) {
   EXPECT_EQ(forest.error->offset, at);
 }
 
+TEST(JitlogMachineCode, ARepeatedTraceIdIsAnErrorAndWhatCameBeforeIsKept) {
+  // The hostile-input review's case: trace 1 opened a second time with only a noopt stage.
+  JitlogWriter writer;
+  writer.header()
+      .start_trace(1, "loop", 0)
+      .trace_asm(1)
+      .input_args("p0")
+      .asm_addr(0x1000, 0x1100)
+      .resop(opnum::kIntAdd, "i1,i0,1")
+      .machine_code(0x10, Bytes(0x20, 0x90));
+  const std::uint64_t at = writer.size();
+  writer.start_trace(1, "loop", 0).trace(1).input_args("p0").resop(opnum::kIntAdd, "i1,i0,1");
+  const Forest forest = parse(writer);
+  ASSERT_TRUE(forest.error);
+  EXPECT_EQ(forest.error->offset, at + 1);
+  EXPECT_NE(forest.error->message.find("trace 1 was already started"), std::string::npos) << forest.error->message;
+  ASSERT_EQ(forest.traces.size(), 1u);
+  EXPECT_NE(forest.find(1)->stage(StageKind::Asm), nullptr);
+}
+
 TEST(JitlogMachineCode, RangeEndingBeforeItStartsIsAnError) {
   JitlogWriter writer;
   writer.header().start_trace(1, "loop", 0).trace_asm(1).input_args("p0");

@@ -331,6 +331,43 @@ TEST_F(Record, ArgvEnvironmentAndExitStatusAreTheProgramsOwn) {
   EXPECT_EQ(info(path("argv.jprof"))["manifest"]["exit"]["code"], 3);
 }
 
+// vmprof's SIGPROF timer survives execve: an exec'd program must not die of it.
+TEST_F(Record, AProgramTheTargetExecsKeepsRunningAndIsSampled) {
+  const std::string script = program("execs.py",
+                                     "import os\n"
+                                     "s = 0\n"
+                                     "for i in range(3000000):\n"
+                                     "    s += i % 3\n"
+                                     "try:\n"
+                                     "    os.execv('/nonexistent/program', ['x'])\n"
+                                     "except OSError:\n"
+                                     "    print('exec failed, still here', flush=True)\n"
+                                     "for i in range(3000000):\n"
+                                     "    s += i % 3\n"
+                                     "os.execv('/bin/sh', ['sh', '-c', 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; "
+                                     "echo after exec; exit 4'])\n");
+  const Result plain = run({JITPROF_PYPY, script});
+  const std::string bundle = path("execs.jprof");
+  const Result recorded = record(bundle, {JITPROF_PYPY, script});
+  EXPECT_EQ(plain.status, 4) << plain.err;
+  EXPECT_EQ(recorded.status, 4) << recorded.err;
+  EXPECT_EQ(recorded.out, "exec failed, still here\nafter exec\n");
+  EXPECT_EQ(recorded.out, plain.out);
+  // The exec'd shell keeps the target's pid and is sampled on.
+  const auto read = jitprof::bundle::read_bundle(bundle);
+  std::optional<std::uint64_t> exec_time;
+  for (const auto& task : jitprof::bundle::read_tasks(read))
+    if (task.kind == jitprof::bundle::TaskRecord::Kind::Exec && task.comm == "sh") exec_time = task.time_ns;
+  ASSERT_TRUE(exec_time);
+  const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
+  const auto after = std::count_if(table.rows.begin(), table.rows.end(), [&](const auto& row) { return row.time_ns > *exec_time; });
+  EXPECT_GT(after, 10) << "samples of the exec'd program";
+  // PyPy's own logs covered the time before the exec, including the failed one.
+  const json summary = info(bundle);
+  EXPECT_GE(summary["jitlog"]["loops"].get<int>(), 1);
+  EXPECT_GT(summary["vmprof"]["samples"].get<int>(), 0);
+}
+
 TEST_F(Record, TheUsersOwnSitecustomizeStillRuns) {
   const fs::path site = dir_ / "site";
   fs::create_directories(site);

@@ -97,6 +97,7 @@ struct JitlogReader::State {
   // The trace and stage that context-dependent records (ops, merge points,
   // machine code) apply to. Indices, because traces is still growing.
   std::optional<std::size_t> trace_index;
+  std::unordered_map<std::uint64_t, std::size_t> trace_by_id;
   bool stage_open = false;
   std::vector<MergeSlot> slots;  // per stage, from INIT_MERGE_POINT
   unsigned inline_depth = 0;
@@ -214,23 +215,26 @@ struct JitlogReader::State {
     if (forest.header.version >= 2) trace.jitdriver = read_string(in);
     if (kind != "loop" && kind != "bridge")
       in.fail_at(at + 1 + forest.header.word_size, fmt::format("trace type '{}' is neither loop nor bridge", kind));
+    // PyPy numbers traces from one process-wide counter: a repeated id is not a
+    // jitlog PyPy wrote, and would make "trace N" name two traces.
+    if (const auto earlier = trace_by_id.find(trace.id); earlier != trace_by_id.end())
+      in.fail_at(at + 1, fmt::format("trace {} was already started at byte offset {}: trace ids are unique", trace.id,
+                                     forest.traces[earlier->second].file_offset));
     trace.logged_as_bridge = kind == "bridge";
     trace.kind = trace.logged_as_bridge ? TraceKind::Bridge : TraceKind::Loop;
     trace.file_offset = at;
+    trace_index = forest.traces.size();
+    trace_by_id[trace.id] = *trace_index;
     forest.traces.push_back(std::move(trace));
-    trace_index = forest.traces.size() - 1;
     stage_open = false;
   }
 
   void parse_stage(binio::ByteCursor& in, std::uint64_t at, StageKind kind) {
     const std::uint64_t id = read_addr(in);
-    if (!trace_index || forest.traces[*trace_index].id != id) {
-      auto found = std::find_if(forest.traces.rbegin(), forest.traces.rend(),
-                                [id](const Trace& t) { return t.id == id; });
-      if (found == forest.traces.rend())
-        in.fail_at(at, fmt::format("{} stage of trace {} that no START_TRACE opened", stage_name(kind), id));
-      trace_index = static_cast<std::size_t>(forest.traces.rend() - found) - 1;
-    }
+    const auto found = trace_by_id.find(id);
+    if (found == trace_by_id.end())
+      in.fail_at(at, fmt::format("{} stage of trace {} that no START_TRACE opened", stage_name(kind), id));
+    trace_index = found->second;
     Stage& opened = forest.traces[*trace_index].stages.emplace_back();
     opened.kind = kind;
     opened.file_offset = at;

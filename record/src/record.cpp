@@ -55,6 +55,9 @@ def _jitprof_start():
     import atexit
     _jitlog.enable(jitlog_fd)  # PyPy flushes the trace counters into it at exit
     _vmprof.enable(vmprof_fd, period, 0, 0, native, 0)
+    # A program this one execs gets neither pipe.
+    os.set_inheritable(jitlog_fd, False)
+    os.set_inheritable(vmprof_fd, False)
 
     def stop():
         try:
@@ -62,6 +65,23 @@ def _jitprof_start():
         finally:
             os.close(vmprof_fd)
     atexit.register(stop)
+
+    # vmprof's SIGPROF timer outlives execve, and its signal would kill the
+    # new program: the logs stop before an exec, and start again if it fails.
+    def logs_off_around(exec_function):
+        def exec_without_logs(*args, **kwargs):
+            _vmprof.disable()
+            _jitlog.disable()
+            try:
+                return exec_function(*args, **kwargs)
+            except BaseException:
+                _jitlog.enable(jitlog_fd)
+                _vmprof.enable(vmprof_fd, period, 0, 0, native, 0)
+                raise
+        return exec_without_logs
+    # os.execl, execlp, execvp and execvpe all end in these two.
+    os.execv = logs_off_around(os.execv)
+    os.execve = logs_off_around(os.execve)
     # Run the user's own sitecustomize, if any, and let it stand as the
     # module. importlib is loaded only then: it costs the target start-up time.
     if any(os.path.exists(os.path.join(d or ".", "sitecustomize.py")) or

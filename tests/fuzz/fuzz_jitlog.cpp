@@ -25,17 +25,13 @@ void check_invariants(const jl::Forest& forest, std::size_t size) {
   const jl::TraceResolver resolver(forest);
   for (const jl::Trace& trace : forest.traces) {
     check(trace.file_offset < size, "trace offset past the input");
-    check(forest.find(trace.id) != nullptr, "trace id not indexed");
+    check(forest.find(trace.id) == &trace, "trace id not indexed, or not unique");
     if (trace.parent_guard) {
       const jl::Trace* parent = forest.find(trace.parent_guard->trace_id);
       check(parent != nullptr, "parent guard in an unknown trace");
-      // Ids are unique in real logs; with duplicates, find() names only the last one.
-      const bool unique = std::count_if(forest.traces.begin(), forest.traces.end(),
-                                        [&](const jl::Trace& t) { return t.id == parent->id; }) == 1;
       const jl::Stage* stage = parent->stage(jl::StageKind::Asm);
       if (stage == nullptr) stage = parent->stage(jl::StageKind::Opt);
-      if (unique)
-        check(stage != nullptr && trace.parent_guard->op_index < stage->ops.size(), "parent guard op out of range");
+      check(stage != nullptr && trace.parent_guard->op_index < stage->ops.size(), "parent guard op out of range");
     }
     if (trace.code && trace.code->end > trace.code->start) {
       const jl::Trace* at_start = resolver.find(trace.code->start).trace;

@@ -117,7 +117,9 @@ bool start_heat(TraceHeat& heat, const Trace& trace) {
 }
 
 void finish_heat(TraceHeat& heat, const Trace& trace) {
-  const auto sources = jitlog::op_sources(trace, *trace.stage(StageKind::Asm));
+  const Stage* asm_stage = trace.stage(StageKind::Asm);
+  if (asm_stage == nullptr) return;
+  const auto sources = jitlog::op_sources(trace, *asm_stage);
   for (std::size_t i = 0; i < sources.size(); ++i)
     if (sources[i] && heat.per_asm_op[i]) heat.per_source[sources[i]] += heat.per_asm_op[i];
 }

@@ -4,7 +4,9 @@
 // trace; TRACE / TRACE_OPT / TRACE_ASM open its stages (noopt, opt, asm);
 // the records after a stage marker (ops, merge points, machine code) belong
 // to it. Links between traces (bridges, call_assembler, redirects) and the
-// counters are resolved when the reader finishes.
+// counters are resolved when the reader finishes. Trace ids are unique (PyPy
+// numbers traces from one counter): a START_TRACE that repeats an id is
+// malformed input, and the reader stops there.
 #pragma once
 
 #include <cstdint>
