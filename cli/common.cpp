@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include "bundle/bundle.h"
+#include "bundle/text.h"
 #include "views/views.h"
 
 #include <fmt/format.h>
@@ -30,7 +31,7 @@ std::string hex(std::uint64_t value) { return fmt::format("0x{:x}", value); }
 
 void print_json(nlohmann::json view, const std::string& file) {
   view["file"] = file;
-  std::cout << view.dump(2) << "\n";
+  std::cout << bundle::json_text(view, 2) << "\n";
 }
 
 int report_diagnostics(const std::string& file, const std::vector<binio::Diagnostic>& warnings,

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "bundle/bundle.h"
+#include "bundle/text.h"
 #include "commands.h"
 #include "correlate/profile.h"
 #include "common.h"
@@ -237,7 +238,7 @@ int run_trace(const TraceOptions& options) {
   if (options.json) {
     json out = views::trace_json(forest, *trace, kind, heat ? &*heat : nullptr, options.disassemble, &carried);
     out.update(views::diagnostics_json(forest.warnings, forest.error));
-    std::cout << out.dump(2) << "\n";
+    std::cout << bundle::json_text(out, 2) << "\n";
     return report_diagnostics(options.file, forest.warnings, forest.error);
   }
 

@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "bundle/text.h"
 #include "commands.h"
 #include "common.h"
 #include "query/query.h"
@@ -18,7 +19,7 @@ std::string cell(const std::string& column, const json& value) {
   if (column == "share") return fmt::format("{:.1f}%", 100 * value.get<double>());
   if (value.is_number_float()) return fmt::format("{:.3f}", value.get<double>());
   if (value.is_number_unsigned()) return with_commas(value.get<std::uint64_t>());
-  return value.dump();
+  return bundle::json_text(value);
 }
 
 // The query with a caret under the column an error is about.
@@ -44,7 +45,7 @@ int run_query(const QueryOptions& options) {
   if (options.json) {
     json out = query::result_json(result);
     out["query"] = options.text;
-    std::cout << out.dump(2) << "\n";
+    std::cout << bundle::json_text(out, 2) << "\n";
     return correlated->status;
   }
   std::cout << fmt::format("{}: {} match{}\n", result.collection, with_commas(result.total),

@@ -141,15 +141,20 @@ TEST_F(Report, CollapsedStacksCountEverySampleOnce) {
   ASSERT_EQ(collapsed.status, 0) << collapsed.err;
   std::istringstream lines(collapsed.out);
   std::uint64_t total = 0, through_g = 0;
+  std::set<std::string> stacks;
   for (std::string line; std::getline(lines, line);) {
     const std::size_t space = line.rfind(' ');
     ASSERT_NE(space, std::string::npos) << line;
     const std::uint64_t count = std::stoull(line.substr(space + 1));
     total += count;
     if (line.find("f (inlined.py);g (inlined.py);[jit] trace") != std::string::npos) through_g += count;
+    // One line per stack text: the flame graph tools would draw repeats apart.
+    EXPECT_TRUE(stacks.insert(line.substr(0, space)).second) << "repeated: " << line;
   }
   EXPECT_EQ(total, report["samples"].get<std::uint64_t>());
   EXPECT_GT(through_g, 0u) << "g inlined into f's loop trace";
+  // Every leaf outside Python and JIT code has a library to be counted under.
+  for (const auto& [library, count] : report["native_libraries"].items()) EXPECT_FALSE(library.empty()) << count;
 }
 
 TEST_F(Report, SpeedscopeFileHoldsEverySampleWithValidFrameIndices) {

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 
+#include "bundle/text.h"
+#include "text_codec.h"
+
 namespace jitprof::bundle {
 namespace {
 
@@ -66,23 +69,39 @@ constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
                 attach_fields);
 };
 
-// Writes each field present into a JSON object.
+// Writes each field present into a JSON object; text as stored (bytes kept,
+// text_codec.h) or as shown (left to the output's U+FFFD).
 struct Writer {
   json& out;
+  ManifestText text;
 
   template <class T>
   void operator()(const char* key, const T& value) {
-    out[key] = value;
+    out[key] = value_of(value);
   }
   template <class T>
   void operator()(const char* key, const std::optional<T>& value) {
-    if (value) out[key] = *value;
+    if (value) out[key] = value_of(*value);
   }
   template <class T, class Fields>
   void operator()(const char* key, const std::optional<T>& value, const Fields& fields) {
     if (!value) return;
-    Writer nested{out[key] = json::object()};
+    Writer nested{out[key] = json::object(), text};
     fields(*value, nested);
+  }
+
+ private:
+  template <class T>
+  json value_of(const T& value) const {
+    if constexpr (std::is_same_v<T, std::string>) {
+      return text == ManifestText::Stored ? stored_text(value) : json(value);
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      json words = json::array();
+      for (const std::string& word : value) words.push_back(value_of(word));
+      return words;
+    } else {
+      return value;
+    }
   }
 };
 
@@ -122,7 +141,7 @@ class Reader {
     bool ok = false;
     const char* expected = "";
     if constexpr (std::is_same_v<T, std::string>) {
-      ok = value.is_string();
+      if (auto text = text_of(value)) return *text;
       expected = "a string";
     } else if constexpr (std::is_same_v<T, bool>) {
       ok = value.is_boolean();
@@ -131,7 +150,10 @@ class Reader {
       ok = value.is_number();
       expected = "a number";
     } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-      ok = value.is_array() && std::all_of(value.begin(), value.end(), [](const json& word) { return word.is_string(); });
+      T words;
+      for (const json& word : value.is_array() ? value : json::array())
+        if (auto text = text_of(word)) words.push_back(std::move(*text));
+      if (value.is_array() && words.size() == value.size()) return words;
       expected = "a list of strings";
     } else if constexpr (std::is_signed_v<T>) {
       ok = value.is_number_integer();
@@ -149,11 +171,11 @@ class Reader {
 };
 
 // null: sampling was off; {"refused": why}; or the fields of sampling that was on.
-json perf_json(const Manifest::Perf& perf) {
+json perf_json(const Manifest::Perf& perf, ManifestText text) {
   if (perf.state == Manifest::Perf::State::Off) return nullptr;
   if (perf.state == Manifest::Perf::State::Refused) return {{"refused", perf.refused}};
   json out = json::object();
-  Writer writer{out};
+  Writer writer{out, text};
   perf_fields(perf, writer);
   return out;
 }
@@ -176,17 +198,15 @@ Manifest::Perf read_perf(const json& value) {
 
 }  // namespace
 
-json to_json(const Manifest& manifest) {
+json to_json(const Manifest& manifest, ManifestText text) {
   json out = json::object();
-  Writer writer{out};
+  Writer writer{out, text};
   manifest_fields(manifest, writer);
-  if (manifest.perf) out["perf"] = perf_json(*manifest.perf);
+  if (manifest.perf) out["perf"] = perf_json(*manifest.perf, text);
   return out;
 }
 
-std::string encode(const Manifest& manifest) {
-  return to_json(manifest).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
+std::string encode(const Manifest& manifest) { return json_text(to_json(manifest, ManifestText::Stored)); }
 
 Manifest manifest_from_json(const json& document) {
   if (!document.is_object()) throw ManifestError("the manifest is not a JSON object");

@@ -1,5 +1,8 @@
 #include "bundle/sections.h"
 
+#include "bundle/text.h"
+#include "text_codec.h"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -12,8 +15,7 @@ namespace {
 using nlohmann::json;
 
 void append_line(const json& line, std::string& frame) {
-  // Python sources and paths are text; bytes that are not UTF-8 are replaced rather than refused.
-  frame += line.dump(-1, ' ', false, json::error_handler_t::replace);
+  frame += json_text(line);
   frame += '\n';
 }
 
@@ -38,7 +40,7 @@ T field(const json& line, const char* key, T fallback = T{}) {
   const auto found = line.find(key);
   if (found == line.end()) return fallback;
   if constexpr (std::is_same_v<T, std::string>) {
-    return found->is_string() ? found->template get<std::string>() : fallback;
+    return text_of(*found).value_or(fallback);
   } else if constexpr (std::is_same_v<T, bool>) {
     return found->is_boolean() ? found->template get<bool>() : fallback;
   } else if constexpr (std::is_floating_point_v<T>) {
@@ -55,13 +57,13 @@ constexpr std::array<const char*, 4> kTaskKinds = {"fork", "exit", "comm", "exec
 json source_json(const std::vector<SourceLocation>& source) {
   json frames = json::array();
   for (const SourceLocation& frame : source)
-    frames.push_back({{"function", frame.function}, {"file", frame.file}, {"line", frame.line}});
+    frames.push_back({{"function", stored_text(frame.function)}, {"file", stored_text(frame.file)}, {"line", frame.line}});
   return frames;
 }
 
 json symbol_json(const SymbolRecord& record) {
-  json line = {{"pid", record.pid},           {"address", record.address}, {"path", record.path},
-               {"build_id", record.build_id}, {"name", record.name},       {"offset", record.offset}};
+  json line = {{"pid", record.pid},           {"address", record.address},          {"path", stored_text(record.path)},
+               {"build_id", record.build_id}, {"name", stored_text(record.name)}, {"offset", record.offset}};
   if (!record.source.empty()) line["source"] = source_json(record.source);
   return line;
 }
@@ -78,34 +80,6 @@ SymbolRecord symbol_of(const json& line) {
   return record;
 }
 
-std::string to_hex(const std::vector<std::uint8_t>& bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(bytes.size() * 2);
-  for (std::uint8_t byte : bytes) {
-    hex += kDigits[byte >> 4];
-    hex += kDigits[byte & 15];
-  }
-  return hex;
-}
-
-// Stops at the first character that is not a lowercase hex digit.
-std::vector<std::uint8_t> from_hex(const std::string& hex) {
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::vector<std::uint8_t> bytes;
-  bytes.reserve(hex.size() / 2);
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-    const int high = nibble(hex[i]), low = nibble(hex[i + 1]);
-    if (high < 0 || low < 0) break;
-    bytes.push_back(static_cast<std::uint8_t>(high << 4 | low));
-  }
-  return bytes;
-}
-
 }  // namespace
 
 const char* task_kind_name(TaskRecord::Kind kind) { return kTaskKinds[static_cast<std::size_t>(kind)]; }
@@ -114,7 +88,7 @@ void encode(const MappingRecord& record, std::string& frame) {
   append_line({{"t", record.time_ns}, {"pid", record.pid}, {"tid", record.tid},
                {"start", record.start}, {"length", record.length}, {"offset", record.file_offset},
                {"prot", record.prot}, {"flags", record.flags}, {"major", record.major}, {"minor", record.minor},
-               {"inode", record.inode}, {"path", record.path}},
+               {"inode", record.inode}, {"path", stored_text(record.path)}},
               frame);
 }
 
@@ -131,7 +105,7 @@ std::vector<MappingRecord> read_mappings(const Bundle& bundle) {
 
 void encode(const TaskRecord& record, std::string& frame) {
   append_line({{"t", record.time_ns}, {"kind", task_kind_name(record.kind)}, {"pid", record.pid}, {"tid", record.tid},
-               {"ppid", record.parent_pid}, {"ptid", record.parent_tid}, {"comm", record.comm}},
+               {"ppid", record.parent_pid}, {"ptid", record.parent_tid}, {"comm", stored_text(record.comm)}},
               frame);
 }
 
@@ -169,18 +143,20 @@ std::vector<SymbolRecord> read_symbols(const Bundle& bundle) {
 }
 
 void encode(const JitCodeRecord& record, std::string& frame) {
-  append_line({{"pid", record.pid}, {"address", record.address}, {"hex", to_hex(record.bytes)}}, frame);
+  const std::string_view bytes(reinterpret_cast<const char*>(record.bytes.data()), record.bytes.size());
+  append_line({{"pid", record.pid}, {"address", record.address}, {"hex", hex_of(bytes)}}, frame);
 }
 
 std::vector<JitCodeRecord> read_jit_code(const Bundle& bundle) {
   return read_lines<JitCodeRecord>(bundle, JitCodeRecord::kSection, [](const json& line) {
+    const std::string bytes = bytes_of_hex(field<std::string>(line, "hex")).value_or("");
     return JitCodeRecord{field<std::uint32_t>(line, "pid"), field<std::uint64_t>(line, "address"),
-                         from_hex(field<std::string>(line, "hex"))};
+                         std::vector<std::uint8_t>(bytes.begin(), bytes.end())};
   });
 }
 
 void encode(const SourceFileRecord& record, std::string& frame) {
-  append_line({{"file", record.file}, {"text", record.text}}, frame);
+  append_line({{"file", stored_text(record.file)}, {"text", stored_text(record.text)}}, frame);
 }
 
 std::vector<SourceFileRecord> read_source_files(const Bundle& bundle) {
@@ -204,7 +180,7 @@ std::string encode(const CrashRecord& record) {
     entry["jit"] = frame.jit;
     crash["frames"].push_back(std::move(entry));
   }
-  return crash.dump(-1, ' ', false, json::error_handler_t::replace);
+  return json_text(crash);
 }
 
 std::optional<CrashRecord> read_crash(const Bundle& bundle) {

@@ -46,7 +46,11 @@ std::string frame_label(const Frame& frame) {
     case Category::Kernel: return frame.name + " [kernel]";
     case Category::Interpreter:
     case Category::Gc:
-    case Category::Native: return frame.name == file ? "[" + file + "]" : fmt::format("{} [{}]", frame.name, file);
+    case Category::Native: {
+      // "[vdso]" is its own bracket.
+      const std::string library = file.starts_with("[") ? file : "[" + file + "]";
+      return frame.name == file ? library : fmt::format("{} {}", frame.name, library);
+    }
   }
   return frame.name;
 }
@@ -81,7 +85,7 @@ class Builder {
     profile_.forest = jitlog::parse_jitlog(read_.stream(bundle::sections::kJitlog));
     load_manifest();
     load_symbols();
-    load_jit_regions();
+    load_mappings();
     traces_ = trace_resolver(read_, profile_.forest);
     load_vmprof();
     const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
@@ -130,10 +134,23 @@ class Builder {
       symbols_[{symbol.pid, symbol.address}] = std::move(symbol);
   }
 
-  void load_jit_regions() {
-    for (const bundle::MappingRecord& mapping : bundle::read_mappings(read_))
+  void load_mappings() {
+    for (const bundle::MappingRecord& mapping : bundle::read_mappings(read_)) {
       if (symbols::is_jit_memory(mapping.path, mapping.prot))
         jit_regions_[mapping.pid].emplace_back(mapping.start, mapping.start + mapping.length);
+      else
+        mappings_[mapping.pid][mapping.start] = {mapping.start + mapping.length, mapping.path};
+    }
+  }
+
+  // What a process had mapped at an address no symbol names ("[vdso]", a file
+  // jitprof could not read); empty when nothing.
+  std::string mapping_path(std::uint32_t pid, std::uint64_t address) const {
+    const auto mappings = mappings_.find(pid);
+    if (mappings == mappings_.end()) return {};
+    auto after = mappings->second.upper_bound(address);
+    if (after == mappings->second.begin() || address >= std::prev(after)->second.first) return {};
+    return std::prev(after)->second.second;
   }
 
   bool in_jit_memory(std::uint32_t pid, std::uint64_t address) const {
@@ -249,7 +266,10 @@ class Builder {
   void add_native_frames(std::uint32_t pid, std::uint64_t address, FrameIds& frames) {
     auto symbol = symbols_.find({pid, address});
     if (symbol == symbols_.end()) {
-      frames.push_back(frame_id({Category::Native, fmt::format("{:#x}", address), "", 0, std::nullopt, ""}));
+      // Unnamed: the mapping it is in, like an unnamed frame of a library; the address when in none.
+      const std::string path = mapping_path(pid, address);
+      const std::string name = path.empty() ? fmt::format("{:#x}", address) : std::filesystem::path(path).filename().string();
+      frames.push_back(frame_id({Category::Native, name, path, 0, std::nullopt, ""}));
       return;
     }
     const bundle::SymbolRecord& known = symbol->second;
@@ -455,6 +475,7 @@ class Builder {
   std::unordered_map<std::string, std::uint32_t> stack_ids_;
   std::map<std::pair<std::uint32_t, std::uint64_t>, bundle::SymbolRecord> symbols_;
   std::unordered_map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> jit_regions_;
+  std::unordered_map<std::uint32_t, std::map<std::uint64_t, std::pair<std::uint64_t, std::string>>> mappings_;  // start -> (end, path)
   std::map<std::pair<std::string, std::string>, FrameIds> callers_of_;
   std::vector<std::uint32_t> vmprof_stacks_;  // interned parts, in file order
   std::vector<std::optional<std::uint64_t>> vmprof_blocks_;  // each sample's first JIT block

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <unordered_map>
+
+#include "bundle/text.h"
 
 namespace jitprof::exports {
 
@@ -16,17 +19,25 @@ void write_collapsed(const correlate::Profile& profile, std::ostream& out) {
   labels.reserve(profile.frames.size());
   for (const auto& frame : profile.frames) {
     std::string label = correlate::frame_label(frame);
-    // ';' separates frames and the last space the count: keep both out of names.
+    // ';' separates frames, the last space the count and a newline stacks: keep them out of names.
     std::replace(label.begin(), label.end(), ';', ':');
+    std::replace(label.begin(), label.end(), '\n', ' ');
     labels.push_back(std::move(label));
   }
+  // Stacks that differ only in what labels leave out (the line a function
+  // was at) make one line, in the order they first appear.
+  std::vector<std::pair<std::string, std::uint64_t>> lines;
+  std::unordered_map<std::string, std::size_t> line_index;
   for (std::size_t stack = 0; stack < profile.stacks.size(); ++stack) {
     if (counts[stack] == 0) continue;
     std::string line;
     for (std::uint32_t id : profile.stacks[stack]) line += (line.empty() ? "" : ";") + labels[id];
     if (line.empty()) line = "[unknown]";
-    out << line << ' ' << counts[stack] << '\n';
+    const auto [at, fresh] = line_index.try_emplace(line, lines.size());
+    if (fresh) lines.emplace_back(std::move(line), 0);
+    lines[at->second].second += counts[stack];
   }
+  for (const auto& [line, count] : lines) out << line << ' ' << count << '\n';
 }
 
 void write_speedscope(const correlate::Profile& profile, const std::string& name, std::ostream& out) {
@@ -73,7 +84,7 @@ void write_speedscope(const correlate::Profile& profile, const std::string& name
                          {"name", name},
                          {"activeProfileIndex", 0},
                          {"exporter", "jitprof " JITPROF_VERSION}};
-  out << document.dump() << '\n';
+  out << bundle::json_text(document) << '\n';
 }
 
 std::string trace_symbol(const jitlog::Trace& trace) {

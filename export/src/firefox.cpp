@@ -9,6 +9,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "bundle/text.h"
 #include "export/export.h"
 
 namespace jitprof::exports {
@@ -225,7 +226,7 @@ void write_firefox(const correlate::Profile& profile, const std::string& name, s
       {"threads", std::move(threads)},
       {"processes", json::array()},
       {"pausedRanges", json::array()}};
-  out << document.dump() << '\n';
+  out << bundle::json_text(document) << '\n';
 }
 
 }  // namespace jitprof::exports

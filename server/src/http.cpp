@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "bundle/text.h"
 #include "server/server.h"
 #include "query_cache.h"
 #include "store.h"
@@ -42,7 +43,7 @@ struct Response {
   bool cache = false;       // views of a stored bundle, which never change
 };
 
-Response json_response(http::status status, const json& body) { return {status, "application/json", body.dump(), {}, false}; }
+Response json_response(http::status status, const json& body) { return {status, "application/json", bundle::json_text(body), {}, false}; }
 Response error_response(http::status status, const std::string& message) {
   return json_response(status, {{"error", message}});
 }

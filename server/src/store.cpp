@@ -20,6 +20,7 @@
 #include "binio/binio.h"
 #include "bundle/bundle.h"
 #include "bundle/manifest.h"
+#include "bundle/text.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "views/views.h"
@@ -343,7 +344,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   const auto heats = views::heat_of_traces(profile);
   const views::SourceFiles files = views::source_files(read, profile.forest);
   auto store_view = [&](std::string name, const json& view) {
-    const std::string text = view.dump();
+    const std::string text = bundle::json_text(view);
     indexed->views.push_back({std::move(name), text.size(), deflate_text(text)});
   };
   store_view("summary", summary);

@@ -74,7 +74,7 @@ Summary summarize(const Profile& profile) {
     const auto& leaf = profile.frames[stack.back()];
     ++summary.leaf_categories[correlate::category_name(leaf.category)];
     if (leaf.category == Category::Native || leaf.category == Category::Interpreter || leaf.category == Category::Gc) {
-      const std::string library = std::filesystem::path(leaf.file).filename().string();
+      const std::string library = leaf.file.empty() ? "[unknown]" : std::filesystem::path(leaf.file).filename().string();
       ++summary.native_libraries[library];
       if (leaf.name != library && !leaf.name.starts_with("0x")) {
         NativeFunction& function = summary.native_functions[{leaf.name, leaf.file}];

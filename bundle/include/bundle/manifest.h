@@ -90,7 +90,11 @@ class ManifestError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-nlohmann::json to_json(const Manifest& manifest);
+// Text that is not UTF-8 (an argument, a path): as a bundle stores it, every
+// byte kept ({"hex": ...}), or as shown to people and tools (plain strings,
+// which JSON output turns into U+FFFD where they are not UTF-8).
+enum class ManifestText : std::uint8_t { Stored, Shown };
+nlohmann::json to_json(const Manifest& manifest, ManifestText text = ManifestText::Shown);
 std::string encode(const Manifest& manifest);
 // Throws ManifestError naming the field that is not what it must be.
 Manifest manifest_from_json(const nlohmann::json& document);
