@@ -2,10 +2,13 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <iostream>
 
 #include "binio/binio.h"
 #include "commands.h"
+#include "terminal.h"
 
 namespace {
 
@@ -27,6 +30,9 @@ void add_view_options(CLI::App* command, jitprof::cli::ViewOptions& options, con
 
 int main(int argc, char** argv) {
   using namespace jitprof::cli;
+  // Names from profiled programs reach terminals escaped (cli/terminal.h).
+  TerminalText terminal_out(std::cout, STDOUT_FILENO);
+  TerminalText terminal_err(std::cerr, STDERR_FILENO);
   CLI::App app{"jitprof: profile PyPy programs across Python code, JIT traces and native code"};
   app.set_version_flag("--version", std::string("jitprof ") + JITPROF_VERSION);
   app.require_subcommand(1);

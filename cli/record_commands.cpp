@@ -13,6 +13,7 @@
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
 #include "record/record.h"
+#include "terminal.h"
 #include "views/views.h"
 #include "vmprof/profile.h"
 
@@ -27,7 +28,7 @@ int run_record(const RecordOptions& options) {
   settings.rate_hz = options.rate_hz;
   if (options.pypy) settings.pypy = true;
   if (options.no_pypy) settings.pypy = false;
-  settings.progress = ::isatty(STDERR_FILENO) && !options.quiet;
+  if (::isatty(STDERR_FILENO) && !options.quiet) settings.progress = status_line;
   settings.perf = !options.no_perf;
   settings.children = options.children;
   settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
@@ -50,7 +51,7 @@ int run_attach(const AttachOptions& options) {
   settings.output = options.output;
   settings.duration_s = options.duration_s;
   settings.rate_hz = options.rate_hz;
-  settings.progress = ::isatty(STDERR_FILENO) && !options.quiet;
+  if (::isatty(STDERR_FILENO) && !options.quiet) settings.progress = status_line;
   if (!options.quiet) settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::AttachOutcome outcome = record::attach(settings);
   if (!options.quiet) {

@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "terminal.h"
 #include "views/views.h"
 
 namespace jitprof::cli {
@@ -17,13 +18,24 @@ namespace {
 
 using nlohmann::json;
 
+// Bold titles and red shares, on a terminal and unless NO_COLOR is set.
 class Style {
  public:
   Style() : on_(::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr) {}
-  std::string title(const std::string& text) const { return on_ ? "\033[1m" + text + "\033[0m" : text; }
-  std::string hot(const std::string& text) const { return on_ ? "\033[31m" + text + "\033[0m" : text; }
+  // A blank line, then the title on a line of its own.
+  void title(const std::string& text) const {
+    std::cout << "\n";
+    write("\033[1m", text);
+    std::cout << "\n";
+  }
+  void hot(const std::string& text) const { write("\033[31m", text); }
 
  private:
+  void write(std::string_view color, const std::string& text) const {
+    if (on_) TerminalText::control(std::cout, color);
+    std::cout << text;
+    if (on_) TerminalText::control(std::cout, "\033[0m");
+  }
   bool on_;
 };
 
@@ -61,15 +73,16 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
                            count(jit["samples"]), count(jit["in_traces"]), count(jit["on_ops"]),
                            percent(jit["on_ops"].get<double>(), jit["samples"].get<double>()));
 
-  std::cout << "\n" << style.title("Python functions (self = innermost Python frame)") << "\n";
+  style.title("Python functions (self = innermost Python frame)");
   std::cout << fmt::format("{:>7} {:>8} {:>7} {:>8}  {}\n", "self%", "self", "total%", "total", "function");
-  for (const auto& function : report["functions"])
-    std::cout << fmt::format("{:>7} {:>8} {:>7} {:>8}  {}  {}:{}\n", style.hot(share(function["self"])),
-                             count(function["self"]), share(function["total"]), count(function["total"]),
-                             function["name"].get<std::string>(), function["file"].get<std::string>(),
-                             function["line"].get<std::int64_t>());
+  for (const auto& function : report["functions"]) {
+    style.hot(fmt::format("{:>7}", share(function["self"])));
+    std::cout << fmt::format(" {:>8} {:>7} {:>8}  {}  {}:{}\n", count(function["self"]), share(function["total"]),
+                             count(function["total"]), function["name"].get<std::string>(),
+                             function["file"].get<std::string>(), function["line"].get<std::int64_t>());
+  }
 
-  std::cout << "\n" << style.title("Hot traces") << "\n";
+  style.title("Hot traces");
   for (const auto& trace : report["traces"]) {
     if (!trace.contains("type")) continue;
     std::cout << fmt::format("{:>7} {:>8}  {} {}  entries {}  label passes {}  {}\n", share(trace["samples"]),
@@ -86,7 +99,7 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
   }
 
   if (!report["anonymous_jit_code"].empty()) {
-    std::cout << "\n" << style.title("JIT code without a jitlog (read from the process; hottest regions)") << "\n";
+    style.title("JIT code without a jitlog (read from the process; hottest regions)");
     for (const auto& region : report["anonymous_jit_code"]) {
       std::cout << fmt::format("{:>7} {:>8}  {:#x}-{:#x} in process {}\n", share(region["samples"]),
                                count(region["samples"]), region["start"].get<std::uint64_t>(),
@@ -105,17 +118,16 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
     }
   }
 
-  std::cout << "\n" << style.title("Where samples ended") << "\n";
+  style.title("Where samples ended");
   for (const auto& [category, samples] : ranked(report["leaf_categories"], 20))
     std::cout << fmt::format("{:>7} {:>8}  {}\n", percent(double(samples), total), with_commas(samples), category);
   if (!report["native_libraries"].empty()) {
-    std::cout << "\n" << style.title("Native code by library") << "\n";
+    style.title("Native code by library");
     for (const auto& [library, samples] : ranked(report["native_libraries"], top))
       std::cout << fmt::format("{:>7} {:>8}  {}\n", percent(double(samples), total), with_commas(samples), library);
   }
   if (!report["native_functions"].empty()) {
-    std::cout << "\n" << style.title("Native functions (self; hottest source line where the binary has debug information)")
-              << "\n";
+    style.title("Native functions (self; hottest source line where the binary has debug information)");
     for (const auto& function : report["native_functions"]) {
       std::string hottest;
       if (!function["lines"].empty()) {
@@ -129,7 +141,7 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
     }
   }
 
-  std::cout << "\n" << style.title("Threads") << "\n";
+  style.title("Threads");
   for (const auto& thread : report["threads"])
     std::cout << fmt::format("{:>7} {:>8}  thread {}{}\n", share(thread["samples"]), count(thread["samples"]),
                              thread["tid"].get<std::uint32_t>(),

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "terminal.h"
 #include "server/server.h"
 #include "uploader/uploader.h"
 
@@ -22,20 +23,22 @@ int upload_bundle(const std::string& file, const std::string& server, const std:
   const bool bar = !quiet && ::isatty(STDERR_FILENO);
   if (bar)
     options.progress = [](std::uint64_t sent, std::uint64_t total) {
-      std::cerr << fmt::format("\r\033[Kjitprof: uploading {} of {} bytes ({})", with_commas(sent), with_commas(total),
-                               percent(double(sent), double(total)))
-                << std::flush;
+      status_line(fmt::format("jitprof: uploading {} of {} bytes ({})", with_commas(sent), with_commas(total),
+                              percent(double(sent), double(total))));
     };
-  options.notice = [bar](const std::string& message) { std::cerr << (bar ? "\r\033[K" : "") << "jitprof: " << message << "\n"; };
+  options.notice = [bar](const std::string& message) {
+    if (bar) status_line("");
+    std::cerr << "jitprof: " << message << "\n";
+  };
   try {
     const uploader::Result result = uploader::upload(file, options);
-    if (bar) std::cerr << "\r\033[K";
+    if (bar) status_line("");
     if (!quiet)
       std::cerr << fmt::format("jitprof: {} {}\n", result.existed ? "already on the server:" : "uploaded:", file);
     std::cout << result.url << "\n";
     return 0;
   } catch (const uploader::UploadError& error) {
-    if (bar) std::cerr << "\r\033[K";
+    if (bar) status_line("");
     std::cerr << "jitprof: error: " << error.what() << "\n";
     return 1;
   }

@@ -9,6 +9,7 @@
 #include "bundle/bundle.h"
 #include "bundle/manifest.h"
 #include "bundle/sections.h"
+#include "bundle/text.h"
 
 namespace {
 
@@ -77,12 +78,28 @@ TEST(Sections, MalformedLinesAreSkippedAndALineCutShortIsDropped) {
   EXPECT_TRUE(tasks.empty());
 }
 
-TEST(Sections, SourceTextThatIsNotUtf8IsKeptWithReplacementCharacters) {
-  std::string text;
-  bundle::encode(bundle::SourceFileRecord{"/app/latin1.py", "# caf\xe9\nx = 1\n"}, text);
-  const auto sources = bundle::read_source_files(bundle_of({{bundle::sections::kSources, text}}));
-  ASSERT_EQ(sources.size(), 1u);
-  EXPECT_EQ(sources[0].text, "# caf\xef\xbf\xbd\nx = 1\n");
+TEST(Sections, TextThatIsNotUtf8IsKeptByteForByte) {
+  // A Latin-1 source file, a path and a thread name with bytes that are not UTF-8.
+  const bundle::SourceFileRecord source{"/app/caf\xe9.py", "# caf\xe9\nx = 1\n"};
+  const bundle::TaskRecord task{bundle::TaskRecord::Kind::Comm, 1, 2, 3, 0, 0, "w\xff\x1b"};
+  std::string sources, tasks;
+  bundle::encode(source, sources);
+  bundle::encode(task, tasks);
+  EXPECT_TRUE(bundle::is_utf8(sources)) << "the section itself is JSON, hence UTF-8";
+  EXPECT_EQ(bundle::read_source_files(bundle_of({{bundle::sections::kSources, sources}})), std::vector{source});
+  EXPECT_EQ(bundle::read_tasks(bundle_of({{bundle::sections::kTasks, tasks}})), std::vector{task});
+}
+
+TEST(Sections, Utf8IsToldFromOtherBytes) {
+  EXPECT_TRUE(bundle::is_utf8("plain ascii"));
+  EXPECT_TRUE(bundle::is_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\x8d"));
+  EXPECT_FALSE(bundle::is_utf8("caf\xe9"));                  // Latin-1
+  EXPECT_FALSE(bundle::is_utf8("\xc0\xaf"));                 // overlong '/'
+  EXPECT_FALSE(bundle::is_utf8("hot\xed\xb3\xbf"));          // a lone surrogate, as PyPy encodes '\udcff'
+  EXPECT_FALSE(bundle::is_utf8("\xe2\x82"));                 // cut short
+  EXPECT_FALSE(bundle::is_utf8("\xf4\x90\x80\x80"));         // past U+10FFFF
+  // Output shows them as U+FFFD rather than failing.
+  EXPECT_EQ(bundle::json_text(nlohmann::json{{"name", "hot\xed\xb3\xbf"}}), "{\"name\":\"hot\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}");
 }
 
 TEST(Sections, TheCrashRecordComesBackWithItsRegistersAndFrames) {
@@ -137,6 +154,16 @@ TEST(Manifest, ComesBackAsWrittenAndTheNewestFrameWins) {
   EXPECT_EQ(bundle::to_json(*read.manifest), bundle::to_json(complete));
   EXPECT_EQ(read.manifest->exit->signal_name, "SIGSEGV");
   EXPECT_EQ(read.manifest->perf->achieved_hz, 981.5);
+}
+
+TEST(Manifest, ArgumentsThatAreNotUtf8AreStoredExactlyAndShownReplaced) {
+  bundle::Manifest manifest = recorded_manifest();
+  manifest.command = {"/bin/echo", "arg\xff", "caf\xc3\xa9"};
+  const auto read = bundle::read_manifest(bundle_of({{bundle::sections::kManifest, bundle::encode(manifest)}}));
+  ASSERT_TRUE(read.manifest) << read.error;
+  EXPECT_EQ(read.manifest->command, manifest.command);
+  const std::string shown = bundle::json_text(bundle::to_json(*read.manifest)["command"]);
+  EXPECT_EQ(shown, "[\"/bin/echo\",\"arg\xef\xbf\xbd\",\"caf\xc3\xa9\"]");
 }
 
 TEST(Manifest, PerfOffRefusedAndOnAreTold) {

@@ -242,7 +242,7 @@ class Attacher {
     session_->stop_sampling();
     if (!live_ && !outcome_.target_exited) read_jit_code(pid);
     read_jitlog();  // what the target wrote until the end, or until it exited
-    session_->clear_progress(options_.progress);
+    if (options_.progress) options_.progress("");
 
     outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
     outcome_.samples = session_->samples();

@@ -349,7 +349,7 @@ class Recorder {
     watcher_->wait();
     session_.stop_sampling();  // drains what the kernel still holds
     session_.flush();
-    session_.clear_progress(options_.progress);
+    if (options_.progress) options_.progress("");
     return watcher_->status();
   }
 

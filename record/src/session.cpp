@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <iostream>
 
 #include "sources.h"
 
@@ -94,7 +93,7 @@ void Session::add_vmprof(std::span<const std::uint8_t> bytes) {
   vmprof_bytes_ += bytes.size();
 }
 
-void Session::tick(bool progress, const char* verb) {
+void Session::tick(const std::function<void(const std::string&)>& progress, const char* verb) {
   const auto now = Clock::now();
   if (now - last_flush_ > std::chrono::milliseconds(500)) {
     flush();
@@ -106,13 +105,8 @@ void Session::tick(bool progress, const char* verb) {
   std::string logs = fmt::format("{} traces compiled, jitlog {} KiB", live_jitlog_.traces_so_far(), jitlog_bytes_ / 1024);
   if (jitlog_bytes_ == 0 && vmprof_bytes_ == 0) logs = "no jitlog";
   if (vmprof_bytes_ > 0) logs += fmt::format(", vmprof {} KiB", vmprof_bytes_ / 1024);
-  std::cerr << fmt::format("\r\033[Kjitprof: {} {:.1f} s, {} samples ({:.0f}/s), {}", verb, elapsed, samples(),
-                           elapsed > 0 ? double(samples()) / elapsed : 0.0, logs)
-            << std::flush;
-}
-
-void Session::clear_progress(bool progress) const {
-  if (progress) std::cerr << "\r\033[K";
+  progress(fmt::format("jitprof: {} {:.1f} s, {} samples ({:.0f}/s), {}", verb, elapsed, samples(),
+                       elapsed > 0 ? double(samples()) / elapsed : 0.0, logs));
 }
 
 void Session::flush() {

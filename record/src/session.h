@@ -70,11 +70,10 @@ class Session {
   std::uint64_t jitlog_bytes() const { return jitlog_bytes_; }
   std::uint64_t vmprof_bytes() const { return vmprof_bytes_; }
 
-  // From the command's loop: flushes every 500 ms, redraws the progress line
-  // (`verb`: "recording", "attached") when `progress`.
-  void tick(bool progress, const char* verb);
+  // From the command's loop: flushes every 500 ms, and hands `progress` a
+  // status line (`verb`: "recording", "attached") every 250 ms.
+  void tick(const std::function<void(const std::string&)>& progress, const char* verb);
   void flush();
-  void clear_progress(bool progress) const;
 
   // Appends the Python sources of the jitlog's traces (SRCS), the perf
   // counts (achieved rate per `target_cpu_s`), the complete manifest; fsyncs.

@@ -18,7 +18,8 @@ struct Options {
   std::filesystem::path output;
   unsigned rate_hz = 1000;           // vmprof sampling rate
   std::optional<bool> pypy;          // enable PyPy's logs; by default when the program is pypy/pypy3
-  bool progress = false;             // a one-line status on stderr while recording
+  // Shows a one-line status while recording (every 250 ms), and "" at the end; none when empty.
+  std::function<void(const std::string&)> progress;
   bool perf = true;                  // sample with perf_event_open (else PyPy's vmprof only)
   bool children = false;             // keep samples of child processes too
   std::function<void(const std::string&)> notice;  // one-line messages for the user
@@ -46,7 +47,7 @@ struct AttachOptions {
   std::filesystem::path output;
   double duration_s = 0;     // 0: until interrupted or the target exits
   unsigned rate_hz = 1000;
-  bool progress = false;
+  std::function<void(const std::string&)> progress;  // as Options::progress
   std::function<void(const std::string&)> notice;
 };
 

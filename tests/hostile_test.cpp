@@ -1,0 +1,124 @@
+// End-to-end: what a profiled program (or a crafted file) can put into names
+// and bytes must neither break jitprof nor reach a terminal as control codes.
+// The inputs are made here, by real pypy3 runs and code, not stored binaries.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "bundle/bundle.h"
+#include "support/jitlog_writer.h"
+#include "test_process.h"
+
+namespace fs = std::filesystem;
+using jitprof::testing::Result;
+using nlohmann::json;
+
+namespace {
+
+// A hot function whose name holds an OSC title write, BEL, a screen erase, a
+// C1 CSI and a lone surrogate (not UTF-8 once encoded), in a file whose name
+// holds another erase.
+constexpr const char* kHostileProgram = R"PY(import sys
+src = '''
+def hot(n):
+    s = 0
+    for i in range(n):
+        s += i % 7
+    return s
+hot.__code__ = hot.__code__.replace(co_name="hot\\x1b]0;pwned\\x07\\x1b[2J\\u009b31m\\udcff")
+print(hot(20000000))
+'''
+exec(compile(src, "evil\x1b[2J.py", "exec"))
+)PY";
+
+class Hostile : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("jitprof-hostile-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "evil.py") << kHostileProgram;
+    const Result recorded = run({JITPROF_BIN, "record", "-q", "-o", bundle(), "--", JITPROF_PYPY, (dir_ / "evil.py").string()});
+    ASSERT_EQ(recorded.status, 0) << recorded.err;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static std::string bundle() { return (dir_ / "evil.jprof").string(); }
+  static Result run(const std::vector<std::string>& argv) { return jitprof::testing::run_command(argv, dir_); }
+
+  // What a terminal receives from a command run on a pseudo-terminal (util-linux script).
+  static std::string on_terminal(const std::vector<std::string>& argv) {
+    std::string command = "NO_COLOR=1";
+    for (const std::string& word : argv) command += " " + jitprof::testing::shell_quote(word);
+    const Result result = run({"script", "-qfec", command, "/dev/null"});
+    EXPECT_EQ(result.status, 0) << command << "\n" << result.out << result.err;
+    return result.out;
+  }
+
+  static inline fs::path dir_;
+};
+
+TEST_F(Hostile, NamesWithEscapeSequencesReachTheTerminalEscaped) {
+  const Result report = run({JITPROF_BIN, "report", "--json", bundle()});
+  ASSERT_EQ(report.status, 0) << report.err;
+  const json summary = json::parse(report.out);
+  std::string trace;
+  for (const auto& each : summary["traces"])
+    if (each["source"]["file"] == "evil\x1b[2J.py") trace = std::to_string(each["id"].get<std::uint64_t>());
+  ASSERT_FALSE(trace.empty()) << "the hot loop's trace";
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"report", bundle()}, {"top", bundle()}, {"query", bundle(), "methods"},
+        {"query", bundle(), "traces"}, {"info", bundle()}, {"jitlog", bundle()}, {"trace", bundle(), trace},
+        {"trace", bundle(), trace, "--stage", "asm", "--asm"}, {"profile", bundle()}, {"report", "--json", bundle()}}) {
+    std::vector<std::string> argv = {JITPROF_BIN};
+    argv.insert(argv.end(), command.begin(), command.end());
+    const std::string shown = on_terminal(argv);
+    const std::string name = command[0] + (command.size() > 2 ? " " + command[1] : "");
+    EXPECT_EQ(shown.find('\x1b'), std::string::npos) << name;
+    EXPECT_EQ(shown.find('\x07'), std::string::npos) << name;
+    EXPECT_EQ(shown.find("\xc2\x9b"), std::string::npos) << name;
+    if (command[0] != "info") {
+      EXPECT_TRUE(shown.find("\\x1b") != std::string::npos || shown.find("\\u001b") != std::string::npos)
+          << name << ": the name is shown, escaped";
+    }
+  }
+}
+
+TEST_F(Hostile, NamesThatAreNotUtf8SurviveJsonAndExports) {
+  const Result report = run({JITPROF_BIN, "report", "--json", bundle()});
+  ASSERT_EQ(report.status, 0) << report.err;
+  bool hot = false;
+  const json summary = json::parse(report.out);
+  for (const auto& function : summary["functions"])
+    hot |= function["name"].get<std::string>().starts_with("hot\x1b]0;pwned");
+  EXPECT_TRUE(hot) << "U+FFFD where the name is not UTF-8, the rest kept";
+  for (const std::string format : {"speedscope", "firefox", "collapsed", "pprof"}) {
+    const std::string out = (dir_ / ("evil." + format)).string();
+    const Result exported = run({JITPROF_BIN, "export", bundle(), "-f", format, "-o", out});
+    EXPECT_EQ(exported.status, 0) << format << ": " << exported.err;
+    EXPECT_GT(fs::file_size(out), 100u) << format;
+  }
+  const json speedscope = json::parse(jitprof::testing::slurp(dir_ / "evil.speedscope"));
+  EXPECT_FALSE(speedscope["shared"]["frames"].empty());
+}
+
+TEST_F(Hostile, ArgumentsThatAreNotUtf8AreRecordedByteForByte) {
+  const std::string argument = "arg\xff\xfe";
+  const std::string out = (dir_ / "echo.jprof").string();
+  const Result recorded = run({JITPROF_BIN, "record", "-q", "-o", out, "--", "/bin/echo", argument});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  EXPECT_EQ(recorded.out, argument + "\n") << "the target ran with the argument as given";
+  const Result info = run({JITPROF_BIN, "info", "--json", out});
+  ASSERT_EQ(info.status, 0) << info.err;
+  EXPECT_EQ(json::parse(info.out)["manifest"]["command"][1], "arg\xef\xbf\xbd\xef\xbf\xbd");
+  // The bundle itself keeps the bytes.
+  const auto read = jitprof::bundle::read_bundle(out);
+  const auto* manifest = read.latest(jitprof::bundle::sections::kManifest);
+  ASSERT_NE(manifest, nullptr);
+  EXPECT_NE(std::string(manifest->data.begin(), manifest->data.end()).find("\"hex\":\"617267fffe\""), std::string::npos);
+}
+
+}  // namespace
