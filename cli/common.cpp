@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 
@@ -75,6 +76,10 @@ std::optional<Correlated> load_correlated(const std::string& file, const std::st
   result.bundle = bundle::read_bundle(file);
   result.status = report_diagnostics(file, result.bundle.warnings, result.bundle.error);
   result.profile = correlate::correlate(result.bundle);
+  // An absent jitlog is no error: PyPy compiled nothing, or its logs were off.
+  const jitlog::Forest& forest = result.profile.forest;
+  if (result.bundle.has(bundle::sections::kJitlog))
+    result.status = std::max(result.status, report_diagnostics(file + " (jitlog section)", forest.warnings, forest.error));
   if (result.profile.samples.empty()) {
     std::cerr << fmt::format("jitprof: error: {} has no samples {}: neither perf's nor PyPy's own\n", file, purpose);
     return std::nullopt;

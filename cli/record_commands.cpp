@@ -192,10 +192,11 @@ int run_info(const ViewOptions& options) {
                              with_commas(vmprof["code_objects"].get<std::size_t>()));
   else
     std::cout << "vmprof: none\n";
+  // Malformed sections make the status 1 too: what was shown is what came before the bad byte.
   const int status = report_diagnostics(options.file, read.warnings, read.error);
-  report_diagnostics(options.file + " (jitlog section)", jitlog["diagnostics"]);
-  report_diagnostics(options.file + " (vmprof section)", vmprof["diagnostics"]);
-  return status;
+  const int jitlog_status = report_diagnostics(options.file + " (jitlog section)", jitlog["diagnostics"]);
+  const int vmprof_status = report_diagnostics(options.file + " (vmprof section)", vmprof["diagnostics"]);
+  return std::max({status, jitlog_status, vmprof_status});
 }
 
 }  // namespace jitprof::cli

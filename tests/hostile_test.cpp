@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bundle/bundle.h"
+#include "jitlog/jitlog.h"
 #include "support/jitlog_writer.h"
 #include "test_process.h"
 
@@ -47,6 +48,9 @@ class Hostile : public ::testing::Test {
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   static std::string bundle() { return (dir_ / "evil.jprof").string(); }
+  static std::uint64_t jitlog_first_id(const jitprof::bundle::Bundle& read) {
+    return jitprof::jitlog::parse_jitlog(read.stream(jitprof::bundle::sections::kJitlog)).traces.front().id;
+  }
   static Result run(const std::vector<std::string>& argv) { return jitprof::testing::run_command(argv, dir_); }
 
   // What a terminal receives from a command run on a pseudo-terminal (util-linux script).
@@ -119,6 +123,33 @@ TEST_F(Hostile, ArgumentsThatAreNotUtf8AreRecordedByteForByte) {
   const auto* manifest = read.latest(jitprof::bundle::sections::kManifest);
   ASSERT_NE(manifest, nullptr);
   EXPECT_NE(std::string(manifest->data.begin(), manifest->data.end()).find("\"hex\":\"617267fffe\""), std::string::npos);
+}
+
+// The hostile-input review's crash: a real bundle plus one JLOG frame that
+// opens a trace a second time with only a noopt stage.
+TEST_F(Hostile, ATraceOpenedTwiceIsReportedNotACrash) {
+  const auto read = jitprof::bundle::read_bundle(bundle());
+  const std::string crafted = (dir_ / "twice.jprof").string();
+  {
+    jitprof::bundle::BundleWriter writer(crafted);
+    for (const auto& frame : read.frames) writer.append(frame.type, frame.data);
+    const auto jitlog = jitprof::jitlog::parse_jitlog(read.stream(jitprof::bundle::sections::kJitlog));
+    ASSERT_FALSE(jitlog.traces.empty());
+    jitprof::testing::JitlogWriter again;
+    again.start_trace(jitlog.traces.front().id, "loop", 0).trace(jitlog.traces.front().id).input_args("p0");
+    writer.append(jitprof::bundle::sections::kJitlog, again.bytes());
+  }
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"report", crafted}, {"report", "--json", crafted}, {"top", crafted},
+        {"query", crafted, "ops"}, {"info", crafted}, {"export", crafted, "-f", "collapsed"},
+        {"trace", crafted, std::to_string(jitlog_first_id(read))}}) {
+    std::vector<std::string> argv = {JITPROF_BIN};
+    argv.insert(argv.end(), command.begin(), command.end());
+    const Result result = run(argv);
+    EXPECT_EQ(result.status, 1) << command[0] << ": " << result.err;
+    EXPECT_NE(result.err.find("was already started"), std::string::npos) << command[0] << ": " << result.err;
+    EXPECT_FALSE(result.out.empty()) << command[0] << ": what came before the bad record is shown";
+  }
 }
 
 }  // namespace
