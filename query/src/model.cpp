@@ -105,8 +105,8 @@ void add_sampled_calls(const correlate::Profile& profile, Methods& method) {
   }
   for (const auto& [callee_name, callee_file, caller_name, caller_file] : stack_calls) {
     MethodInfo& callee = method(callee_name, callee_file);
-    const bool known = std::any_of(callee.callsites.begin(), callee.callsites.end(), [&](const CallSite& site) {
-      return std::get<0>(site) == caller_name && std::get<1>(site) == caller_file;
+    const bool known = std::any_of(callee.callsites.begin(), callee.callsites.end(), [&, &name = caller_name, &file = caller_file](const CallSite& site) {
+      return std::get<0>(site) == name && std::get<1>(site) == file;
     });
     if (!known) callee.callsites.insert({caller_name, caller_file, -1});
   }

@@ -17,6 +17,9 @@ template <class... Handlers>
 struct Overloaded : Handlers... {
   using Handlers::operator()...;
 };
+// Clang 14 does not deduce aggregate template arguments by itself.
+template <class... Handlers>
+Overloaded(Handlers...) -> Overloaded<Handlers...>;
 
 void hand_out(std::vector<TimedRecord> records, Listener& listener) {
   for (TimedRecord& record : records)

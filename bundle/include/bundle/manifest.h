@@ -17,51 +17,62 @@
 
 namespace jitprof::bundle {
 
+// The parts of the manifest, at namespace scope: clang cannot default-construct a
+// nested struct with member initializers inside std::optional of its enclosing struct.
+struct ManifestHost {
+  std::string name, system, release, machine;
+};
+// One moment on both clocks: sample times are CLOCK_MONOTONIC, vmprof's wall-clock.
+struct ManifestClock {
+  std::uint64_t monotonic_ns = 0;
+  double unix_s = 0;
+};
+struct ManifestVmprof {
+  unsigned rate_hz = 0;
+  bool native_frames = false;
+};
+struct ManifestPerf {
+  enum class State : std::uint8_t { Off, Refused, On };
+  State state = State::On;
+  std::string refused;  // Refused: the kernel's answer and the fix
+  // On: the event, then (when the recording ended) its counts.
+  std::string event;
+  unsigned rate_hz = 0;
+  bool kernel_frames = false;
+  std::optional<bool> children;  // record: child processes sampled too
+  std::optional<std::uint64_t> samples, samples_all_processes, lost, throttled, kernel_symbols_named, threads;
+  std::optional<double> achieved_hz;
+};
+struct ManifestCrashCapture {
+  bool ptrace = false;
+  std::optional<std::string> reason;  // why ptrace was refused
+};
+struct ManifestExit {
+  int code = 0;  // as a shell reports it: the code, or 128 + signal
+  std::optional<int> signal;
+  std::optional<std::string> signal_name;
+  std::optional<std::uint32_t> crash_thread;
+};
+struct ManifestSectionBytes {
+  std::optional<std::uint64_t> jitlog_bytes, vmprof_bytes, jit_code_bytes;
+};
+// attach: how JIT code got its names.
+struct ManifestAttach {
+  std::string jit_names;    // "live jitlog" or "anonymous code"
+  std::string explanation;  // for the report
+  std::optional<std::string> jitlog_path;
+  std::optional<std::uint64_t> jit_code_bytes;
+};
+
 struct Manifest {
-  struct Host {
-    std::string name, system, release, machine;
-  };
-  // One moment on both clocks: sample times are CLOCK_MONOTONIC, vmprof's wall-clock.
-  struct Clock {
-    std::uint64_t monotonic_ns = 0;
-    double unix_s = 0;
-  };
-  struct Vmprof {
-    unsigned rate_hz = 0;
-    bool native_frames = false;
-  };
-  struct Perf {
-    enum class State : std::uint8_t { Off, Refused, On };
-    State state = State::On;
-    std::string refused;  // Refused: the kernel's answer and the fix
-    // On: the event, then (when the recording ended) its counts.
-    std::string event;
-    unsigned rate_hz = 0;
-    bool kernel_frames = false;
-    std::optional<bool> children;  // record: child processes sampled too
-    std::optional<std::uint64_t> samples, samples_all_processes, lost, throttled, kernel_symbols_named, threads;
-    std::optional<double> achieved_hz;
-  };
-  struct CrashCapture {
-    bool ptrace = false;
-    std::optional<std::string> reason;  // why ptrace was refused
-  };
-  struct Exit {
-    int code = 0;  // as a shell reports it: the code, or 128 + signal
-    std::optional<int> signal;
-    std::optional<std::string> signal_name;
-    std::optional<std::uint32_t> crash_thread;
-  };
-  struct SectionBytes {
-    std::optional<std::uint64_t> jitlog_bytes, vmprof_bytes, jit_code_bytes;
-  };
-  // attach: how JIT code got its names.
-  struct Attach {
-    std::string jit_names;    // "live jitlog" or "anonymous code"
-    std::string explanation;  // for the report
-    std::optional<std::string> jitlog_path;
-    std::optional<std::uint64_t> jit_code_bytes;
-  };
+  using Host = ManifestHost;
+  using Clock = ManifestClock;
+  using Vmprof = ManifestVmprof;
+  using Perf = ManifestPerf;
+  using CrashCapture = ManifestCrashCapture;
+  using Exit = ManifestExit;
+  using SectionBytes = ManifestSectionBytes;
+  using Attach = ManifestAttach;
 
   std::string jitprof_version;
   std::optional<std::string> mode;  // absent for `record`; "attach"; "vmprof upload"
