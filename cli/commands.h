@@ -83,7 +83,11 @@ struct ServeOptions {
   std::string token_file;
   bool private_reads = false;
   std::uint64_t max_body_mb = 512;
+  std::uint64_t max_inflated_mb = 512;
+  std::uint64_t memory_mb = 2048;
   unsigned threads = 0;
+  unsigned heavy_threads = 2;
+  unsigned max_connections = 1000;
   bool quiet = false;
 };
 int run_serve(const ServeOptions& options);

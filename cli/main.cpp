@@ -123,7 +123,23 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-body-mb", serve_options.max_body_mb, "largest upload accepted, in MiB")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  serve_cmd->add_option("--max-inflated-mb", serve_options.max_inflated_mb,
+                        "largest upload once inflated, in MiB (decompression bombs stop there)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  serve_cmd->add_option("--memory-mb", serve_options.memory_mb,
+                        "inflated bundles held at once by all requests, in MiB; queries keep half at most")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
   serve_cmd->add_option("--threads", serve_options.threads, "worker threads (default: twice the CPUs, at least 4)");
+  serve_cmd->add_option("--heavy-threads", serve_options.heavy_threads,
+                        "threads for uploads and queries, apart from the workers")
+      ->check(CLI::Range(1u, 256u))
+      ->capture_default_str();
+  serve_cmd->add_option("--max-connections", serve_options.max_connections,
+                        "connections open at once (lowered to fit the open-file limit)")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
   serve_cmd->add_flag("-q,--quiet", serve_options.quiet, "no request log");
   serve_cmd->footer("Example: jitprof serve --data /var/lib/jitprof --listen 0.0.0.0:8080 --token-file tokens.txt");
 

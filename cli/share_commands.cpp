@@ -60,7 +60,11 @@ int run_serve(const ServeOptions& options) {
   if (!options.token_file.empty()) settings.token_file = options.token_file;
   settings.private_reads = options.private_reads;
   settings.max_body_bytes = options.max_body_mb << 20;
+  settings.max_inflated_bytes = options.max_inflated_mb << 20;
+  settings.memory_budget_bytes = options.memory_mb << 20;
   settings.threads = options.threads;
+  settings.heavy_threads = options.heavy_threads;
+  settings.max_connections = options.max_connections;
   static std::mutex log_mutex;
   if (!options.quiet)
     settings.log = [](const std::string& line) {

@@ -92,6 +92,29 @@ TEST_F(BundleFile, ADecompressionBombStopsAtTheInflatedLimit) {
   EXPECT_FALSE(bundle::read_bundle(path_, 3 << 20).error);
 }
 
+TEST_F(BundleFile, AFrameCrossingAReadBoundaryCountsOnceTowardsTheLimit) {
+  // Noise is stored as is: three 600 kB frames, the second across the reader's 1 MiB chunk boundary.
+  std::uint64_t total = 0;
+  {
+    bundle::BundleWriter writer(path_);
+    for (std::uint32_t seed = 0; seed < 3; ++seed) {
+      std::vector<std::uint8_t> noise(600000);
+      std::mt19937 random(seed);
+      for (auto& byte : noise) byte = static_cast<std::uint8_t>(random());
+      writer.append(bundle::sections::kJitlog, noise);
+      total += noise.size();
+    }
+  }
+  const auto exact = bundle::read_bundle(path_, total);
+  ASSERT_FALSE(exact.error) << exact.error->message;
+  EXPECT_EQ(exact.frames.size(), 3u);
+  std::vector<std::uint64_t> seen;
+  const auto counted = bundle::read_bundle(path_, total, [&](std::uint64_t bytes) { seen.push_back(bytes); });
+  EXPECT_FALSE(counted.error);
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{600000, 600000, 600000}));
+  EXPECT_TRUE(bundle::read_bundle(path_, total - 1).error);
+}
+
 TEST_F(BundleFile, EveryCutReadsTheCompleteFramesBeforeIt) {
   const auto whole = write_sample(pattern(2000, 3), pattern(900, 4));
   const auto full = bundle::parse_bundle(whole);

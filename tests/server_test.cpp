@@ -1,16 +1,23 @@
 // End-to-end: `jitprof serve` on loopback, with the real `jitprof upload`,
 // `jitprof record --web`, curl for hand-made requests, and PyPy programs.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "support/hostile_inputs.h"
 #include "test_process.h"
 
 namespace fs = std::filesystem;
@@ -22,6 +29,50 @@ using nlohmann::json;
 namespace {
 
 const std::string kPrograms = std::string(JITPROF_SOURCE_DIR) + "/tests/programs/";
+using Clock = std::chrono::steady_clock;
+
+double milliseconds_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// A process's peak resident memory (VmHWM), in MiB.
+double peak_rss_mib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("VmHWM:")) return std::stod(line.substr(6)) / 1024;
+  return -1;
+}
+
+// The CPU time a process used so far, user and system, in seconds.
+double cpu_seconds(pid_t pid) {
+  const std::string stat = jitprof::testing::slurp("/proc/" + std::to_string(pid) + "/stat");
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // after the command name
+  std::string field;
+  std::uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {  // fields 14 and 15 (1-based) in proc(5)
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Connections that send the start of a request and never finish its header.
+std::vector<int> idle_connections(const std::string& url, int count) {
+  const int port = std::stoi(url.substr(url.rfind(':') + 1));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::vector<int> sockets;
+  for (int i = 0; i < count; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0)
+      (void)!::send(fd, "GET / HTTP/1.1\r\n", 16, MSG_NOSIGNAL);
+    sockets.push_back(fd);
+  }
+  return sockets;
+}
 
 class Server : public ::testing::Test {
  protected:
@@ -36,10 +87,10 @@ class Server : public ::testing::Test {
   }
 
   // Starts `jitprof serve` on a free loopback port with `extra` options, on DIR/data.
-  void start(const std::vector<std::string>& extra = {}) {
+  void start(const std::vector<std::string>& extra = {}, const std::vector<std::string>& launcher = {}) {
     server_.reset();
     server_ = std::make_unique<jitprof::testing::ServeProcess>(JITPROF_BIN, dir_ / "data", dir_,
-                                                                "server-" + std::to_string(++starts_), extra);
+                                                                "server-" + std::to_string(++starts_), extra, launcher);
     url_ = server_->url();
     ASSERT_FALSE(url_.empty()) << server_->process().err();
   }
@@ -79,6 +130,19 @@ class Server : public ::testing::Test {
     return path;
   }
   std::size_t stored() const { return get_json("/api/uploads")["total"].get<std::size_t>(); }
+  std::string upload(const fs::path& file) {
+    const Result uploaded = run({JITPROF_BIN, "upload", "-q", file.string(), "--server", url_});
+    EXPECT_EQ(uploaded.status, 0) << uploaded.err;
+    return uploaded.out.substr(uploaded.out.rfind('/') + 1, 64);
+  }
+  // curl in the background: its body goes to DIR/NAME.body, the status to its stdout.
+  std::unique_ptr<Background> request_in_background(const std::string& name, const std::string& path,
+                                                    std::vector<std::string> options = {}) const {
+    std::vector<std::string> argv = {"curl", "-s", "-o", (dir_ / (name + ".body")).string(), "-w", "%{http_code}"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(url_ + path);
+    return std::make_unique<Background>(argv, dir_, name);
+  }
 
   fs::path dir_;
   std::string url_;
@@ -370,6 +434,183 @@ TEST_F(Server, UploadsGoOverHttpsAndCheckTheServersCertificate) {
   EXPECT_EQ(untrusted.status, 1);
   EXPECT_NE(untrusted.err.find("certificate verify failed"), std::string::npos) << untrusted.err;
   EXPECT_EQ(untrusted.err.find("retrying"), std::string::npos) << untrusted.err;
+}
+
+TEST_F(Server, AManifestFieldOfTheWrongTypeIs400AndABadStoredBundleNeverStopsARestart) {
+  start();
+  const fs::path bad = dir_ / "bad-manifest.jprof";
+  jitprof::testing::write_bundle_with_manifest(bad, R"({"jitprof_version":"0.1.0","state":"complete","pypy_version":7})");
+  const Http refused = post_file("/api/upload", bad);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("manifest field 'pypy_version' must be a string, not number"), std::string::npos)
+      << refused.body;
+  EXPECT_EQ(stored(), 0u);
+  EXPECT_EQ(std::distance(fs::recursive_directory_iterator(dir_ / "data" / "bundles"), {}), 0) << "nothing published";
+
+  // The same bytes planted straight into the store, as a damaged disk or an
+  // older server could leave them, beside a good upload.
+  const std::string good = upload(bundle());
+  const std::string planted(64, 'b');
+  fs::create_directories(dir_ / "data" / "bundles" / "bb");
+  fs::copy_file(bad, dir_ / "data" / "bundles" / "bb" / (planted + ".jprof"));
+  start();
+  const json list = get_json("/api/uploads");
+  ASSERT_EQ(list["total"], 1);
+  EXPECT_EQ(list["uploads"][0]["id"], good);
+  EXPECT_TRUE(fs::exists(dir_ / "data" / "quarantine" / (planted + ".jprof")));
+  EXPECT_FALSE(fs::exists(dir_ / "data" / "bundles" / "bb" / (planted + ".jprof")));
+  const std::string log = server_->process().err();
+  EXPECT_NE(log.find("moved the stored bundle " + planted), std::string::npos) << log;
+  EXPECT_NE(log.find("pypy_version"), std::string::npos) << log;
+  EXPECT_EQ(get_json("/api/p/" + good)["id"], good);
+}
+
+TEST_F(Server, DecompressionBombsAreRefusedWithinTheMemoryBudget) {
+  // Four heavy threads, 64 MiB per upload and 128 MiB for all of them: four
+  // bombs at once would want 256 MiB, so the budget has to hold them back.
+  start({"--max-inflated-mb", "64", "--memory-mb", "128", "--heavy-threads", "4"});
+  const fs::path bomb = dir_ / "bomb.jprof";
+  jitprof::testing::write_bundle_bomb(bomb, 32, 16 << 20);  // 512 MiB of zeros
+  std::cout << "bomb: " << fs::file_size(bomb) << " bytes inflating to 512 MiB\n";
+  std::vector<std::unique_ptr<Background>> bombs;
+  for (int i = 0; i < 4; ++i)
+    bombs.push_back(request_in_background("bomb-" + std::to_string(i), "/api/upload",
+                                          {"--data-binary", "@" + bomb.string()}));
+  int over_own_limit = 0;
+  for (int i = 0; i < 4; ++i) {
+    bombs[i]->wait();
+    const std::string status = bombs[i]->out(), body = jitprof::testing::slurp(dir_ / ("bomb-" + std::to_string(i) + ".body"));
+    std::cout << "bomb " << i << ": " << status << " " << body << "\n";
+    if (status == "400") {
+      ++over_own_limit;
+      EXPECT_NE(body.find("inflate past the limit of 67108864 bytes"), std::string::npos) << body;
+    } else {
+      EXPECT_EQ(status, "503");
+      EXPECT_NE(body.find("memory budget is 128 MiB"), std::string::npos) << body;
+    }
+  }
+  EXPECT_GE(over_own_limit, 1);
+
+  // vmprof-python's jitlog route: 1 GiB of zeros in 1 MB of gzip.
+  const std::string run_id = json::parse(request("POST", "/api/runtime/new", {"--data", "{}"}).body)["runtime_id"];
+  const fs::path zeros = dir_ / "zeros.gz";
+  jitprof::testing::write_gzip_zeros(zeros, 16, 64 << 20);
+  const Http jit = post_file("/api/runtime/upload/jit/" + run_id + "/add", zeros);
+  EXPECT_EQ(jit.status, 400);
+  EXPECT_NE(jit.body.find("not a jitlog"), std::string::npos) << jit.body;
+
+  const double peak = peak_rss_mib(server_->process().pid());
+  std::cout << "server peak RSS (VmHWM): " << peak << " MiB\n";
+  EXPECT_GT(peak, 0);
+  EXPECT_LT(peak, 512);
+  // Still serving, with its whole budget back.
+  EXPECT_EQ(post_file("/api/upload", bundle()).status, 201);
+  EXPECT_EQ(stored(), 1u);
+  EXPECT_TRUE(fs::is_empty(dir_ / "data" / "tmp"));
+}
+
+TEST_F(Server, HeavyQueriesLeaveLightRequestsTheirThreads) {
+  start();
+  const fs::path big = dir_ / "many.jprof";
+  const Result recorded =
+      run({JITPROF_BIN, "record", "-q", "-o", big.string(), "--", JITPROF_PYPY, kPrograms + "many_traces.py", "600"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const std::string id = upload(big);
+  const std::string query = "/api/p/" + id + "/query?q=ops";
+  std::vector<std::unique_ptr<Background>> heavy;
+  for (int i = 0; i < 4; ++i) heavy.push_back(request_in_background("query-" + std::to_string(i), query));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+
+  // A fifth from the same client is not queued: 503 at once, with when to come back.
+  const Http fifth = request("GET", query, {"-D", (dir_ / "fifth.headers").string()});
+  EXPECT_EQ(fifth.status, 503) << fifth.body;
+  EXPECT_NE(jitprof::testing::slurp(dir_ / "fifth.headers").find("Retry-After: 5"), std::string::npos);
+  const auto asked = Clock::now();
+  const Http list = request("GET", "/api/uploads");
+  const double latency = milliseconds_since(asked);
+  int still_running = 0;
+  for (auto& query_process : heavy) still_running += query_process->running();
+  std::cout << "GET /api/uploads answered in " << latency << " ms while " << still_running
+            << " of 4 heavy queries were still running\n";
+  EXPECT_EQ(list.status, 200);
+  EXPECT_EQ(still_running, 4) << "the list came back after the heavy queries";
+  EXPECT_LT(latency, 5000);
+  const auto waiting = Clock::now();
+  for (auto& query_process : heavy) {
+    query_process->wait();
+    EXPECT_EQ(query_process->out(), "200");
+  }
+  std::cout << "the heavy queries finished " << milliseconds_since(waiting) << " ms later\n";
+}
+
+TEST_F(Server, IdleConnectionsNeitherLockOutRequestsNorSpinTheCpu) {
+  // 256 files: room for 192 connections, which the server says.
+  start({}, {"prlimit", "--nofile=256:256"});
+  EXPECT_NE(server_->process().err().find("serving at most 192 connections at once: the open-file limit is 256"),
+            std::string::npos)
+      << server_->process().err();
+  const pid_t pid = server_->process().pid();
+  // More idle connections than the limit: the oldest make room for the newest.
+  std::vector<int> idle = idle_connections(url_, 300);
+  EXPECT_EQ(idle.size(), 300u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  double cpu_before = cpu_seconds(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  double cpu_used = cpu_seconds(pid) - cpu_before;
+  auto asked = Clock::now();
+  const Http answer = request("GET", "/api/uploads", {"--max-time", "8"});
+  double latency = milliseconds_since(asked);
+  std::cout << "at the connection limit: server CPU time over 3 s with 300 idle connections " << cpu_used
+            << " s; a request then got " << answer.status << " in " << latency << " ms" << std::endl;
+  EXPECT_LT(cpu_used, 0.5);
+  EXPECT_EQ(answer.status, 200) << answer.body;
+  EXPECT_LT(latency, 3000);
+
+  // Out of files (the limit lowered under the server's feet): accepting
+  // fails with EMFILE, and the server retries less often instead of spinning.
+  ASSERT_EQ(run({"prlimit", "--pid", std::to_string(pid), "--nofile=128:128"}).status, 0);
+  const std::vector<int> more = idle_connections(url_, 20);
+  idle.insert(idle.end(), more.begin(), more.end());
+  cpu_before = cpu_seconds(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  cpu_used = cpu_seconds(pid) - cpu_before;
+  EXPECT_NE(server_->process().err().find("cannot accept connections (Too many open files)"), std::string::npos)
+      << server_->process().err();
+  for (const int fd : idle) ::close(fd);
+  asked = Clock::now();
+  const Http after = request("GET", "/api/uploads", {"--max-time", "8"});
+  latency = milliseconds_since(asked);
+  std::cout << "out of files: server CPU time over 3 s " << cpu_used << " s; once the idle connections closed, a "
+            << "request got " << after.status << " in " << latency << " ms" << std::endl;
+  EXPECT_LT(cpu_used, 0.5);
+  EXPECT_EQ(after.status, 200);
+}
+
+TEST_F(Server, PrivateWithoutATokenFileRefusesToStart) {
+  const Result refused =
+      run({JITPROF_BIN, "serve", "--data", (dir_ / "data").string(), "--listen", "127.0.0.1:0", "--private"});
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_EQ(refused.err,
+            "jitprof: error: --private needs --token-file FILE (the tokens that may read); without it every reader "
+            "would be let in\n");
+}
+
+TEST_F(Server, EveryAnswerCarriesTheSecurityHeadersAndAnOverlongTraceIdIs400) {
+  start();
+  const std::string id = upload(bundle());
+  for (const std::string& path :
+       std::vector<std::string>{"/", "/static/app.js", "/api/uploads", "/api/p/" + id + "/trace/99999999999999999999"}) {
+    const Http answer = request("GET", path, {"-D", (dir_ / "headers").string()});
+    const std::string headers = jitprof::testing::slurp(dir_ / "headers");
+    EXPECT_NE(headers.find("Content-Security-Policy: default-src 'self'; script-src 'self';"), std::string::npos)
+        << path << "\n" << headers;
+    EXPECT_NE(headers.find("X-Content-Type-Options: nosniff"), std::string::npos) << path;
+    if (path.find("/trace/") != std::string::npos) {
+      EXPECT_EQ(answer.status, 400);
+      EXPECT_NE(answer.body.find("a trace id is a number below 2^64"), std::string::npos) << answer.body;
+    }
+  }
+  EXPECT_EQ(request("GET", "/api/p/" + id + "/trace/-1").status, 400);
 }
 
 }  // namespace

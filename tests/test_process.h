@@ -77,6 +77,7 @@ class Background {
   Background(const std::vector<std::string>& argv, const std::filesystem::path& scratch, const std::string& name,
              const std::vector<std::string>& environment = {})
       : out_(scratch / (name + ".out")), err_(scratch / (name + ".err")) {
+    std::fflush(nullptr);  // or the child's freopen writes out the test's buffered output again
     pid_ = ::fork();
     if (pid_ != 0) return;
     for (const auto& assignment : environment) ::putenv(const_cast<char*>(assignment.c_str()));
@@ -134,12 +135,15 @@ class Background {
   std::optional<int> status_;
 };
 
-// `jitprof serve` on a free loopback port, for as long as the object lives.
+// `jitprof serve` on a free loopback port, for as long as the object lives;
+// `launcher` (e.g. prlimit and its options) runs it when given.
 class ServeProcess {
  public:
   ServeProcess(const std::string& jitprof, const std::filesystem::path& data, const std::filesystem::path& scratch,
-               const std::string& name, const std::vector<std::string>& options = {}) {
-    std::vector<std::string> argv = {jitprof, "serve", "--data", data.string(), "--listen", "127.0.0.1:0"};
+               const std::string& name, const std::vector<std::string>& options = {},
+               const std::vector<std::string>& launcher = {}) {
+    std::vector<std::string> argv = launcher;
+    argv.insert(argv.end(), {jitprof, "serve", "--data", data.string(), "--listen", "127.0.0.1:0"});
     argv.insert(argv.end(), options.begin(), options.end());
     process_ = std::make_unique<Background>(argv, scratch, name);
     // The server says where it listens once it accepts connections.

@@ -117,7 +117,8 @@ namespace {
 
 class FrameParser {
  public:
-  FrameParser(Bundle& bundle, std::uint64_t max_inflated) : bundle_(bundle), max_inflated_(max_inflated) {}
+  FrameParser(Bundle& bundle, std::uint64_t max_inflated, const BeforeInflating& before_inflating)
+      : bundle_(bundle), max_inflated_(max_inflated), before_inflating_(before_inflating) {}
 
   void parse(binio::ByteCursor& in) {
     if (!saw_header_) {
@@ -138,12 +139,15 @@ class FrameParser {
                                      kMaxFrameBytes));
     if (size > max_inflated_ - inflated_)
       in.fail_at(at + 8, fmt::format("the frames inflate past the limit of {} bytes", max_inflated_));
-    inflated_ += size;
     if (!(flags & kFlagZlib) && size != stored_size)
       in.fail_at(at + 8, fmt::format("uncompressed frame declares {} bytes but stores {}", size, stored_size));
+    // Counted once the whole frame is here: a frame that needs more input is
+    // parsed again when it arrives.
     const auto stored = in.bytes(stored_size);
     if (crc_of(stored) != crc)
       in.fail_at(at, fmt::format("{} frame is corrupt (CRC mismatch)", frame.type.name()));
+    inflated_ += size;
+    if (before_inflating_) before_inflating_(size);
     if (flags & kFlagZlib) {
       frame.data.resize(size);
       uLongf inflated = static_cast<uLongf>(size);
@@ -170,13 +174,15 @@ class FrameParser {
   Bundle& bundle_;
   bool saw_header_ = false;
   const std::uint64_t max_inflated_;
+  const BeforeInflating before_inflating_;
   std::uint64_t inflated_ = 0;
 };
 
 // Reads chunks through a RecordBuffer so a large bundle is never held twice.
 class StreamingReader {
  public:
-  explicit StreamingReader(std::uint64_t max_inflated = UINT64_MAX) : parser_{bundle_, max_inflated} {}
+  explicit StreamingReader(std::uint64_t max_inflated = UINT64_MAX, const BeforeInflating& before_inflating = {})
+      : parser_{bundle_, max_inflated, before_inflating} {}
   void feed(std::span<const std::uint8_t> chunk) {
     if (bundle_.error) return;
     buffer_.append(chunk);
@@ -224,8 +230,9 @@ Bundle parse_bundle(std::span<const std::uint8_t> bytes) {
   return reader.finish();
 }
 
-Bundle read_bundle(const std::filesystem::path& path, std::uint64_t max_inflated_bytes) {
-  StreamingReader reader(max_inflated_bytes);
+Bundle read_bundle(const std::filesystem::path& path, std::uint64_t max_inflated_bytes,
+                   const BeforeInflating& before_inflating) {
+  StreamingReader reader(max_inflated_bytes, before_inflating);
   binio::read_file_chunks(path, [&](std::span<const std::uint8_t> chunk) { reader.feed(chunk); });
   return reader.finish();
 }

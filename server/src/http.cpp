@@ -7,16 +7,25 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
+#include <atomic>
+#include <charconv>
 #include <chrono>
+#include <iostream>
 #include <limits>
 #include <fstream>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
 
 #include "bundle/text.h"
 #include "server/server.h"
+#include "heavy_work.h"
+#include "memory_budget.h"
 #include "query_cache.h"
 #include "store.h"
 #include "web/assets.h"
@@ -33,7 +42,19 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::uint64_t kSmallBodyBytes = 1 << 20;  // JSON requests
-constexpr auto kIdleTimeout = std::chrono::seconds(60);
+// A client that opened a connection has this long to send a request's header
+// (and, on a kept-alive connection, the next one): idle connections must not
+// hold the server's connections and files.
+constexpr auto kHeaderTimeout = std::chrono::seconds(10);
+constexpr auto kWriteTimeout = std::chrono::seconds(60);
+constexpr unsigned kBusyRetrySeconds = 5;
+// Files the server needs besides its connections: the index, uploads being
+// received and stored, bundles being read.
+constexpr unsigned kFilesBesidesConnections = 64;
+// The viewer's own scripts only; its trace view styles rows inline.
+constexpr const char* kContentSecurityPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 struct Response {
   http::status status = http::status::ok;
@@ -41,11 +62,17 @@ struct Response {
   std::string body;
   std::string disposition;  // Content-Disposition, for downloads
   bool cache = false;       // views of a stored bundle, which never change
+  unsigned retry_after_s = 0;  // 503: when to try again
 };
 
 Response json_response(http::status status, const json& body) { return {status, "application/json", bundle::json_text(body), {}, false}; }
 Response error_response(http::status status, const std::string& message) {
   return json_response(status, {{"error", message}});
+}
+Response busy_response(const std::string& message) {
+  Response response = error_response(http::status::service_unavailable, message);
+  response.retry_after_s = kBusyRetrySeconds;
+  return response;
 }
 
 std::string url_decode(std::string_view text) {
@@ -125,23 +152,51 @@ std::set<std::string> read_tokens(const fs::path& path) {
   return tokens;
 }
 
+class Session;
+
+// Connections waiting for a request's header, oldest first. A server at its
+// connection limit closes the oldest of them to take a new connection, so
+// that clients holding connections idle (or sending headers slowly) cannot
+// lock the others out.
+class WaitingConnections {
+ public:
+  void add(const std::shared_ptr<Session>& session);
+  void remove(Session& session);
+  std::shared_ptr<Session> take_oldest();
+
+ private:
+  std::mutex mutex_;
+  std::list<std::weak_ptr<Session>> waiting_;
+};
+
 // Routes requests to the store and the web assets.
 class App {
  public:
-  App(const Settings& settings, Store& store)
+  App(const Settings& settings, Store& store, MemoryBudget& budget)
       : settings_(settings),
         store_(store),
         tokens_(settings.token_file ? read_tokens(*settings.token_file) : std::set<std::string>{}),
-        queries_(4, settings.max_inflated_bytes) {}
+        queries_(budget.capacity() / 2, settings.max_inflated_bytes, budget),
+        heavy_(settings.heavy_threads, settings.heavy_per_client) {}
 
   const Settings& settings() const { return settings_; }
   Store& store() { return store_; }
+  HeavyWork& heavy() { return heavy_; }
+  std::atomic<unsigned>& connections() { return connections_; }
+  WaitingConnections& waiting() { return waiting_; }
 
   // Requests whose body is a file to store (bundles, vmprof profiles, jitlogs).
   static bool takes_file(http::verb method, const Target& target) {
     if (method != http::verb::post) return false;
     return target.segments == std::vector<std::string>{"api", "upload"} ||
            (target.is({"api", "runtime", "upload", "*", "*", "add"}) && target.segments.size() == 6);
+  }
+
+  // Requests that read a whole bundle or file: they run on the heavy pool.
+  static bool is_heavy(http::verb method, const Target& target) {
+    if (method == http::verb::get || method == http::verb::head)
+      return target.is({"api", "p", "*", "query"}) && target.segments.size() == 4;
+    return takes_file(method, target) || (target.is({"api", "runtime", "*", "freeze"}) && target.segments.size() == 4);
   }
 
   // Uploads need a token when the server has a token file; reads of the API
@@ -165,6 +220,8 @@ class App {
       return error_response(http::status::bad_request, error.what());
     } catch (const NotFound& error) {
       return error_response(http::status::not_found, error.what());
+    } catch (const ServerBusy& error) {
+      return busy_response(error.what());
     } catch (const std::exception& error) {
       return error_response(http::status::internal_server_error, error.what());
     }
@@ -216,9 +273,10 @@ class App {
                                                                 target.number("limit", 50, 500), target.text("q")));
       if (what == "trace" && parts.size() == 5) {
         std::uint64_t trace = 0;
-        if (parts[4].empty() || parts[4].size() > 20 || !std::all_of(parts[4].begin(), parts[4].end(), ::isdigit))
-          throw BadRequest("a trace id is a number");
-        trace = std::stoull(parts[4]);
+        const std::string& text = parts[4];
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), trace);
+        if (text.empty() || error != std::errc() || end != text.data() + text.size())
+          throw BadRequest("a trace id is a number below 2^64");
         std::string stage = target.text("stage");
         if (stage.empty()) stage = "asm";
         if (stage != "noopt" && stage != "opt" && stage != "asm") throw BadRequest("stage must be noopt, opt or asm");
@@ -292,18 +350,35 @@ class App {
   Store& store_;
   std::set<std::string> tokens_;
   QueryCache queries_;
+  std::atomic<unsigned> connections_{0};  // before heavy_: its queued requests hold connections
+  WaitingConnections waiting_;
+  HeavyWork heavy_;
 };
 
 // One connection: requests read one after another (keep-alive).
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, App& app) : stream_(std::move(socket)), app_(app) {
+    ++app_.connections();
     beast::error_code ignored;
     const auto remote = stream_.socket().remote_endpoint(ignored);
     peer_ = ignored ? "?" : remote.address().to_string();
   }
+  ~Session() { --app_.connections(); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   void start() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::read_header, shared_from_this())); }
+  // Closes a connection waiting for its next request, to make room.
+  void evict() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+  }
+  // Over the connection limit: a 503 without reading the request, then closed.
+  void refuse() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->reply(busy_response("the server has too many connections open; retry later"), true);
+    });
+  }
 
  private:
   void read_header() {
@@ -314,14 +389,17 @@ class Session : public std::enable_shared_from_this<Session> {
     // Decided once the route is known. (Not boost::none: Beast 1.74 compares
     // a length with an empty optional as "over the limit".)
     head_->body_limit(std::numeric_limits<std::uint64_t>::max());
-    stream_.expires_after(kIdleTimeout);
+    stream_.expires_after(kHeaderTimeout);
+    app_.waiting().add(shared_from_this());
     http::async_read_header(stream_, buffer_, *head_, beast::bind_front_handler(&Session::on_header, shared_from_this()));
   }
 
   void on_header(beast::error_code error, std::size_t) {
+    app_.waiting().remove(*this);
     if (error) return close();
     started_ = Clock::now();
     const auto& request = head_->get();
+    request_line_ = fmt::format("{} {}", std::string(request.method_string()), std::string(request.target()));
     target_.emplace(std::string_view(request.target().data(), request.target().size()));
     if (!app_.authorized(request, *target_)) {
       return reply(error_response(http::status::unauthorized, "a valid token is needed: Authorization: Bearer TOKEN"),
@@ -358,19 +436,37 @@ class Session : public std::enable_shared_from_this<Session> {
       discard_file();  // the client went away mid-upload: nothing is kept
       return close();
     }
-    const auto& request = file_parser_->get();
-    keep_alive_ = request.keep_alive();
-    reply(app_.handle(request, *target_, {}, file_path_), !keep_alive_);
-    discard_file();
+    keep_alive_ = file_parser_->get().keep_alive();
+    respond(file_parser_->get(), file_path_);
   }
 
   void on_small(beast::error_code error, std::size_t) {
     if (error == http::error::body_limit) return reply(too_large(kSmallBodyBytes), true);
     if (error) return close();
-    const auto& request = small_parser_->get();
-    keep_alive_ = request.keep_alive();
-    Response response = app_.handle(request, *target_, request.body(), std::nullopt);
-    if (request.method() == http::verb::head) response.body.clear();
+    keep_alive_ = small_parser_->get().keep_alive();
+    respond(small_parser_->get(), std::nullopt);
+  }
+
+  // Light requests are answered on this thread; heavy ones on the heavy
+  // pool, their answer coming back to this connection's strand. The request
+  // stays in its parser until the answer is written.
+  void respond(const http::request_header<>& request, const std::optional<fs::path>& file) {
+    static const std::string kNoBody;
+    const std::string& body = small_parser_ ? small_parser_->get().body() : kNoBody;
+    if (!App::is_heavy(request.method(), *target_)) return answer(app_.handle(request, *target_, body, file));
+    const bool queued = app_.heavy().try_post(peer_, [self = shared_from_this(), &request, &body, file] {
+      Response response = self->app_.handle(request, *self->target_, body, file);
+      net::post(self->stream_.get_executor(),
+                [self, response = std::move(response)]() mutable { self->answer(std::move(response)); });
+    });
+    if (!queued)
+      answer(busy_response(fmt::format("this client already has {} uploads or queries waiting; retry later",
+                                       app_.settings().heavy_per_client)));
+  }
+
+  void answer(Response response) {
+    discard_file();
+    if (small_parser_ && small_parser_->get().method() == http::verb::head) response.body.clear();
     reply(std::move(response), !keep_alive_);
   }
 
@@ -380,8 +476,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void discard_file() {
+    if (file_path_.empty()) return;
     std::error_code ignored;
     fs::remove(file_path_, ignored);
+    file_path_.clear();
   }
 
   void reply(Response response, bool close_after) {
@@ -398,31 +496,23 @@ class Session : public std::enable_shared_from_this<Session> {
     else
       message->set(http::field::cache_control, "public, max-age=31536000, immutable");
     message->set(http::field::vary, "Authorization");
+    message->set("Content-Security-Policy", kContentSecurityPolicy);
+    message->set("X-Content-Type-Options", "nosniff");
+    if (response.retry_after_s) message->set(http::field::retry_after, std::to_string(response.retry_after_s));
     message->body() = std::move(response.body);
     message->keep_alive(!close_after);
     message->prepare_payload();
     if (app_.settings().log)
-      app_.settings().log(fmt::format("{} {} {} {} {}B {:.1f}ms", peer_, std::string(http::to_string(method())),
-                                      target_text(), static_cast<unsigned>(response.status), message->body().size(),
+      app_.settings().log(fmt::format("{} {} {} {}B {:.1f}ms", peer_, request_line_,
+                                      static_cast<unsigned>(response.status), message->body().size(),
                                       std::chrono::duration<double, std::milli>(Clock::now() - started_).count()));
-    stream_.expires_after(kIdleTimeout);
+    stream_.expires_after(kWriteTimeout);
     http::async_write(stream_, *message,
                       [self = shared_from_this(), message, close_after](beast::error_code error, std::size_t) {
                         if (error) return self->close();
                         if (close_after) return self->drain_and_close();
                         self->read_header();
                       });
-  }
-
-  http::verb method() const {
-    if (file_parser_) return file_parser_->get().method();
-    if (small_parser_) return small_parser_->get().method();
-    return head_->get().method();
-  }
-  std::string target_text() const {
-    if (file_parser_) return std::string(file_parser_->get().target());
-    if (small_parser_) return std::string(small_parser_->get().target());
-    return std::string(head_->get().target());
   }
 
   // After refusing a request whose body is still coming (401, 413), read and
@@ -457,16 +547,52 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> small_parser_;
   std::optional<http::request_parser<http::file_body>> file_parser_;
   std::optional<Target> target_;
+  std::string request_line_ = "- -";  // method and target, for the log
   fs::path file_path_;
   bool keep_alive_ = false;
   Clock::time_point started_ = Clock::now();
   std::vector<char> drain_buffer_;
   std::uint64_t drained_ = 0;
+  // Where this connection is in App::waiting(), while it waits for a header;
+  // guarded by that list's mutex.
+  friend class WaitingConnections;
+  std::optional<std::list<std::weak_ptr<Session>>::iterator> waiting_at_;
 };
+
+void WaitingConnections::add(const std::shared_ptr<Session>& session) {
+  std::lock_guard lock(mutex_);
+  session->waiting_at_ = waiting_.insert(waiting_.end(), session);
+}
+
+void WaitingConnections::remove(Session& session) {
+  std::lock_guard lock(mutex_);
+  if (session.waiting_at_) waiting_.erase(*session.waiting_at_);
+  session.waiting_at_.reset();
+}
+
+std::shared_ptr<Session> WaitingConnections::take_oldest() {
+  std::lock_guard lock(mutex_);
+  while (!waiting_.empty()) {
+    std::shared_ptr<Session> oldest = waiting_.front().lock();
+    waiting_.pop_front();
+    if (!oldest) continue;  // ending already
+    oldest->waiting_at_.reset();
+    return oldest;
+  }
+  return nullptr;
+}
+
+void notify(const Settings& settings, const std::string& line) {
+  if (settings.notice)
+    settings.notice(line);
+  else
+    std::cerr << line << "\n";
+}
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
-  Listener(net::io_context& context, tcp::endpoint endpoint, App& app) : context_(context), acceptor_(context), app_(app) {
+  Listener(net::io_context& context, tcp::endpoint endpoint, App& app, unsigned max_connections)
+      : context_(context), acceptor_(context), retry_(context), app_(app), max_connections_(max_connections) {
     acceptor_.open(endpoint.protocol());
     acceptor_.set_option(net::socket_base::reuse_address(true));
     acceptor_.bind(endpoint);
@@ -475,16 +601,73 @@ class Listener : public std::enable_shared_from_this<Listener> {
   tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
   void accept() {
     acceptor_.async_accept(net::make_strand(context_), [self = shared_from_this()](beast::error_code error, tcp::socket socket) {
-      if (!error) std::make_shared<Session>(std::move(socket), self->app_)->start();
+      if (error == net::error::operation_aborted) return;
+      if (error) return self->back_off(error);
+      self->delay_ = kFirstDelay;
+      auto session = std::make_shared<Session>(std::move(socket), self->app_);
+      if (self->app_.connections() <= self->max_connections_) {
+        session->start();
+      } else if (const auto oldest = self->app_.waiting().take_oldest()) {
+        oldest->evict();
+        session->start();
+      } else {
+        session->refuse();  // every connection is busy with a request
+      }
       self->accept();
     });
   }
 
  private:
+  static constexpr auto kFirstDelay = std::chrono::milliseconds(50);
+  static constexpr auto kLongestDelay = std::chrono::seconds(1);
+
+  // Accepting fails when the process is out of files (EMFILE, ENFILE): the
+  // connection stays pending, so accepting again at once would spin.
+  void back_off(beast::error_code error) {
+    if (delay_ == kFirstDelay)
+      notify(app_.settings(), fmt::format("jitprof: cannot accept connections ({}); retrying less often until it can",
+                                          error.message()));
+    retry_.expires_after(delay_);
+    delay_ = std::min<std::chrono::milliseconds>(delay_ * 2, kLongestDelay);
+    retry_.async_wait([self = shared_from_this()](beast::error_code waited) {
+      if (!waited) self->accept();
+    });
+  }
+
   net::io_context& context_;
   tcp::acceptor acceptor_;
+  net::steady_timer retry_;
   App& app_;
+  const unsigned max_connections_;
+  std::chrono::milliseconds delay_ = kFirstDelay;
 };
+
+// The connections the open-file limit leaves room for: the soft limit is
+// raised to the hard one first, as far as that goes.
+unsigned connection_limit(const Settings& settings) {
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0) return settings.max_connections;
+  if (files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+    ::getrlimit(RLIMIT_NOFILE, &files);
+  }
+  const rlim_t room = files.rlim_cur > 2 * kFilesBesidesConnections ? files.rlim_cur - kFilesBesidesConnections
+                                                                     : files.rlim_cur / 2;
+  if (settings.max_connections <= room) return settings.max_connections;
+  notify(settings, fmt::format("jitprof: serving at most {} connections at once: the open-file limit is {}", room,
+                               files.rlim_cur));
+  return static_cast<unsigned>(room);
+}
+
+void check(const Settings& settings) {
+  if (settings.private_reads && !settings.token_file)
+    throw std::runtime_error("--private needs --token-file FILE (the tokens that may read); without it every reader would be let in");
+  if (settings.max_inflated_bytes > settings.memory_budget_bytes)
+    throw std::runtime_error("--max-inflated-mb must not exceed --memory-mb: an upload that large could never be read");
+  if (settings.heavy_threads == 0 || settings.heavy_per_client == 0 || settings.max_connections == 0)
+    throw std::runtime_error("--heavy-threads and --max-connections must be at least 1");
+}
 
 tcp::endpoint parse_listen(const std::string& listen) {
   const std::size_t colon = listen.rfind(':');
@@ -507,11 +690,14 @@ tcp::endpoint parse_listen(const std::string& listen) {
 }  // namespace
 
 void serve(const Settings& settings) {
-  Store store(settings.data_dir, settings.max_inflated_bytes);
-  App app(settings, store);
+  check(settings);
+  MemoryBudget budget(settings.memory_budget_bytes);
+  Store store(settings.data_dir, settings.max_inflated_bytes, budget,
+              [&settings](const std::string& line) { notify(settings, line); });
+  App app(settings, store, budget);
   const unsigned threads = settings.threads ? settings.threads : std::max(4u, 2 * std::thread::hardware_concurrency());
   net::io_context context(static_cast<int>(threads));
-  auto listener = std::make_shared<Listener>(context, parse_listen(settings.listen), app);
+  auto listener = std::make_shared<Listener>(context, parse_listen(settings.listen), app, connection_limit(settings));
   listener->accept();
   net::signal_set signals(context, SIGINT, SIGTERM);
   signals.async_wait([&](beast::error_code, int) { context.stop(); });
@@ -523,6 +709,7 @@ void serve(const Settings& settings) {
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&context] { context.run(); });
   context.run();
   for (auto& thread : pool) thread.join();
+  app.heavy().stop();  // its queued requests hold connections of `context`
 }
 
 }  // namespace jitprof::server

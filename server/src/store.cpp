@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -15,7 +16,6 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
-#include <random>
 
 #include "binio/binio.h"
 #include "bundle/bundle.h"
@@ -209,10 +209,13 @@ std::string command_text(const json& manifest) {
   return command;
 }
 
+// From the system's CSPRNG: run ids are the only key to a vmprof run's uploads.
 std::string random_hex(std::size_t digits) {
-  static thread_local std::mt19937_64 random{std::random_device{}()};
+  std::vector<unsigned char> bytes((digits + 1) / 2);
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
+    throw std::runtime_error("the system's random number generator failed");
   std::string hex;
-  while (hex.size() < digits) hex += fmt::format("{:016x}", random());
+  for (unsigned char byte : bytes) hex += fmt::format("{:02x}", byte);
   hex.resize(digits);
   return hex;
 }
@@ -222,8 +225,9 @@ std::string random_hex(std::size_t digits) {
 bool is_bundle_id(const std::string& text) { return all_hex(text, 64); }
 bool is_run_id(const std::string& text) { return all_hex(text, 32); }
 
-Store::Store(const fs::path& data_dir, std::uint64_t max_inflated_bytes)
-    : dir_(data_dir), max_inflated_(max_inflated_bytes) {
+Store::Store(const fs::path& data_dir, std::uint64_t max_inflated_bytes, MemoryBudget& budget,
+             const std::function<void(const std::string&)>& notice)
+    : dir_(data_dir), max_inflated_(max_inflated_bytes), budget_(budget) {
   fs::create_directories(dir_ / "bundles");
   fs::create_directories(dir_ / "runs");
   // Anything in tmp is an upload a previous server never finished.
@@ -234,7 +238,7 @@ Store::Store(const fs::path& data_dir, std::uint64_t max_inflated_bytes)
     throw std::runtime_error(fmt::format("cannot open {}: {}", (dir_ / "index.sqlite").string(), sqlite3_errmsg(db_)));
   sqlite3_busy_timeout(db_, 10000);
   exec(db_, kSchema);
-  reconcile();
+  reconcile(notice);
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -245,8 +249,10 @@ fs::path Store::temp_path() {
 }
 
 // A bundle file whose index rows never got written (the server stopped in
-// between) is indexed now: every stored bundle is listed.
-void Store::reconcile() {
+// between) is indexed now: every stored bundle is listed. One that cannot be
+// indexed (damaged on disk, stored by an older server, over today's limits)
+// is moved aside, not deleted: it must never stop the server from starting.
+void Store::reconcile(const std::function<void(const std::string&)>& notice) {
   for (const auto& shard : fs::directory_iterator(dir_ / "bundles")) {
     if (!shard.is_directory()) continue;
     for (const auto& file : fs::directory_iterator(shard.path())) {
@@ -258,8 +264,11 @@ void Store::reconcile() {
       }
       try {
         write_index(id, *compute_index(file.path()), "recovered", fs::file_size(file.path()));
-      } catch (const BadRequest&) {
-        fs::remove(file.path());  // not a bundle this server would have accepted
+      } catch (const std::exception& error) {
+        const fs::path aside = dir_ / "quarantine" / file.path().filename();
+        fs::create_directories(aside.parent_path());
+        fs::rename(file.path(), aside);
+        notice(fmt::format("jitprof: moved the stored bundle {} to {}: {}", id, aside.string(), error.what()));
       }
     }
   }
@@ -316,7 +325,8 @@ struct Store::Indexed {
 
 std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   auto indexed = std::make_unique<Indexed>();
-  const bundle::Bundle read = bundle::read_bundle(path, max_inflated_);
+  MemoryBudget::Lease lease(budget_);
+  const bundle::Bundle read = read_bundle_within(path, max_inflated_, lease);
   if (read.error)
     throw BadRequest(fmt::format("not a valid jitprof bundle: {} (at byte {})", read.error->message, read.error->offset));
   if (!read.warnings.empty())
@@ -545,28 +555,51 @@ void Store::add_run_file(const std::string& run, const std::string& kind, const 
     if (!query.bind(1, run).step()) throw NotFound("no run " + run);
     if (!query.is_null(0)) throw BadRequest("the runtime data is already frozen");
   }
+  // Refused now rather than at freeze time, with the reader's own message.
+  const fs::path target = run_dir(run) / (kind == "cpu" ? "cpu.prof" : "jit.log");
+  const fs::path decoded = temp_path();
+  const RemovedOnExit decoded_cleanup{decoded};
+  MemoryBudget::Lease lease(budget_);  // for as long as the reader holds what it read
+  if (kind == "cpu") {
+    vmprof::ProfileReader reader;
+    inflate_checked(received, decoded, kind, lease, [&](auto chunk) { return reader.feed(chunk); });
+    const vmprof::Profile profile = reader.finish();
+    if (profile.error) throw BadRequest(fmt::format("not a vmprof profile: {}", profile.error->message));
+  } else {
+    jitlog::JitlogReader reader;
+    inflate_checked(received, decoded, kind, lease, [&](auto chunk) { return reader.feed(chunk); });
+    const jitlog::Forest forest = reader.finish();
+    if (forest.error) throw BadRequest(fmt::format("not a jitlog: {}", forest.error->message));
+  }
+  publish(decoded, target);
+}
+
+// Inflates a vmprof client's file (gzip or not) into `decoded` while `check`
+// reads it, chunk by chunk: never whole in memory, within the per-upload
+// limit, and what the reader keeps taken from `lease`. Stops early when
+// `check` returns false (the reader found malformed input).
+void Store::inflate_checked(const fs::path& received, const fs::path& decoded, const std::string& kind,
+                            MemoryBudget::Lease& lease,
+                            const std::function<bool(std::span<const std::uint8_t>)>& check) {
+  struct Malformed {};
+  std::ofstream out(decoded, std::ios::binary);
   binio::ReadOptions options;
   options.max_decompressed_bytes = max_inflated_;
-  std::vector<std::uint8_t> bytes;
   try {
-    binio::read_file_chunks(received, [&](std::span<const std::uint8_t> chunk) { bytes.insert(bytes.end(), chunk.begin(), chunk.end()); },
-                            options);
+    binio::read_file_chunks(
+        received,
+        [&](std::span<const std::uint8_t> chunk) {
+          lease.take(chunk.size());
+          if (!check(chunk)) throw Malformed{};
+          out.write(reinterpret_cast<const char*>(chunk.data()), static_cast<std::streamsize>(chunk.size()));
+        },
+        options);
+  } catch (const Malformed&) {
+    return;  // the reader tells why
   } catch (const binio::InputError& error) {
     throw BadRequest(fmt::format("unreadable {} upload: {}", kind, error.what()));
   }
-  // Refused now rather than at freeze time, with the reader's own message.
-  if (kind == "cpu") {
-    const vmprof::Profile profile = vmprof::parse_profile(bytes);
-    if (profile.error) throw BadRequest(fmt::format("not a vmprof profile: {}", profile.error->message));
-  } else {
-    const jitlog::Forest forest = jitlog::parse_jitlog(bytes);
-    if (forest.error) throw BadRequest(fmt::format("not a jitlog: {}", forest.error->message));
-  }
-  const fs::path target = run_dir(run) / (kind == "cpu" ? "cpu.prof" : "jit.log");
-  const fs::path decoded = temp_path();
-  std::ofstream(decoded, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                                 static_cast<std::streamsize>(bytes.size()));
-  publish(decoded, target);
+  if (!out.flush()) throw std::runtime_error(fmt::format("cannot write {}", decoded.string()));
 }
 
 std::string Store::freeze_run(const std::string& run) {
@@ -593,11 +626,12 @@ std::string Store::freeze_run(const std::string& run) {
     manifest.start_time = unix_now();
     manifest.state = "complete";
     writer.append(bundle::sections::kManifest, bundle::encode(manifest));
+    // A section is a stream of frames: each file goes in pieces, never whole in memory.
+    std::vector<std::uint8_t> piece(16 << 20);
     for (const auto& [path, section] : {std::pair{cpu, bundle::sections::kVmprof}, std::pair{jit, bundle::sections::kJitlog}}) {
-      if (!fs::exists(path)) continue;
       std::ifstream in(path, std::ios::binary);
-      const std::string bytes{std::istreambuf_iterator<char>(in), {}};
-      writer.append(section, bytes);
+      while (in.read(reinterpret_cast<char*>(piece.data()), static_cast<std::streamsize>(piece.size())) || in.gcount() > 0)
+        writer.append(section, std::span(piece).first(static_cast<std::size_t>(in.gcount())));
     }
     writer.sync();
   }

@@ -8,11 +8,15 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+
+#include "memory_budget.h"
 
 namespace jitprof::server {
 
@@ -34,8 +38,11 @@ bool is_run_id(const std::string& text);
 class Store {
  public:
   // Opens (creating) DIR; removes uploads a previous server left unfinished
-  // and indexes bundles stored but not yet indexed when it stopped.
-  Store(const std::filesystem::path& data_dir, std::uint64_t max_inflated_bytes);
+  // and indexes bundles stored but not yet indexed when it stopped, moving
+  // those it cannot index to DIR/quarantine (one `notice` line each).
+  // Bundles are read within `max_inflated_bytes` each and within `budget`.
+  Store(const std::filesystem::path& data_dir, std::uint64_t max_inflated_bytes, MemoryBudget& budget,
+        const std::function<void(const std::string&)>& notice);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -72,16 +79,20 @@ class Store {
   // Checks and reads a bundle into its index rows and views (BadRequest when malformed).
   std::unique_ptr<Indexed> compute_index(const std::filesystem::path& bundle);
   void write_index(const std::string& id, const Indexed& indexed, const std::string& source, std::uint64_t size);
-  void reconcile();
+  void reconcile(const std::function<void(const std::string&)>& notice);
   // Whether `id` is indexed; the caller holds mutex_.
   bool is_indexed(const std::string& id);
   void require_indexed(const std::string& id);
 
+  void inflate_checked(const std::filesystem::path& received, const std::filesystem::path& decoded,
+                       const std::string& kind, MemoryBudget::Lease& lease,
+                       const std::function<bool(std::span<const std::uint8_t>)>& check);
   std::filesystem::path run_dir(const std::string& run) const;
   std::filesystem::path bundle_path_for(const std::string& id) const;
 
   std::filesystem::path dir_;
   std::uint64_t max_inflated_;
+  MemoryBudget& budget_;
   std::mutex mutex_;  // one SQLite connection, used by one thread at a time
   sqlite3* db_ = nullptr;
 };

@@ -80,7 +80,7 @@ function check(condition, message, detail = "") {
 async function newPage(browser) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   if (options.token) {
-    await context.addInitScript((token) => localStorage.setItem("jitprof.token", token), options.token);
+    await context.addInitScript((token) => sessionStorage.setItem("jitprof.token", token), options.token);
   }
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
@@ -108,6 +108,7 @@ try {
   const page = await newPage(browser);
   await checkList(page);
   const hottest = await checkProfile(page);
+  await checkFlameSearch(browser);
   const trace = hottest ? await checkTrace(page, hottest) : null;
   await checkBridge(page, trace);
   if (options["big-bundle"]) await checkBigTrace(browser, options["big-bundle"]);
@@ -122,6 +123,8 @@ try {
 
 console.log(`browser console errors seen: ${consoleErrors.length}`);
 for (const error of consoleErrors) console.log(`  console error: ${error}`);
+const refused = consoleErrors.filter((error) => /Content Security Policy/i.test(error));
+check(refused.length === 0, "the viewer runs under the server's Content-Security-Policy", refused.join(" | "));
 check(pageErrors.length === 0, "no uncaught errors in the pages", pageErrors.join(" | "));
 console.log(`${results.passed} passed, ${results.failed} failed, ${results.skipped} skipped`);
 process.exit(results.failed ? 1 : 0);
@@ -179,6 +182,36 @@ async function checkProfile(page) {
   }
   await page.screenshot({ path: join(out, "profile.png") });
   return hottest;
+}
+
+// The flame graph's search: text and regular expressions match, and a
+// pattern that backtracks exponentially (on a frame named aaa…a!) does not
+// freeze the tab.
+async function checkFlameSearch(browser) {
+  let page = null;
+  try {
+    const tree = await apiGet(`/api/p/${bundle}/flame`);
+    tree.children.push({ frame: `${"a".repeat(40)}!`, category: "python", total: 1, self: 1, children: [] });
+    page = await newPage(browser);
+    await page.route(`${server}/api/p/${bundle}/flame`, (route) => route.fulfill({ json: tree }));
+    await page.goto(`${server}/p/${bundle}`);
+    await page.waitForSelector("#flame[data-frames]");
+    const matched = async (term) => {
+      await page.fill(".flame-search", term);
+      return Number(await page.$eval(".flame-match", (info) => info.dataset.samples || 0));
+    };
+    const name = options.function;
+    check((await matched(`${name} (`)) > 0 && (await matched(`/^${name} \\(/`)) > 0,
+      `flame search finds ${name} by text and by regular expression`);
+    const started = Date.now();
+    const bombed = await matched("/(a+)+$/");
+    const elapsed = Date.now() - started;
+    check(elapsed < 2000, `flame search for /(a+)+$/ answers in ${elapsed} ms (searched as text: ${bombed} samples)`);
+  } catch (error) {
+    fail(`flame search: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
 }
 
 // c. Clicking the hottest loop's row opens its trace page: asm ops with
@@ -258,6 +291,29 @@ async function checkCrash(browser, id) {
     check(true, `crash record links to ${expected.type} ${expected.id}, the trace it hit`);
   } catch (error) {
     fail(`crash page: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
+  await checkMistypedCrash(browser, id);
+}
+
+// A crash record whose fields have the wrong types (a hand-made bundle's)
+// leaves them out: the profile page still renders, crash card included.
+async function checkMistypedCrash(browser, id) {
+  let page = null;
+  try {
+    const summary = await apiGet(`/api/p/${id}`);
+    summary.crash = { ...summary.crash, signal: "SEGV?", tid: [1], registers_hex: "rip", trace: { id: "x" },
+      frames: [7, { jit: "yes", address: "0x1", source: "f.py", path: 3 }, ...summary.crash.frames.slice(0, 2)] };
+    page = await newPage(browser);
+    await page.route(`${server}/api/p/${id}`, (route) => route.fulfill({ json: summary }));
+    await page.goto(`${server}/p/${id}`);
+    await page.locator("#crash").waitFor();
+    const rows = await page.locator("#crash table tbody tr").count();
+    check(rows === 3 && (await page.locator(".error-box").count()) === 0,
+      `a crash record with fields of the wrong type still shows (${rows} of its frames)`);
+  } catch (error) {
+    fail(`crash page with mistyped fields: ${error.message}`);
   } finally {
     if (page) await page.context().close();
   }

@@ -131,12 +131,14 @@ function showLoadError(slot, error) {
 }
 
 function errorView(error) {
-  if (error instanceof HttpError && error.status === 401) return tokenForm(Boolean(localStorage.getItem(TOKEN_KEY)));
+  if (error instanceof HttpError && error.status === 401) return tokenForm(Boolean(sessionStorage.getItem(TOKEN_KEY)));
   const title = error instanceof HttpError && error.status === 404 ? "Not found" : "Something went wrong";
   return h("div", { class: "error-box", role: "alert" }, h("h1", {}, title), h("p", {}, error.message), h("p", {}, h("a", { href: "/" }, "← all uploads")));
 }
 
-// Servers run with --private want a token for reading: ask once, keep it in localStorage.
+// Servers run with --private want a token for reading: ask once per tab, keep
+// it in sessionStorage (gone with the tab, never shared with other tabs or
+// written to disk as localStorage would be).
 function tokenForm(refused) {
   const input = h("input", { type: "password", name: "token", autocomplete: "current-password", placeholder: "token", required: true, size: 40 });
   return h(
@@ -145,20 +147,20 @@ function tokenForm(refused) {
       class: "token-form",
       onsubmit: (event) => {
         event.preventDefault();
-        localStorage.setItem(TOKEN_KEY, input.value.trim());
+        sessionStorage.setItem(TOKEN_KEY, input.value.trim());
         route();
       },
     },
     h("h1", {}, "This jitprof server is private"),
     h("p", {}, refused ? "The saved token was refused: enter another one." : "Reading profiles needs an access token (one line of the server's token file)."),
     h("p", {}, input, " ", h("button", { type: "submit" }, "Save token")),
-    h("p", { class: "muted" }, "The token is kept in this browser's local storage and sent with every request."),
+    h("p", { class: "muted" }, "The token is kept for this tab only (session storage) and sent with every request."),
   );
 }
 
 function renderAuthBadge() {
   const slot = document.getElementById("auth");
-  if (!localStorage.getItem(TOKEN_KEY)) return slot.replaceChildren();
+  if (!sessionStorage.getItem(TOKEN_KEY)) return slot.replaceChildren();
   slot.replaceChildren(
     h("span", { class: "muted" }, "token saved "),
     h(
@@ -167,7 +169,7 @@ function renderAuthBadge() {
         type: "button",
         class: "link-button",
         onclick: () => {
-          localStorage.removeItem(TOKEN_KEY);
+          sessionStorage.removeItem(TOKEN_KEY);
           route();
         },
       },
@@ -325,12 +327,13 @@ async function profileView(ctx) {
   const command = commandText(summary.manifest);
   ctx.setTitle(command || id.slice(0, 12), [{ label: `profile ${id.slice(0, 8)}` }]);
 
+  const crash = crashRecord(summary.crash);
   const flameSlot = h("div", { class: "flame-slot" }, h("p", { class: "loading" }, "Loading the flame graph…"));
   const page = h(
     "div",
     { class: "profile-page" },
     profileHeader(summary, command),
-    summary.crash ? crashSummary(summary) : null,
+    crash ? crashSummary(crash) : null,
     summary.attach ? attachBox(summary.attach) : null,
     categoryBar(summary),
     h("section", { class: "card" }, h("h2", {}, "Flame graph ", h("span", { class: "muted small" }, "root at the top, callees below; click a frame to zoom, a JIT trace frame to open it")), flameSlot),
@@ -341,7 +344,7 @@ async function profileView(ctx) {
         flame.element.scrollIntoView({ block: "nearest", behavior: "smooth" });
       }), h("div", {}, threadsCard(summary), nativeCard(summary))),
     summary.anonymous_jit_code && summary.anonymous_jit_code.length ? anonymousCard(summary) : null,
-    summary.crash ? crashCard(summary) : null,
+    crash ? crashCard(id, crash) : null,
   );
   ctx.show(page);
 
@@ -436,7 +439,7 @@ function downloadLink(id) {
       class: "button",
       download: `${id.slice(0, 12)}.jprof`,
       onclick: async (event) => {
-        const token = localStorage.getItem(TOKEN_KEY);
+        const token = sessionStorage.getItem(TOKEN_KEY);
         if (!token) return;
         event.preventDefault();
         const response = await fetch(href, { headers: { Authorization: `Bearer ${token}` } });
@@ -450,14 +453,45 @@ function downloadLink(id) {
   );
 }
 
-function crashSummary(summary) {
-  const crash = summary.crash;
-  const top = (crash.frames || [])[0];
+// The crash record with each field of the type the page expects: a bundle is
+// its uploader's data, so a field of another type is left out, never trusted.
+function crashRecord(raw) {
+  const object = (v) => (v !== null && typeof v === "object" && !Array.isArray(v) ? v : null);
+  const text = (v) => (typeof v === "string" ? v : undefined);
+  const number = (v) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+  const objects = (v) => (Array.isArray(v) ? v.filter(object) : []);
+  const source = (s) => ({ function: text(s.function) || "?", file: text(s.file), line: number(s.line) });
+  if (!object(raw)) return null;
+  const trace = object(raw.trace);
+  return {
+    signal: number(raw.signal),
+    signal_name: text(raw.signal_name),
+    tid: number(raw.tid),
+    fault_address: number(raw.fault_address),
+    fault_address_hex: text(raw.fault_address_hex),
+    registers_hex: Object.fromEntries(Object.entries(object(raw.registers_hex) || {}).filter(([, v]) => typeof v === "string")),
+    trace: trace && number(trace.id) !== undefined
+      ? { id: trace.id, type: text(trace.type) || "trace", op_index: number(trace.op_index), op: text(trace.op), source: object(trace.source) ? source(trace.source) : undefined }
+      : null,
+    frames: objects(raw.frames).map((frame) => ({
+      name: text(frame.name),
+      path: text(frame.path),
+      offset: number(frame.offset),
+      address: number(frame.address),
+      address_hex: text(frame.address_hex),
+      jit: frame.jit === true,
+      source: objects(frame.source).map(source),
+    })),
+  };
+}
+
+function crashSummary(crash) {
+  const top = crash.frames[0];
   return h(
     "div",
     { class: "crash-banner", role: "alert" },
-    h("strong", {}, `Crashed: ${crash.signal_name || `signal ${crash.signal}`}`),
-    ` in thread ${crash.tid}`,
+    h("strong", {}, `Crashed: ${crash.signal_name || `signal ${crash.signal ?? "?"}`}`),
+    ` in thread ${crash.tid ?? "?"}`,
     crash.fault_address !== undefined ? ` at address ${hex(crash.fault_address)}` : "",
     top ? [" — in ", h("code", {}, frameName(top) || `${basename(top.path)}+${hex(top.offset)}`)] : "",
     " · ",
@@ -736,10 +770,9 @@ function crashTraceLink(id, trace) {
   );
 }
 
-function crashCard(summary) {
-  const crash = summary.crash;
+function crashCard(id, crash) {
   // 64-bit values come as "0x..." strings too: JavaScript numbers would round them.
-  const registers = Object.entries(crash.registers_hex || {});
+  const registers = Object.entries(crash.registers_hex);
   const order = ["rip", "rsp", "rbp", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
   registers.sort((a, b) => (order.indexOf(a[0]) + 1 || 99) - (order.indexOf(b[0]) + 1 || 99));
   return h(
@@ -748,17 +781,17 @@ function crashCard(summary) {
     h("h2", {}, "Crash record"),
     factList(
       [
-        ["signal", `${crash.signal_name || ""} (${crash.signal})`],
-        ["thread", String(crash.tid)],
+        ["signal", `${crash.signal_name || ""} (${crash.signal ?? "?"})`],
+        ["thread", String(crash.tid ?? "?")],
         crash.fault_address_hex ? ["fault address", h("code", {}, crash.fault_address_hex)] : null,
-        crash.trace ? ["in trace", crashTraceLink(summary.id, crash.trace)] : null,
-        ["frames", `${(crash.frames || []).length} (${(crash.frames || []).filter((f) => f.jit).length} in JIT code)`],
+        crash.trace ? ["in trace", crashTraceLink(id, crash.trace)] : null,
+        ["frames", `${crash.frames.length} (${crash.frames.filter((f) => f.jit).length} in JIT code)`],
       ].filter(Boolean),
     ),
     table(
       "crash-frames",
       [["#"], ["Function"], ["Where"], ["Address"], ["Source"]],
-      (crash.frames || []).map((frame, i) =>
+      crash.frames.map((frame, i) =>
         h(
           "tr",
           { class: frame.jit ? "jit-frame" : "", "data-jit": frame.jit ? "true" : "false" },
@@ -766,7 +799,7 @@ function crashCard(summary) {
           h("td", { class: "name" }, frame.jit ? h("span", { class: "badge jit" }, "JIT") : null, " ", frameName(frame) || h("span", { class: "muted" }, "?")),
           h("td", { title: frame.path || "" }, frame.jit ? h("span", { class: "muted" }, "JIT-compiled code") : `${basename(frame.path)}+${hex(frame.offset)}`),
           h("td", {}, h("code", {}, frame.address_hex || hex(frame.address))),
-          h("td", {}, (frame.source || []).map((s) => h("div", {}, `${s.function} `, fileLine(s.file, s.line)))),
+          h("td", {}, frame.source.map((s) => h("div", {}, `${s.function} `, fileLine(s.file, s.line)))),
         ),
       ),
     ),

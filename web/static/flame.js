@@ -56,11 +56,13 @@ function adjust(hexColor, amount) {
   return `rgb(${channel(n >> 16)}, ${channel((n >> 8) & 255)}, ${channel(n & 255)})`;
 }
 
-// A search term: plain text matches case-insensitively; /…/ is a regular expression.
+// A search term: plain text matches case-insensitively; /…/ is a regular
+// expression, unless it could backtrack without bound (then its text is
+// searched for as plain text).
 function matcher(term) {
   if (!term) return null;
   const regex = /^\/(.+)\/([a-z]*)$/.exec(term);
-  if (regex) {
+  if (regex && !mayBacktrack(regex[1])) {
     try {
       const compiled = new RegExp(regex[1], regex[2].includes("i") ? "i" : "");
       return (label) => compiled.test(label);
@@ -68,8 +70,37 @@ function matcher(term) {
       return () => false;
     }
   }
-  const lower = term.toLowerCase();
+  const lower = (regex ? regex[1] : term).toLowerCase();
   return (label) => label.toLowerCase().includes(lower);
+}
+
+// Patterns whose matching time can explode on a long frame name and freeze
+// the tab: a repeated group that holds a repetition or an alternative
+// (/(a+)+$/, /(a|aa)*$/), back-references, or more than three unbounded
+// repetitions in all (/.*.*.*.*x/ is polynomial of that degree).
+function mayBacktrack(source) {
+  const groups = [{ repeats: false }]; // per open group: does it hold a repetition or "|"?
+  let unbounded = 0;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    const top = groups[groups.length - 1];
+    if (c === "\\") {
+      if (/[1-9k]/.test(source[i + 1] || "")) return true;
+      i++;
+    } else if (c === "[") {
+      for (i++; i < source.length && source[i] !== "]"; i++) if (source[i] === "\\") i++;
+    } else if (c === "(") {
+      groups.push({ repeats: false });
+    } else if (c === ")" && groups.length > 1) {
+      const group = groups.pop();
+      if (group.repeats && /[*+{]/.test(source[i + 1] || "")) return true;
+      if (group.repeats) groups[groups.length - 1].repeats = true;
+    } else if (c === "*" || c === "+" || c === "{" || c === "|" || (c === "?" && source[i - 1] !== "(")) {
+      top.repeats = true;
+      if (c === "*" || c === "+" || (c === "{" && /^\{\d*,\}/.test(source.slice(i)))) unbounded++;
+    }
+  }
+  return unbounded > 3;
 }
 
 export class FlameGraph {

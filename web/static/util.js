@@ -15,7 +15,7 @@ export class HttpError extends Error {
 // Throws HttpError with the server's {error} message (and its whole answer) on 4xx/5xx.
 export async function api(path, { signal } = {}) {
   const headers = {};
-  const token = localStorage.getItem(TOKEN_KEY);
+  const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(path, { headers, signal });
   const text = await response.text();

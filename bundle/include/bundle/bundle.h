@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -105,9 +106,14 @@ constexpr std::uint64_t kMaxFrameBytes = std::uint64_t{256} << 20;
 bool is_bundle(const std::filesystem::path& path);
 
 Bundle parse_bundle(std::span<const std::uint8_t> bytes);
+// Called with each frame's inflated size before its memory is taken; it may
+// throw to stop reading (a server's budget of memory for all its requests).
+using BeforeInflating = std::function<void(std::uint64_t bytes)>;
+
 // Throws binio::InputError when the file cannot be read.
 // `max_inflated_bytes` bounds the frames' total size once inflated (a server
 // reading untrusted uploads refuses decompression bombs with it).
-Bundle read_bundle(const std::filesystem::path& path, std::uint64_t max_inflated_bytes = UINT64_MAX);
+Bundle read_bundle(const std::filesystem::path& path, std::uint64_t max_inflated_bytes = UINT64_MAX,
+                   const BeforeInflating& before_inflating = {});
 
 }  // namespace jitprof::bundle
