@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,18 @@ class Hostile : public ::testing::Test {
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   static std::string bundle() { return (dir_ / "evil.jprof").string(); }
+  // Uploads `file` with curl to a `jitprof serve` started for this test; the answer's status and body.
+  static std::pair<int, std::string> upload(jitprof::testing::ServeProcess& server, const std::string& file) {
+    const std::string body = (dir_ / "upload.out").string();
+    const Result posted = run({"curl", "-s", "-o", body, "-w", "%{http_code}", "--data-binary", "@" + file, "-H",
+                               "Content-Type: application/octet-stream", server.url() + "/api/upload"});
+    return {std::atoi(posted.out.c_str()), jitprof::testing::slurp(body)};
+  }
+  static std::unique_ptr<jitprof::testing::ServeProcess> serve(const std::string& name) {
+    auto server = std::make_unique<jitprof::testing::ServeProcess>(JITPROF_BIN, dir_ / ("data-" + name), dir_, name);
+    EXPECT_FALSE(server->url().empty()) << server->process().err();
+    return server;
+  }
   static std::uint64_t jitlog_first_id(const jitprof::bundle::Bundle& read) {
     return jitprof::jitlog::parse_jitlog(read.stream(jitprof::bundle::sections::kJitlog)).traces.front().id;
   }
@@ -107,6 +121,19 @@ TEST_F(Hostile, NamesThatAreNotUtf8SurviveJsonAndExports) {
   }
   const json speedscope = json::parse(jitprof::testing::slurp(dir_ / "evil.speedscope"));
   EXPECT_FALSE(speedscope["shared"]["frames"].empty());
+
+  // A server takes the bundle (it is well formed: names are bytes) and its views show the name.
+  auto server = serve("utf8");
+  const auto [status, answer] = upload(*server, bundle());
+  ASSERT_EQ(status, 201) << answer;
+  const std::string id = json::parse(answer)["id"];
+  const Result profile = run({"curl", "-s", "-f", server->url() + "/api/p/" + id});
+  ASSERT_EQ(profile.status, 0) << profile.err;
+  bool shown = false;
+  const json served = json::parse(profile.out);
+  for (const auto& function : served["functions"])
+    shown |= function["name"].get<std::string>().starts_with("hot\x1b]0;pwned");
+  EXPECT_TRUE(shown) << profile.out.substr(0, 2000);
 }
 
 TEST_F(Hostile, ArgumentsThatAreNotUtf8AreRecordedByteForByte) {
@@ -150,6 +177,14 @@ TEST_F(Hostile, ATraceOpenedTwiceIsReportedNotACrash) {
     EXPECT_NE(result.err.find("was already started"), std::string::npos) << command[0] << ": " << result.err;
     EXPECT_FALSE(result.out.empty()) << command[0] << ": what came before the bad record is shown";
   }
+  // A server refuses it with the reason, stores nothing and keeps serving.
+  auto server = serve("twice");
+  const auto [status, answer] = upload(*server, crafted);
+  EXPECT_EQ(status, 400) << answer;
+  EXPECT_NE(answer.find("was already started"), std::string::npos) << answer;
+  const Result listed = run({"curl", "-s", "-f", server->url() + "/api/uploads"});
+  ASSERT_EQ(listed.status, 0) << "the server is still up: " << server->process().err();
+  EXPECT_EQ(json::parse(listed.out)["total"], 0);
 }
 
 }  // namespace

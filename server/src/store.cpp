@@ -336,6 +336,10 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   const json manifest = bundle::to_json(*read_manifest.manifest);
 
   const correlate::Profile profile = correlate::correlate(read);
+  // An absent jitlog is no error (PyPy compiled nothing); a malformed one is, as on the command line.
+  if (read.has(bundle::sections::kJitlog) && profile.forest.error)
+    throw BadRequest(fmt::format("malformed jitlog section: {} (at byte {} of the jitlog)", profile.forest.error->message,
+                                 profile.forest.error->offset));
   json report = views::report_json(profile, read, SIZE_MAX);
   json summary = report;
   for (const char* list : {"functions", "traces", "native_functions"})
