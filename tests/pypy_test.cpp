@@ -38,7 +38,7 @@ class JitprofProbeGamma:
 # vmprof writes every code object's name and unique id; no sampling is wanted.
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 _vmprof.enable(fd, 0.001, 0, 0, 0, 0)
-_vmprof.stop_sampling()
+_vmprof.disable()  # flushes what enable wrote; the ids stay on the code objects
 
 stop = threading.Event()
 native_ids = []

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <map>
 #include <span>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "process_memory.h"
@@ -63,8 +62,9 @@ class ChunkReader {
   }
   std::uint64_t bytes() const { return bytes_; }
 
-  // visit(words, first, end, address of words[0]) returns false to end the pass.
-  using Visitor = std::function<bool(std::span<const std::uint64_t>, std::size_t, std::size_t, std::uint64_t)>;
+  // visit(words, first, end) sees words[first, end) (with their neighbours
+  // around them) and returns false to end the pass.
+  using Visitor = std::function<bool(std::span<const std::uint64_t>, std::size_t, std::size_t)>;
   void pass(const Visitor& visit) {
     const std::uint64_t pass_start = done_;
     constexpr std::size_t reach = kReachWords * 8;
@@ -76,7 +76,7 @@ class ChunkReader {
         const std::size_t read = read_memory(pid_, from, words.data(), to - from) / 8;
         const std::size_t first = (chunk - from) / 8;
         const std::size_t end = std::min<std::size_t>(read, (std::min(region.end, chunk + kChunkBytes) - from) / 8);
-        const bool more = first >= end || visit({words.data(), read}, first, end, from);
+        const bool more = first >= end || visit({words.data(), read}, first, end);
         done_ += std::min<std::uint64_t>(kChunkBytes, region.end - chunk);
         if (progress_) progress_(done_, total_);
         if (!more) {
@@ -105,7 +105,7 @@ struct Candidate {
 std::vector<Candidate> vote_for_layouts(ChunkReader& reader, const IdFilter& is_id) {
   std::vector<std::uint64_t> votes;  // type id << 32 | distance << 24 | low bits of id / 4
   bool full = false;
-  reader.pass([&](std::span<const std::uint64_t> words, std::size_t first, std::size_t end, std::uint64_t) {
+  reader.pass([&](std::span<const std::uint64_t> words, std::size_t first, std::size_t end) {
     for (std::size_t i = std::max<std::size_t>(first, 1); i < end && !full; ++i) {
       if (!is_id(words[i])) continue;
       for (std::size_t distance = 1; distance <= kReachWords && distance <= i; ++distance)
@@ -260,7 +260,7 @@ CodeScan scan_code_objects(pid_t pid, const std::vector<std::uint64_t>& known_id
 
   // Pass 2: a sample of objects for each candidate, ended once all are full.
   std::vector<std::vector<ObjectWords>> samples(candidates.size());
-  reader.pass([&](std::span<const std::uint64_t> words, std::size_t first, std::size_t end, std::uint64_t) {
+  reader.pass([&](std::span<const std::uint64_t> words, std::size_t first, std::size_t end) {
     for (std::size_t i = first; i < end; ++i) {
       if (!is_id(words[i])) continue;
       for (std::size_t c = 0; c < candidates.size(); ++c) {
@@ -283,7 +283,7 @@ CodeScan scan_code_objects(pid_t pid, const std::vector<std::uint64_t>& known_id
   // behind names the same id the same way, so the first one found is kept.
   std::map<std::uint64_t, CodeName> named;
   const std::size_t distance = layout.unique_id_offset / 8;
-  reader.pass([&](std::span<const std::uint64_t> words, std::size_t first, std::size_t end, std::uint64_t) {
+  reader.pass([&](std::span<const std::uint64_t> words, std::size_t first, std::size_t end) {
     for (std::size_t i = std::max(first, distance); i < end; ++i) {
       if (!is_id(words[i]) || low_half(words[i - distance]) != layout.type_id || named.count(words[i])) continue;
       const ObjectWords object = object_at(words, i - distance);

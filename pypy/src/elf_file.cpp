@@ -11,7 +11,7 @@
 
 namespace jitprof::pypy {
 
-ElfFile::ElfFile(const std::filesystem::path& path) : path_(path) {
+ElfFile::ElfFile(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw LayoutError(path.string() + ": cannot open: " + std::strerror(errno));
   struct stat status {};

@@ -54,7 +54,6 @@ class ElfFile {
   void read_relocations();
   void find_plt_stubs();
 
-  std::filesystem::path path_;
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
   std::span<const Elf64_Phdr> program_headers_;

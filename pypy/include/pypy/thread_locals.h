@@ -33,10 +33,17 @@ struct ThreadLocalLayout {
   // RIP-relative lea (other than the TLS descriptor's) of the thread-locals
   // builder that pypy_execute_source calls.
   std::uint64_t thread_list_head_vaddr = 0;
-  std::uint32_t ready_offset = 0;         // holds 42 once the block is set up
-  std::uint32_t thread_ident_offset = 0;  // pthread_self() of the block's thread (its fs_base)
-  std::uint32_t shadow_stack_offset = 0;  // vmprof_tl_stack: head of the vmprof shadow stack
-  std::uint32_t list_next_offset = 0;     // `next` of the doubly linked list of blocks
+  // Holds 42 once the block is set up: the memory operand of pypy_execute_source's `cmp ..., 42`.
+  std::uint32_t ready_offset = 0;
+  // pthread_self() of the block's thread (its fs_base): where the builder
+  // stores rax into the block right after calling pthread_self@plt.
+  std::uint32_t thread_ident_offset = 0;
+  // vmprof_tl_stack, head of the vmprof shadow stack: the last word of PT_TLS,
+  // as RPython sorts the block's fields by name.
+  std::uint32_t shadow_stack_offset = 0;
+  // `next` of the doubly linked list of blocks: the builder links a new block
+  // in after the head with a RIP-relative store into head.next.
+  std::uint32_t list_next_offset = 0;
 };
 
 class LayoutError : public std::runtime_error {
