@@ -1,6 +1,7 @@
 // Joining the BPF program's shadow-stack records to perf samples, without a
-// kernel: each record is dated a few microseconds before its sample, records
-// arrive in the order CPUs committed them, and either side may be lost.
+// kernel: each record is dated a few microseconds from its sample (after it on
+// kernel 6.18, before it on older ones), records arrive in the order CPUs
+// committed them, and either side may be lost.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -35,6 +36,29 @@ TEST(PythonStackJoin, EachSampleGetsTheRecordReadJustBeforeIt) {
   join.add(record(kThreadA, 2'000'000, 2));
   EXPECT_EQ(id_of(join.take(kPid, kThreadA, 1'000'004, kIp)), 1u);
   EXPECT_EQ(id_of(join.take(kPid, kThreadA, 2'000'003, kIp)), 2u);
+  EXPECT_EQ(join.pending(), 0u);
+}
+
+TEST(PythonStackJoin, ARecordDatedAfterItsSampleMatchesItAndNotTheNext) {
+  PythonStackJoin join(kWindow);
+  join.watch(kPid, 0);
+  // Kernel 6.18 dates the sample, then runs the program: 0.3 to 8 us later.
+  join.add(record(kThreadA, 1'000'007, 1));
+  join.add(record(kThreadA, 2'000'001, 2));
+  join.add(record(kThreadA, 3'000'008, 3));
+  EXPECT_EQ(id_of(join.take(kPid, kThreadA, 1'000'000, kIp)), 1u);
+  // The record of the sample at 2'000'000 was dropped: the one dated after the next sample is not its.
+  EXPECT_EQ(join.take(kPid, kThreadA, 2'000'000 + kWindow + 2, kIp)->status, PythonStackStatus::Lost);
+  EXPECT_EQ(id_of(join.take(kPid, kThreadA, 3'000'000, kIp)), 3u);
+  EXPECT_EQ(join.pending(), 0u);
+}
+
+TEST(PythonStackJoin, ASampleBetweenTwoRecordsTakesTheNearest) {
+  PythonStackJoin join(kWindow);
+  join.watch(kPid, 0);
+  join.add(record(kThreadA, 1'000'000 - 100, 1));
+  join.add(record(kThreadA, 1'000'000 + 5, 2));
+  EXPECT_EQ(id_of(join.take(kPid, kThreadA, 1'000'000, kIp)), 2u);
   EXPECT_EQ(join.pending(), 0u);
 }
 
@@ -107,11 +131,14 @@ TEST(PythonStackJoin, OnlyWatchedProcessesFromTheWatchOnHaveStacks) {
   EXPECT_FALSE(join.take(kPid, kThreadA, 3'000'004, kIp));
 }
 
-TEST(PythonStackJoin, ARecordTooOldForItsSampleIsNotJoined) {
+TEST(PythonStackJoin, ARecordOutsideTheWindowIsNotJoined) {
   PythonStackJoin join(kWindow);
   join.watch(kPid, 0);
   join.add(record(kThreadA, 1'000'000, 1));
+  join.add(record(kThreadA, 3'000'000 + kWindow + 1, 2));
   EXPECT_EQ(join.take(kPid, kThreadA, 1'000'000 + kWindow + 1, kIp)->status, PythonStackStatus::Lost);
+  EXPECT_EQ(join.take(kPid, kThreadA, 3'000'000, kIp)->status, PythonStackStatus::Lost);
+  EXPECT_EQ(join.pending(), 1u) << "the later record waits for its own sample";
 }
 
 TEST(PythonStackJoin, RecordsNoSampleCanTakeAnyMoreAreDiscarded) {

@@ -36,16 +36,23 @@ std::optional<PythonStack> PythonStackJoin::take(std::uint32_t pid, std::uint32_
   const auto found = by_tid_.find(tid);
   if (found == by_tid_.end()) return lost;
   auto& records = found->second;
-  const auto end = std::upper_bound(records.begin(), records.end(), time,
-                                    [](std::uint64_t t, const PythonStackRecord& r) { return t < r.time_ns; });
-  std::optional<PythonStack> stack;
-  if (end != records.begin()) {
-    PythonStackRecord& latest = *std::prev(end);
-    if (latest.pid == pid && latest.ip == user_ip && time - latest.time_ns <= window_ns_)
-      stack = std::move(latest.stack);
+  const auto by_time = [](const PythonStackRecord& r, std::uint64_t t) { return r.time_ns < t; };
+  // The records within the window, and the one nearest the sample among them.
+  const auto first = std::lower_bound(records.begin(), records.end(), time > window_ns_ ? time - window_ns_ : 0, by_time);
+  auto nearest = records.end();
+  for (auto it = first; it != records.end() && it->time_ns <= time + window_ns_; ++it) {
+    const auto distance = [time](const PythonStackRecord& r) { return r.time_ns > time ? r.time_ns - time : time - r.time_ns; };
+    if (nearest == records.end() || distance(*it) < distance(*nearest)) nearest = it;
   }
-  // Older records belong to samples that are gone (lost, or already taken).
-  records.erase(records.begin(), end);
+  std::optional<PythonStack> stack;
+  auto used = std::upper_bound(records.begin(), records.end(), time,
+                               [](std::uint64_t t, const PythonStackRecord& r) { return t < r.time_ns; });
+  if (nearest != records.end()) {
+    if (nearest->pid == pid && nearest->ip == user_ip) stack = std::move(nearest->stack);
+    if (nearest >= used) used = std::next(nearest);
+  }
+  // Records dated before the sample belong to samples that are gone (lost, or already taken).
+  records.erase(records.begin(), used);
   if (records.empty()) by_tid_.erase(found);
   return stack ? std::move(stack) : lost;
 }

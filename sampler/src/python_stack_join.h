@@ -1,10 +1,12 @@
 // Joins the BPF program's shadow-stack records to the perf samples they were
-// read for. Both come from the same timer interrupt on the sampled thread:
-// the program runs first and dates its record, then the kernel dates and
-// writes the sample, so a sample's record is the thread's latest one dated at
-// or before it, a few microseconds earlier, with the same user IP. Pure: the
-// sampler feeds it records as it drains them (any order) and samples in time
-// order.
+// read for. Both come from the same timer interrupt on the sampled thread, so
+// a sample's record is the thread's record dated nearest to it, a few
+// microseconds apart, with the same user IP. Which is dated first depends on
+// the kernel: on 6.18 the sample is dated 0.3 to 8 microseconds before the
+// program runs (older kernels prepared the sample after the program). A
+// thread's samples are a sampling period of its CPU time apart, so a window
+// of half a period tells them apart. Pure: the sampler feeds it records as it
+// drains them (any order) and samples in time order.
 #pragma once
 
 #include <cstddef>
@@ -18,7 +20,7 @@
 namespace jitprof::sampler {
 
 struct PythonStackRecord {
-  std::uint64_t time_ns;  // CLOCK_MONOTONIC, just before the sample's own time
+  std::uint64_t time_ns;  // CLOCK_MONOTONIC, microseconds from the sample's own time
   std::uint32_t pid, tid;
   std::uint64_t ip;  // user IP of the interrupted context
   PythonStack stack;
@@ -26,9 +28,9 @@ struct PythonStackRecord {
 
 class PythonStackJoin {
  public:
-  // A record is for a sample at most `window_ns` later (keep it below the
-  // sampling period, so that a record whose sample was lost never passes
-  // for the next sample's).
+  // A record is for a sample at most `window_ns` before or after it (keep it
+  // below half the sampling period, so that a record whose sample was lost
+  // never passes for the next sample's).
   explicit PythonStackJoin(std::uint64_t window_ns);
 
   // Samples of `pid` dated `since` or later get a stack (or Lost).
@@ -42,7 +44,7 @@ class PythonStackJoin {
 
   // The stack of the sample of `tid` at `time` whose user IP is `user_ip`:
   // nullopt when `pid` is not watched then, Lost when its record is missing.
-  // The thread's records up to `time` are used up.
+  // The thread's records up to `time` (and up to its record) are used up.
   std::optional<PythonStack> take(std::uint32_t pid, std::uint32_t tid, std::uint64_t time, std::uint64_t user_ip);
 
   // Samples up to `horizon` were all taken: records no later sample can

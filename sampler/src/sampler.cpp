@@ -31,8 +31,8 @@ std::uint64_t user_ip(const Sample& sample) {
   return sample.has_user_registers ? sample.user_registers[arch::kRip] : 0;
 }
 
-// A record is dated a few microseconds before its sample: half a sampling
-// period (at most 5 ms) tells it from the record of the thread's next sample.
+// A record is dated a few microseconds from its sample: half a sampling
+// period (at most 5 ms) tells it from the records of the thread's other samples.
 std::uint64_t join_window_ns(const Settings& settings) {
   return std::min<std::uint64_t>(5'000'000, 500'000'000ull / settings.rate_hz);
 }
@@ -91,7 +91,8 @@ Sampler::Sampler(Events events, PythonStacks python, const Settings& settings)
       wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       python_(std::move(python.program)),
       python_unavailable_(std::move(python.unavailable)),
-      join_(std::make_unique<PythonStackJoin>(join_window_ns(settings))) {}
+      join_window_ns_(join_window_ns(settings)),
+      join_(std::make_unique<PythonStackJoin>(join_window_ns_)) {}
 
 Sampler::~Sampler() {
   stop();
@@ -148,13 +149,15 @@ void Sampler::run(Listener& listener) {
 }
 
 void Sampler::read_rings() {
-  // A sample's BPF record is committed before the sample is dated. The rings
-  // count as read when the BPF ring was drained: every sample up to then has
-  // its record drained.
+  // A sample's BPF record is committed before the sample is written (the
+  // program runs first, in the same interrupt), but the sample may be dated
+  // a little earlier. The rings count as read a join window before the BPF
+  // ring was drained: a sample handed out has its record drained.
   const std::uint64_t now = monotonic_now_ns();
+  const std::uint64_t read_at = python_ ? now - std::min(now, join_window_ns_) : now;
   drain_python_stacks();
   for (std::size_t i = 0; i < rings_.size(); ++i) {
-    sorter_->ring_read_at(i, now);
+    sorter_->ring_read_at(i, read_at);
     rings_[i]->read([this](std::span<const std::uint8_t> record) { keep(record); });
   }
 }

@@ -189,6 +189,7 @@ class Sampler {
   // thread only), and the watches not yet given to the join.
   std::unique_ptr<PythonStackProgram> python_;
   std::optional<std::string> python_unavailable_;
+  std::uint64_t join_window_ns_;
   std::unique_ptr<PythonStackJoin> join_;
   std::mutex watch_mutex_;
   std::vector<std::pair<std::uint32_t, std::uint64_t>> new_watches_;  // pid, since
