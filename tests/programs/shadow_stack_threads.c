@@ -6,7 +6,8 @@
 //   stack <name> <tid> <status> <depth> <kind>:<value>:<return address>...
 //   ready
 // SIGUSR1 starts one more thread ("late"); SIGUSR2 forks a child process
-// whose only thread ("child") spins with the main thread's stack.
+// whose only thread ("child") spins with the stack the main thread built
+// just before the fork.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <link.h>
@@ -25,8 +26,11 @@
 
 enum { kMaxDepth = 256 };
 
-// The library's TLS module id, where the program reads it (as libpypy's GOT slot).
-volatile uint64_t tls_module_id;
+// The library's TLS module id, where the program reads it, on a page of its
+// own that is never written again (as libpypy's GOT slot, in RELRO): after a
+// fork, no copy-on-write fault of the page can hide the word from the reader.
+static volatile uint64_t tls_module_page[512] __attribute__((aligned(4096)));
+#define tls_module_id tls_module_page[0]
 
 struct spec {
   const char* name;
@@ -42,17 +46,22 @@ static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_barrier_t set_up;
 static volatile uint64_t sink;
 
-// Builds the list `spec` describes in this thread's block and prints the record expected of it.
-static void build(const struct spec* spec) {
+struct built {
+  struct shadow_node* nodes;
+  uint64_t* words;  // [return address, frame word] per JIT entry
+};
+
+// Builds the list `spec` describes in this thread's block.
+static struct built build(const struct spec* spec) {
   const unsigned salt = spec->salt;
-  struct shadow_node* nodes = calloc(spec->depth + 1, sizeof *nodes);
-  uint64_t* words = calloc(2 * (spec->depth + 1), sizeof *words);  // [return address, frame word] per JIT entry
+  struct built built = {calloc(spec->depth + 1, sizeof(struct shadow_node)), calloc(2 * (spec->depth + 1), 8)};
+  struct shadow_node* nodes = built.nodes;
   for (unsigned i = 0; i < spec->depth; ++i) {
     nodes[i].next = i + 1 < spec->depth ? &nodes[i + 1] : spec->broken ? (struct shadow_node*)16 : NULL;
     nodes[i].kind = i % 3 == 1 ? 3 : 1;
     if (nodes[i].kind == 3) {
-      words[2 * i] = 0x7f0000000000ull + salt * 0x10000ull + i * 0x10ull;
-      nodes[i].value = (uint64_t)(uintptr_t)&words[2 * i + 1];
+      built.words[2 * i] = 0x7f0000000000ull + salt * 0x10000ull + i * 0x10ull;
+      nodes[i].value = (uint64_t)(uintptr_t)&built.words[2 * i + 1];
     } else {
       nodes[i].value = salt * 100000ull + 4ull * (i + 1);
     }
@@ -61,14 +70,20 @@ static void build(const struct spec* spec) {
   block->ident = spec->foreign_ident ? 0x1234000 : (uint64_t)pthread_self();
   block->stack = spec->depth ? &nodes[0] : NULL;
   block->ready = spec->ready;
+  return built;
+}
 
+// Prints the record expected of this thread, whose block is `built` as `spec` says.
+static void describe(const struct spec* spec, struct built built) {
   pthread_mutex_lock(&print_lock);
   const int reads_entries = spec->ready == 42 && !spec->foreign_ident;
   const unsigned shown = !reads_entries ? 0 : spec->depth < kMaxDepth ? spec->depth : kMaxDepth;
   printf("stack %s %ld %s %u", spec->name, (long)gettid(), spec->status, shown);
-  for (unsigned i = 0; i < shown; ++i)
-    printf(" %lu:%#lx:%#lx", (unsigned long)nodes[i].kind, (unsigned long)nodes[i].value,
-           nodes[i].kind == 3 ? (unsigned long)words[2 * i] : 0ul);
+  for (unsigned i = 0; i < shown; ++i) {
+    const struct shadow_node* node = &built.nodes[i];
+    printf(" %lu:%#lx:%#lx", (unsigned long)node->kind, (unsigned long)node->value,
+           node->kind == 3 ? (unsigned long)built.words[2 * i] : 0ul);
+  }
   printf("\n");
   fflush(stdout);
   pthread_mutex_unlock(&print_lock);
@@ -84,14 +99,14 @@ static void spin(void) {
 
 static void* run(void* argument) {
   const struct spec* spec = argument;
-  build(spec);
+  describe(spec, build(spec));
   pthread_barrier_wait(&set_up);
   spin();
   return NULL;
 }
 
 static void* run_late(void* argument) {
-  build(argument);
+  describe(argument, build(argument));
   spin();
   return NULL;
 }
@@ -139,10 +154,12 @@ int main(void) {
       pthread_t thread;
       pthread_create(&thread, NULL, run_late, (void*)&late);
     } else if (signal == SIGUSR2) {
+      // The child's only thread has this thread's block, ready from its first instant.
+      const struct built built = build(&child);
       fflush(stdout);
       if (fork() == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        build(&child);
+        describe(&child, built);
         spin();
       }
     }
