@@ -122,7 +122,8 @@ std::vector<pid_t> threads_of(pid_t pid) {
 }
 
 // `tid`'s events, one per CPU of `cpus`; none when the thread ended meanwhile.
-std::vector<int> open_thread_events(perf_event_attr& attr, pid_t tid, const std::vector<int>& cpus) {
+std::vector<int> open_thread_events(perf_event_attr& attr, pid_t tid, const std::vector<int>& cpus,
+                                    const OnEventOpen& on_open) {
   std::vector<int> fds;
   for (int cpu : cpus) {
     const int fd = open_event(attr, tid, cpu);
@@ -132,6 +133,7 @@ std::vector<int> open_thread_events(perf_event_attr& attr, pid_t tid, const std:
       if (error == ESRCH) return {};
       throw SamplerError(refusal_message(error));
     }
+    if (on_open) on_open(fd);
     fds.push_back(fd);
   }
   return fds;
@@ -185,7 +187,7 @@ void check_settings(const Settings& settings) {
     throw SamplerError("the ring buffer size must be a power of two pages");
 }
 
-Events open_at_exec(pid_t pid, const Settings& settings) {
+Events open_at_exec(pid_t pid, const Settings& settings, const OnEventOpen& on_open) {
   perf_event_attr attr = event_attributes(settings);
   attr.disabled = 1;
   attr.enable_on_exec = 1;
@@ -193,13 +195,14 @@ Events open_at_exec(pid_t pid, const Settings& settings) {
   for (int cpu : online_cpus()) {
     const int fd = open_event(attr, pid, cpu);
     if (fd < 0) throw SamplerError(refusal_message(errno));
+    if (on_open) on_open(fd);
     events.rings.push_back(std::make_unique<Ring>(fd, cpu, settings.ring_pages));
   }
   events.kernel_frames = !attr.exclude_kernel;
   return events;
 }
 
-Events open_on_threads(pid_t pid, const Settings& settings) {
+Events open_on_threads(pid_t pid, const Settings& settings, const OnEventOpen& on_open) {
   perf_event_attr attr = event_attributes(settings);
   const std::vector<int> cpus = online_cpus();
   Events events;
@@ -209,7 +212,7 @@ Events open_on_threads(pid_t pid, const Settings& settings) {
     for (pid_t tid : threads_of(pid)) {
       if (std::binary_search(events.threads.begin(), events.threads.end(), tid)) continue;
       found_new = true;
-      const std::vector<int> fds = open_thread_events(attr, tid, cpus);
+      const std::vector<int> fds = open_thread_events(attr, tid, cpus, on_open);
       if (fds.empty()) continue;
       add_to_rings(events, fds, cpus, settings);
       events.threads.insert(std::upper_bound(events.threads.begin(), events.threads.end(), tid), tid);

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -23,14 +24,18 @@ struct Events {
 // Throws SamplerError for settings the events cannot have.
 void check_settings(const Settings& settings);
 
+// Called with each event's fd as soon as it is open, before the thread can
+// start others that inherit it (to attach a BPF program).
+using OnEventOpen = std::function<void(int fd)>;
+
 // Per-CPU events that follow `pid` and every thread and process it starts,
 // enabled at its next exec. Throws SamplerError with the cause and the fix
 // when the kernel refuses.
-Events open_at_exec(pid_t pid, const Settings& settings);
+Events open_at_exec(pid_t pid, const Settings& settings, const OnEventOpen& on_open = {});
 
 // Events on every thread of the running process `pid`, enabled now; threads
 // they start later inherit them. Throws SamplerError as open_at_exec.
-Events open_on_threads(pid_t pid, const Settings& settings);
+Events open_on_threads(pid_t pid, const Settings& settings, const OnEventOpen& on_open = {});
 
 // The executable mappings `pid` has now, as mmap records dated `time`.
 std::vector<Mapping> executable_mappings(pid_t pid, std::uint64_t time);

@@ -1,3 +1,9 @@
+// GCC 12 warns (in the standard headers' code) that swapping a sample moves a disengaged optional's
+// (Sample::python_stack) uninitialized bytes: its known false positive (GCC bug 80635).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "record_sorter.h"
 
 #include <algorithm>

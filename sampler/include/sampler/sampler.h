@@ -4,6 +4,11 @@
 // user IP, the kernel callchain, the user registers and a copy of the top of
 // the user stack; mmap, comm, fork and exit records describe the address
 // spaces so that addresses can be resolved later.
+//
+// With Settings::python_stacks, a BPF program attached to the same events
+// also reads, at each sample, the Python shadow stack (PyPy's vmprof stack)
+// of the interrupted thread in the processes given to watch_python_stacks:
+// the sample carries the exact Python frames of its moment.
 #pragma once
 
 #include <sys/types.h>
@@ -12,10 +17,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "arch/x86_64.h"
@@ -28,6 +36,44 @@ struct Settings {
   // program's stacks early, 32 KiB 0.2%.
   std::uint32_t user_stack_bytes = 32768;
   std::size_t ring_pages = 2048;         // per CPU, a power of two (8 MiB: ~250 ms of 32 KiB stacks at 1 kHz)
+  // Load the BPF program that reads Python shadow stacks (needs root or
+  // CAP_BPF + CAP_PERFMON and kernel BTF; without them the sampler runs without).
+  bool python_stacks = false;
+};
+
+// Where a process keeps each thread's shadow stack, a linked list of
+// {next, value, kind} words: in a block of a shared library's thread-local
+// storage, found through the thread's DTV with the library's TLS module id.
+// The caller computes it from the library's ELF (for libpypy: the GOT slot of
+// its R_X86_64_DTPMOD64 relocation, and pypy_threadlocal_s's fields).
+struct ShadowStackLayout {
+  std::uint64_t dtpmod_slot_address;  // in the process: the word holding the module id
+  std::uint32_t ready_offset;         // in the block: a word that is 42 once the block is set up
+  std::uint32_t ident_offset;         // a word equal to the thread's fs_base (pthread_self())
+  std::uint32_t stack_offset;         // the head of the list
+  bool check_ident;                   // a block whose ident is not the thread's is NoThreadBlock
+};
+
+enum class PythonStackStatus : std::uint8_t {
+  Complete,
+  Truncated,      // deeper than 256 entries: the innermost 256
+  NotReady,       // the module id is 0, the block is not allocated, or ready != 42
+  NoThreadBlock,  // the block's ident is not the thread's
+  Unreadable,     // a read failed: the entries read before it
+  Lost,           // the BPF record was dropped or not found for this sample
+};
+
+struct PythonFrameEntry {
+  static constexpr std::uint8_t kCode = 1;    // value: the code object's unique id
+  static constexpr std::uint8_t kJitted = 3;  // value: the JIT frame's RSP; return_address: the word at value - 8
+  std::uint8_t kind;
+  std::uint64_t value, return_address;  // return_address is 0 unless kJitted
+  friend bool operator==(const PythonFrameEntry&, const PythonFrameEntry&) = default;
+};
+
+struct PythonStack {
+  PythonStackStatus status = PythonStackStatus::Complete;
+  std::vector<PythonFrameEntry> entries;  // innermost first
 };
 
 struct Sample {
@@ -39,6 +85,9 @@ struct Sample {
   bool has_user_registers;
   arch::Registers user_registers;
   std::span<const std::uint8_t> user_stack;  // from user_registers[arch::kRsp]; valid during the callback only
+  // Set for samples of processes watched (watch_python_stacks) at the
+  // sample's time, when the BPF program runs.
+  std::optional<PythonStack> python_stack;
 };
 
 struct Mapping {
@@ -73,6 +122,9 @@ struct Stats {
   std::uint64_t lost = 0;        // dropped by the kernel: the ring buffer was full
   std::uint64_t throttled = 0;   // times the kernel throttled the event
   std::uint64_t records = 0;
+  std::uint64_t python_stacks = 0;          // samples joined with their shadow stack record
+  std::uint64_t python_stacks_lost = 0;     // samples of watched processes without their record
+  std::uint64_t python_stacks_dropped = 0;  // records the BPF program dropped: its ring buffer was full
 };
 
 class SamplerError : public std::runtime_error {
@@ -83,6 +135,8 @@ class SamplerError : public std::runtime_error {
 // sampler/src: the events and their rings, the record parser and the sorter.
 class Ring;
 class RecordSorter;
+class PythonStackProgram;
+class PythonStackJoin;
 struct Events;
 
 class Sampler {
@@ -105,11 +159,24 @@ class Sampler {
   Stats stats() const;
   bool kernel_frames() const { return kernel_frames_; }
 
+  // The samples of `pid` taken from now on carry their Python stack, read
+  // as `layout` says. Thread-safe; may be called from the Listener (e.g. once
+  // the library holding the stacks is mapped). The watch ends when the
+  // process execs or exits. Does nothing when python_stacks_unavailable().
+  void watch_python_stacks(pid_t pid, const ShadowStackLayout& layout);
+  // Why the BPF program does not run, in one line that names the fix;
+  // nullopt when it runs or Settings::python_stacks was false.
+  std::optional<std::string> python_stacks_unavailable() const { return python_unavailable_; }
+
  private:
-  explicit Sampler(Events events);
+  struct PythonStacks;
+  Sampler(Events events, PythonStacks python, const Settings& settings);
   void run(Listener& listener);
   void read_rings();
+  void drain_python_stacks();
   void keep(std::span<const std::uint8_t> record);
+  // Hands the sorted records up to the horizon (all of them when `all`) to the listener.
+  void hand_out(bool all, Listener& listener);
 
   std::vector<std::unique_ptr<Ring>> rings_;
   std::unique_ptr<RecordSorter> sorter_;  // reader thread only
@@ -118,6 +185,15 @@ class Sampler {
   std::atomic<std::uint64_t> samples_{0}, lost_{0}, throttled_{0}, records_{0};
   bool kernel_frames_ = true;
   int wake_fd_ = -1;
+  // Python stacks: the BPF program (null when not running), the join (reader
+  // thread only), and the watches not yet given to the join.
+  std::unique_ptr<PythonStackProgram> python_;
+  std::optional<std::string> python_unavailable_;
+  std::uint64_t join_window_ns_;
+  std::unique_ptr<PythonStackJoin> join_;
+  std::mutex watch_mutex_;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> new_watches_;  // pid, since
+  std::atomic<std::uint64_t> python_stacks_{0}, python_stacks_lost_{0};
 };
 
 }  // namespace jitprof::sampler
