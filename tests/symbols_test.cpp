@@ -1,18 +1,25 @@
 // Symbolization with DWARF: function names, source lines and inlined frames of
-// a library built with debug information (tests/programs/native_hot.c).
+// a library built with debug information (tests/programs/native_hot.c); and
+// ElfImage's dynamic-linking tables (tests/programs/elf_tables.c, libc),
+// checked against the dynamic linker and binutils.
 #include <dlfcn.h>
+#include <elf.h>
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
 
+#include "symbols/elf_image.h"
 #include "symbols/symbols.h"
 
 namespace {
 
 using jitprof::symbols::AddressSpace;
+using jitprof::symbols::ElfImage;
 using jitprof::symbols::Mapping;
 
 // The line of native_hot.c that holds `marker`.
@@ -103,6 +110,95 @@ TEST(Symbolize, ReturnAddressesTakeTheirCallsLine) {
     EXPECT_EQ(describe(*space.symbolize(address, true)), before);
   }
   EXPECT_GE(boundaries, 2u);
+}
+
+std::string shell_output(const std::string& command) {
+  std::string output;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char buffer[4096];
+    for (std::size_t read; (read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, read);
+    ::pclose(pipe);
+  }
+  return output;
+}
+
+// The link-time address of a function the dynamic linker found at `address`.
+std::uint64_t link_time_address(const ElfImage& elf, const void* address) {
+  Dl_info info{};
+  EXPECT_NE(dladdr(address, &info), 0);
+  // dli_fbase is where the file's start (offset 0) is mapped.
+  return reinterpret_cast<std::uint64_t>(address) - reinterpret_cast<std::uint64_t>(info.dli_fbase) +
+         elf.vaddr_of_offset(0).value_or(0);
+}
+
+TEST(ElfImage, FindsExportedFunctionsByName) {
+  void* library = dlopen(ELF_TABLES_LIBRARY, RTLD_NOW);
+  ASSERT_NE(library, nullptr) << dlerror();
+  const auto elf = ElfImage::open(ELF_TABLES_LIBRARY);
+  ASSERT_NE(elf, nullptr);
+  EXPECT_EQ(elf->machine(), EM_X86_64);
+  const auto exported = elf->exported_function("elf_tables_exported");
+  ASSERT_TRUE(exported.has_value());
+  EXPECT_EQ(*exported, link_time_address(*elf, dlsym(library, "elf_tables_exported")));
+  EXPECT_FALSE(elf->exported_function("puts").has_value()) << "imported, not defined here";
+  EXPECT_FALSE(elf->exported_function("elf_tables_counter").has_value()) << "a variable, not a function";
+  EXPECT_FALSE(elf->exported_function("no_such_function").has_value());
+
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(libc, nullptr) << dlerror();
+  void* getpid = dlsym(libc, "getpid");
+  Dl_info info{};
+  ASSERT_NE(dladdr(getpid, &info), 0);
+  const auto libc_image = ElfImage::open(info.dli_fname);
+  ASSERT_NE(libc_image, nullptr) << info.dli_fname;
+  EXPECT_EQ(libc_image->exported_function("getpid"), link_time_address(*libc_image, getpid));
+}
+
+TEST(ElfImage, ListsRelocationsWithTheirSymbolNames) {
+  const auto elf = ElfImage::open(ELF_TABLES_LIBRARY);
+  ASSERT_NE(elf, nullptr);
+  auto find = [&](std::uint32_t type, const std::string& symbol) -> std::optional<std::uint64_t> {
+    for (const auto& relocation : elf->relocations())
+      if (relocation.type == type && relocation.symbol == symbol) return relocation.offset;
+    return std::nullopt;
+  };
+  const auto dtpmod = find(R_X86_64_DTPMOD64, "elf_tables_counter");
+  ASSERT_TRUE(dtpmod.has_value());
+  EXPECT_TRUE(find(R_X86_64_JUMP_SLOT, "puts").has_value());
+  // readelf -rW: "Offset Info Type Symbol's Value Symbol's Name + Addend".
+  const std::string readelf =
+      shell_output(std::string("readelf -rW ") + ELF_TABLES_LIBRARY + " | grep R_X86_64_DTPMOD64");
+  ASSERT_FALSE(readelf.empty());
+  EXPECT_EQ(*dtpmod, std::stoull(readelf, nullptr, 16)) << readelf;
+
+  const auto tls = elf->program_header(PT_TLS);
+  ASSERT_TRUE(tls.has_value());
+  EXPECT_EQ(tls->memsz, sizeof(int));
+}
+
+TEST(ElfImage, FindsPltStubsByImportedFunction) {
+  const auto elf = ElfImage::open(ELF_TABLES_LIBRARY);
+  ASSERT_NE(elf, nullptr);
+  const auto stub = elf->plt_stub("puts");
+  ASSERT_TRUE(stub.has_value());
+  EXPECT_EQ(elf->plt_function(*stub), "puts");
+  EXPECT_FALSE(elf->plt_function(*stub + 1).has_value());
+  EXPECT_FALSE(elf->plt_stub("elf_tables_exported").has_value()) << "called directly, if at all";
+  // objdump -d labels each stub "<puts@plt>:".
+  const std::string objdump = shell_output(std::string("objdump -d ") + ELF_TABLES_LIBRARY + " | grep '<puts@plt>:'");
+  ASSERT_FALSE(objdump.empty());
+  EXPECT_EQ(*stub, std::stoull(objdump, nullptr, 16)) << objdump;
+  EXPECT_TRUE(elf->is_executable(*stub));
+  EXPECT_EQ(elf->bytes_at(*stub, 16).size(), 16u);
+}
+
+TEST(ElfImage, OpenSaysWhyAFileHasNoImage) {
+  int error = -1;
+  EXPECT_EQ(ElfImage::open("/nonexistent/libnothing.so", &error), nullptr);
+  EXPECT_EQ(error, ENOENT);
+  error = -1;
+  EXPECT_EQ(ElfImage::open(std::string(JITPROF_SOURCE_DIR) + "/tests/symbols_test.cpp", &error), nullptr);
+  EXPECT_EQ(error, 0) << "read, but not an ELF file";
 }
 
 }  // namespace

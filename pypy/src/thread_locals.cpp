@@ -1,21 +1,23 @@
 #include "pypy/thread_locals.h"
 
 #include <capstone/capstone.h>
+#include <elf.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
 #include <array>
-#include <fstream>
 #include <functional>
 #include <set>
 #include <unordered_set>
 
-#include "elf_file.h"
 #include "process_memory.h"
+#include "symbols/elf_image.h"
 
 namespace jitprof::pypy {
 namespace {
+
+using symbols::ElfImage;
 
 constexpr std::uint32_t kReadyMagic = 42;      // RPython's threadlocal.c marks a set-up block with it
 constexpr std::size_t kFunctionWindow = 0x400;  // both functions read here are far shorter
@@ -32,7 +34,7 @@ class Disassembler {
   Disassembler& operator=(const Disassembler&) = delete;
 
   // Calls `visit` for each instruction from `vaddr` until a ret or until it returns false.
-  void walk(const ElfFile& elf, std::uint64_t vaddr, const std::function<bool(const cs_insn&)>& visit) const {
+  void walk(const ElfImage& elf, std::uint64_t vaddr, const std::function<bool(const cs_insn&)>& visit) const {
     const auto bytes = elf.bytes_at(vaddr, kFunctionWindow);
     const std::uint8_t* code = bytes.data();
     std::size_t size = bytes.size();
@@ -66,7 +68,7 @@ bool is_register_based(const cs_x86_op& operand) {
          operand.mem.index == X86_REG_INVALID && operand.mem.disp >= 0;
 }
 
-std::uint64_t dtpmod_slot(const ElfFile& elf) {
+std::uint64_t dtpmod_slot(const ElfImage& elf) {
   std::vector<std::uint64_t> slots;
   for (const auto& relocation : elf.relocations())
     if (relocation.type == R_X86_64_DTPMOD64) slots.push_back(relocation.offset);
@@ -76,17 +78,11 @@ std::uint64_t dtpmod_slot(const ElfFile& elf) {
   return slots.front();
 }
 
-std::optional<std::uint64_t> plt_stub(const ElfFile& elf, const std::string& function) {
-  for (const auto& [address, name] : elf.plt_stubs())
-    if (name == function) return address;
-  return std::nullopt;
-}
-
 // pypy_execute_source compares `ready` with 42 (its displacement is the
 // offset) and, when the block is not ready, calls the thread-locals builder.
-void read_execute_source(const ElfFile& elf, const Disassembler& disassembler, ThreadLocalLayout& layout,
+void read_execute_source(const ElfImage& elf, const Disassembler& disassembler, ThreadLocalLayout& layout,
                          std::uint64_t& builder) {
-  const auto execute_source = elf.dynamic_symbol("pypy_execute_source");
+  const auto execute_source = elf.exported_function("pypy_execute_source");
   if (!execute_source) throw LayoutError("no exported function pypy_execute_source: not a PyPy library");
   std::optional<std::uint32_t> ready;
   std::optional<std::uint64_t> called;
@@ -96,7 +92,7 @@ void read_execute_source(const ElfFile& elf, const Disassembler& disassembler, T
         detail.operands[1].type == X86_OP_IMM && detail.operands[1].imm == kReadyMagic) {
       ready = static_cast<std::uint32_t>(detail.operands[0].mem.disp);
     } else if (ready) {
-      if (auto target = direct_call_target(instruction); target && !elf.plt_stubs().count(*target)) called = target;
+      if (auto target = direct_call_target(instruction); target && !elf.plt_function(*target)) called = target;
     }
     return !called;
   });
@@ -110,9 +106,9 @@ void read_execute_source(const ElfFile& elf, const Disassembler& disassembler, T
 // loads the list head with its first RIP-relative lea (other than the TLS
 // descriptor lea that precedes __tls_get_addr) and links the block in after
 // the head, storing it into head.next with a RIP-relative mov.
-void read_builder(const ElfFile& elf, const Disassembler& disassembler, std::uint64_t builder,
+void read_builder(const ElfImage& elf, const Disassembler& disassembler, std::uint64_t builder,
                   ThreadLocalLayout& layout) {
-  const auto pthread_self = plt_stub(elf, "pthread_self");
+  const auto pthread_self = elf.plt_stub("pthread_self");
   if (!pthread_self) throw LayoutError("libpypy has no PLT entry for pthread_self (needed for thread_ident)");
   bool after_pthread_self = false;
   std::optional<std::uint32_t> ident;
@@ -157,17 +153,10 @@ std::string map_files_name(const MemoryRegion& region) {
   return name;
 }
 
+// The file's start is mapped at `mapped_at`: less its link-time address.
 std::uint64_t load_bias_of(const std::filesystem::path& path, std::uint64_t mapped_at) {
-  std::ifstream file(path, std::ios::binary);
-  Elf64_Ehdr header{};
-  if (!file.read(reinterpret_cast<char*>(&header), sizeof header)) return mapped_at;
-  file.seekg(static_cast<std::streamoff>(header.e_phoff));
-  for (unsigned i = 0; i < header.e_phnum; ++i) {
-    Elf64_Phdr segment{};
-    if (!file.read(reinterpret_cast<char*>(&segment), sizeof segment)) break;
-    if (segment.p_type == PT_LOAD && segment.p_offset == 0) return mapped_at - segment.p_vaddr;
-  }
-  return mapped_at;
+  const auto elf = ElfImage::open(path);
+  return mapped_at - (elf ? elf->vaddr_of_offset(0).value_or(0) : 0);
 }
 
 // The offset of the kernel tid in glibc's struct pthread: the one where the
@@ -206,15 +195,20 @@ bool is_libpypy(const std::filesystem::path& path) {
 }
 
 ThreadLocalLayout read_thread_local_layout(const std::filesystem::path& libpypy) {
-  const ElfFile elf(libpypy);
+  int error = 0;
+  const auto image = ElfImage::open(libpypy, &error);
+  if (!image && error != 0) throw LayoutError(libpypy.string() + ": cannot open: " + std::strerror(error));
+  if (!image || image->machine() != EM_X86_64)
+    throw LayoutError(libpypy.string() + ": not a 64-bit x86-64 ELF file");
+  const ElfImage& elf = *image;
   ThreadLocalLayout layout;
   layout.build_id = elf.build_id();
   const auto tls = elf.program_header(PT_TLS);
   if (!tls) throw LayoutError("no PT_TLS segment: " + libpypy.string() + " has no thread-local storage");
-  if (tls->p_memsz < 16 || tls->p_memsz % 8 != 0)
-    throw LayoutError("PT_TLS segment of " + std::to_string(tls->p_memsz) + " bytes is not a thread-locals block");
-  layout.tls_size = tls->p_memsz;
-  layout.tls_align = tls->p_align;
+  if (tls->memsz < 16 || tls->memsz % 8 != 0)
+    throw LayoutError("PT_TLS segment of " + std::to_string(tls->memsz) + " bytes is not a thread-locals block");
+  layout.tls_size = tls->memsz;
+  layout.tls_align = tls->align;
   layout.dtpmod_slot_vaddr = dtpmod_slot(elf);
   // RPython lays the block's fields out sorted by name: vmprof_tl_stack comes last.
   layout.shadow_stack_offset = static_cast<std::uint32_t>(layout.tls_size - 8);

@@ -2,6 +2,8 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,19 +15,50 @@
 #include "source_lines.h"
 
 namespace jitprof::symbols {
+namespace {
 
-std::shared_ptr<const ElfImage> ElfImage::open(const std::string& path) {
+// The sections of a type (SHT_SYMTAB, SHT_RELA, ...), in file order.
+std::vector<Elf_Scn*> sections_of_type(Elf* elf, std::uint32_t type) {
+  std::vector<Elf_Scn*> sections;
+  for (Elf_Scn* section = elf_nextscn(elf, nullptr); section; section = elf_nextscn(elf, section)) {
+    GElf_Shdr header;
+    if (gelf_getshdr(section, &header) && header.sh_type == type) sections.push_back(section);
+  }
+  return sections;
+}
+
+// Calls visit(symbol, name) for each entry of a symbol table section.
+template <class Visit>
+void for_each_symbol(Elf* elf, Elf_Scn* table, Visit&& visit) {
+  GElf_Shdr header;
+  Elf_Data* data = gelf_getshdr(table, &header) ? elf_getdata(table, nullptr) : nullptr;
+  if (!data) return;
+  GElf_Sym symbol;
+  for (int index = 0; gelf_getsym(data, index, &symbol); ++index) {
+    const char* name = elf_strptr(elf, header.sh_link, symbol.st_name);
+    visit(symbol, std::string_view(name ? name : ""));
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const ElfImage> ElfImage::open(const std::string& path, int* error) {
   static std::mutex mutex;
   static std::unordered_map<std::string, std::weak_ptr<const ElfImage>> cache;
   std::lock_guard lock(mutex);
   if (auto cached = cache[path].lock()) return cached;
   auto image = std::shared_ptr<ElfImage>(new ElfImage());
-  if (!image->load(path)) return nullptr;
+  int load_error = 0;
+  if (!image->load(path, load_error)) {
+    if (error) *error = load_error;
+    return nullptr;
+  }
   cache[path] = image;
   return image;
 }
 
 ElfImage::~ElfImage() {
+  if (libelf_) elf_end(libelf_);
   if (data_ != MAP_FAILED) ::munmap(data_, size_);
 }
 
@@ -53,6 +86,23 @@ bool ElfImage::is_executable(std::uint64_t vaddr) const {
   });
 }
 
+std::span<const std::uint8_t> ElfImage::bytes_at(std::uint64_t vaddr, std::size_t count) const {
+  for (const Segment& segment : segments_) {
+    if (vaddr < segment.vaddr || vaddr >= segment.vaddr + segment.filesz) continue;
+    const std::uint64_t offset = segment.offset + (vaddr - segment.vaddr);
+    if (offset >= size_) return {};
+    const std::uint64_t available = std::min<std::uint64_t>(segment.vaddr + segment.filesz - vaddr, size_ - offset);
+    return {static_cast<const std::uint8_t*>(data_) + offset, std::min<std::uint64_t>(count, available)};
+  }
+  return {};
+}
+
+std::optional<ElfImage::ProgramHeader> ElfImage::program_header(std::uint32_t type) const {
+  for (const ProgramHeader& header : program_headers_)
+    if (header.type == type) return header;
+  return std::nullopt;
+}
+
 std::optional<std::pair<std::string, std::uint64_t>> ElfImage::symbol_at(std::uint64_t vaddr) const {
   std::call_once(symbols_loaded_, [this] { load_symbols(); });
   auto after = std::upper_bound(symbols_.begin(), symbols_.end(), vaddr,
@@ -69,6 +119,100 @@ std::vector<SourceFrame> ElfImage::source_at(std::uint64_t vaddr) const {
   return source_lines_->at(vaddr);
 }
 
+// libelf over the mapped file, for the section tables read on demand.
+Elf* ElfImage::libelf() const {
+  std::call_once(libelf_opened_, [this] {
+    elf_version(EV_CURRENT);
+    libelf_ = elf_memory(static_cast<char*>(data_), size_);
+  });
+  return libelf_;
+}
+
+std::optional<std::uint64_t> ElfImage::exported_function(std::string_view name) const {
+  const auto& functions = dynamic_tables().exported_functions;
+  if (auto found = functions.find(name); found != functions.end()) return found->second;
+  return std::nullopt;
+}
+
+const std::vector<ElfImage::Relocation>& ElfImage::relocations() const { return dynamic_tables().relocations; }
+
+std::optional<std::uint64_t> ElfImage::plt_stub(std::string_view function) const {
+  const auto& stubs = dynamic_tables().plt_stubs;
+  if (auto found = stubs.find(function); found != stubs.end()) return found->second;
+  return std::nullopt;
+}
+
+std::optional<std::string_view> ElfImage::plt_function(std::uint64_t stub) const {
+  const auto& functions = dynamic_tables().plt_functions;
+  if (auto found = functions.find(stub); found != functions.end()) return found->second;
+  return std::nullopt;
+}
+
+const ElfImage::DynamicTables& ElfImage::dynamic_tables() const {
+  std::call_once(dynamic_tables_loaded_, [this] { load_dynamic_tables(); });
+  return dynamic_tables_;
+}
+
+void ElfImage::load_dynamic_tables() const {
+  Elf* elf = libelf();
+  if (!elf) return;
+  DynamicTables& tables = dynamic_tables_;
+  for (Elf_Scn* table : sections_of_type(elf, SHT_DYNSYM))
+    for_each_symbol(elf, table, [&](const GElf_Sym& symbol, std::string_view name) {
+      if (symbol.st_shndx != SHN_UNDEF && GELF_ST_TYPE(symbol.st_info) == STT_FUNC && !name.empty())
+        tables.exported_functions.emplace(name, symbol.st_value);
+    });
+
+  // Each relocation's symbol is in the table its section links to (.dynsym).
+  for (Elf_Scn* section : sections_of_type(elf, SHT_RELA)) {
+    GElf_Shdr header, symbols_header;
+    Elf_Data* data = gelf_getshdr(section, &header) ? elf_getdata(section, nullptr) : nullptr;
+    Elf_Scn* symbols = data ? elf_getscn(elf, header.sh_link) : nullptr;
+    Elf_Data* symbol_data = symbols && gelf_getshdr(symbols, &symbols_header) ? elf_getdata(symbols, nullptr) : nullptr;
+    GElf_Rela entry;
+    for (int index = 0; data && gelf_getrela(data, index, &entry); ++index) {
+      GElf_Sym symbol;
+      const char* name = nullptr;
+      if (GELF_R_SYM(entry.r_info) != 0 && symbol_data &&
+          gelf_getsym(symbol_data, static_cast<int>(GELF_R_SYM(entry.r_info)), &symbol))
+        name = elf_strptr(elf, symbols_header.sh_link, symbol.st_name);
+      tables.relocations.push_back(
+          {entry.r_offset, static_cast<std::uint32_t>(GELF_R_TYPE(entry.r_info)), name ? name : ""});
+    }
+  }
+
+  // A PLT entry jumps through its GOT slot with `jmp [rip+disp32]` (ff 25,
+  // after endbr64 and a bnd prefix when the file was built with CET); the
+  // slot's relocation names the function.
+  std::unordered_map<std::uint64_t, const std::string*> slot_symbols;
+  for (const Relocation& relocation : tables.relocations)
+    if (!relocation.symbol.empty()) slot_symbols[relocation.offset] = &relocation.symbol;
+  std::size_t names_index = 0;
+  if (elf_getshdrstrndx(elf, &names_index) != 0) return;
+  for (Elf_Scn* section = elf_nextscn(elf, nullptr); section; section = elf_nextscn(elf, section)) {
+    GElf_Shdr header;
+    if (!gelf_getshdr(section, &header) || header.sh_type != SHT_PROGBITS) continue;
+    const char* name = elf_strptr(elf, names_index, header.sh_name);
+    Elf_Data* data = name && std::string_view(name).starts_with(".plt") ? elf_getdata(section, nullptr) : nullptr;
+    if (!data || !data->d_buf) continue;
+    const auto* bytes = static_cast<const std::uint8_t*>(data->d_buf);
+    const std::size_t entry_size = header.sh_entsize ? header.sh_entsize : 16;
+    for (std::size_t entry = 0; entry + entry_size <= data->d_size; entry += entry_size) {
+      for (std::size_t at = entry; at + 6 <= entry + entry_size; ++at) {
+        if (bytes[at] != 0xff || bytes[at + 1] != 0x25) continue;
+        std::int32_t displacement;
+        std::memcpy(&displacement, bytes + at + 2, 4);
+        const std::uint64_t next = header.sh_addr + at + 6;
+        if (auto slot = slot_symbols.find(next + static_cast<std::int64_t>(displacement)); slot != slot_symbols.end()) {
+          tables.plt_stubs.emplace(*slot->second, header.sh_addr + entry);
+          tables.plt_functions.emplace(header.sh_addr + entry, *slot->second);
+        }
+        break;
+      }
+    }
+  }
+}
+
 template <class T>
 bool ElfImage::at(std::uint64_t offset, T& out) const {
   if (offset + sizeof(T) > size_) return false;
@@ -78,29 +222,15 @@ bool ElfImage::at(std::uint64_t offset, T& out) const {
 
 // .symtab when the file has one (unstripped), else .dynsym: function symbols by address.
 void ElfImage::load_symbols() const {
-  Elf64_Ehdr header;
-  if (!at(0, header) || header.e_shentsize != sizeof(Elf64_Shdr)) return;
-  std::vector<Elf64_Shdr> sections(header.e_shnum);
-  for (std::uint16_t i = 0; i < header.e_shnum; ++i)
-    if (!at(header.e_shoff + std::uint64_t{i} * sizeof(Elf64_Shdr), sections[i])) return;
+  Elf* elf = libelf();
+  if (!elf) return;
   for (std::uint32_t wanted : {SHT_SYMTAB, SHT_DYNSYM}) {
-    for (const Elf64_Shdr& table : sections) {
-      if (table.sh_type != wanted || table.sh_link >= sections.size() || table.sh_entsize != sizeof(Elf64_Sym))
-        continue;
-      const Elf64_Shdr& strings = sections[table.sh_link];
-      for (std::uint64_t at_offset = table.sh_offset; at_offset + sizeof(Elf64_Sym) <= table.sh_offset + table.sh_size;
-           at_offset += sizeof(Elf64_Sym)) {
-        Elf64_Sym symbol;
-        if (!at(at_offset, symbol)) break;
-        const int type = ELF64_ST_TYPE(symbol.st_info);
-        if ((type != STT_FUNC && type != STT_GNU_IFUNC) || symbol.st_value == 0 || symbol.st_name >= strings.sh_size)
-          continue;
-        if (strings.sh_offset + symbol.st_name >= size_) continue;
-        const auto* name = static_cast<const char*>(data_) + strings.sh_offset + symbol.st_name;
-        symbols_.push_back({symbol.st_value, symbol.st_size,
-                            std::string(name, strnlen(name, size_ - strings.sh_offset - symbol.st_name))});
-      }
-    }
+    for (Elf_Scn* table : sections_of_type(elf, wanted))
+      for_each_symbol(elf, table, [this](const GElf_Sym& symbol, std::string_view name) {
+        const int type = GELF_ST_TYPE(symbol.st_info);
+        if ((type == STT_FUNC || type == STT_GNU_IFUNC) && symbol.st_value != 0)
+          symbols_.push_back({symbol.st_value, symbol.st_size, std::string(name)});
+      });
     if (!symbols_.empty()) break;
   }
   std::sort(symbols_.begin(), symbols_.end(),
@@ -129,28 +259,34 @@ void ElfImage::read_build_id(std::uint64_t offset, std::uint64_t size) {
   }
 }
 
-bool ElfImage::load(const std::string& path) {
+bool ElfImage::load(const std::string& path, int& error) {
   path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct stat info {};
-  if (::fstat(fd, &info) != 0 || info.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
-    ::close(fd);
+  if (fd < 0) {
+    error = errno;
     return false;
   }
-  size_ = static_cast<std::size_t>(info.st_size);
-  data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) error = errno;
+  if (error == 0 && info.st_size >= static_cast<off_t>(sizeof(Elf64_Ehdr))) {
+    size_ = static_cast<std::size_t>(info.st_size);
+    data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data_ == MAP_FAILED) error = errno;
+  }
   ::close(fd);
-  if (data_ == MAP_FAILED) return false;
+  if (data_ == MAP_FAILED) return false;  // error stays 0 for a file too short for an ELF header
 
   Elf64_Ehdr header;
   if (!at(0, header) || std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 || header.e_ident[EI_CLASS] != ELFCLASS64 ||
       header.e_phentsize != sizeof(Elf64_Phdr))
     return false;
+  machine_ = header.e_machine;
   std::optional<std::uint64_t> eh_frame_header;
   for (std::uint16_t i = 0; i < header.e_phnum; ++i) {
     Elf64_Phdr phdr;
     if (!at(header.e_phoff + std::uint64_t{i} * sizeof(Elf64_Phdr), phdr)) return false;
+    program_headers_.push_back(
+        {phdr.p_type, phdr.p_flags, phdr.p_offset, phdr.p_vaddr, phdr.p_filesz, phdr.p_memsz, phdr.p_align});
     if (phdr.p_type == PT_LOAD) {
       segments_.push_back({phdr.p_vaddr, phdr.p_memsz, phdr.p_offset, phdr.p_filesz, (phdr.p_flags & PF_X) != 0});
       low_ = segments_.size() == 1 ? phdr.p_vaddr : std::min(low_, phdr.p_vaddr);

@@ -1,17 +1,24 @@
-// A mapped ELF file, read once per path and shared: its loadable segments,
-// build id, function symbols, the .eh_frame_hdr lookup table the unwinder
-// searches, and (on demand) its DWARF source lines.
+// A mapped ELF file, read once per path and shared: the one place that
+// reads ELF files. Its program headers, build id and the .eh_frame_hdr lookup
+// table the unwinder searches are read on open; function symbols, DWARF source
+// lines and the dynamic-linking tables (exported functions, relocations, PLT
+// stubs) only when first asked for, so the unwinder never pays for them.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "symbols/symbols.h"
+
+struct Elf;  // libelf's handle
 
 namespace jitprof::symbols {
 
@@ -28,9 +35,22 @@ class ElfImage {
     std::uint64_t table_vaddr;   // its sorted (initial location, FDE) pairs
     std::uint64_t entries;
   };
+  // Any program header, as Elf64_Phdr has it (PT_TLS, PT_NOTE, ...).
+  struct ProgramHeader {
+    std::uint32_t type, flags;
+    std::uint64_t offset, vaddr, filesz, memsz, align;
+  };
+  // A RELA relocation, with the name of its symbol when it has one.
+  struct Relocation {
+    std::uint64_t offset;
+    std::uint32_t type;  // R_X86_64_*
+    std::string symbol;
+  };
 
-  // Nullptr when the file cannot be read or is not a 64-bit ELF file.
-  static std::shared_ptr<const ElfImage> open(const std::string& path);
+  // Nullptr when the file cannot be read or is not a 64-bit ELF file; then
+  // `error`, when given, is the errno of the failed read, or 0 when the file
+  // was read but is no 64-bit ELF file.
+  static std::shared_ptr<const ElfImage> open(const std::string& path, int* error = nullptr);
   ~ElfImage();
   ElfImage(const ElfImage&) = delete;
   ElfImage& operator=(const ElfImage&) = delete;
@@ -40,8 +60,15 @@ class ElfImage {
   // The link-time address of a file offset, through the segment holding it.
   std::optional<std::uint64_t> vaddr_of_offset(std::uint64_t offset) const;
   bool is_executable(std::uint64_t vaddr) const;
+  // The file bytes from a link-time address on, up to `count` (fewer at the
+  // end of the segment holding it, none when no segment does).
+  std::span<const std::uint8_t> bytes_at(std::uint64_t vaddr, std::size_t count) const;
 
   const std::vector<Segment>& segments() const { return segments_; }
+  const std::vector<ProgramHeader>& program_headers() const { return program_headers_; }
+  // The first program header of a type (PT_TLS, ...).
+  std::optional<ProgramHeader> program_header(std::uint32_t type) const;
+  std::uint16_t machine() const { return machine_; }  // EM_X86_64, ...
   const std::string& path() const { return path_; }
   const std::string& build_id() const { return build_id_; }
   const std::optional<FdeTable>& fde_table() const { return fde_table_; }
@@ -54,15 +81,35 @@ class ElfImage {
   // DWARF source frames at a link-time address, outermost first (SourceLines).
   std::vector<SourceFrame> source_at(std::uint64_t vaddr) const;
 
+  // The dynamic-linking tables, read (through libelf) on first use.
+  // The link-time address of a function the file defines in .dynsym.
+  std::optional<std::uint64_t> exported_function(std::string_view name) const;
+  // Every RELA relocation of the file (.rela.dyn, .rela.plt, ...).
+  const std::vector<Relocation>& relocations() const;
+  // The PLT stub (in .plt, .plt.sec or .plt.got) that jumps to an imported
+  // function, by its name; and the function a stub jumps to, by its address.
+  std::optional<std::uint64_t> plt_stub(std::string_view function) const;
+  std::optional<std::string_view> plt_function(std::uint64_t stub) const;
+
  private:
   struct FunctionSymbol {
     std::uint64_t start, size;
     std::string name;
   };
 
+  struct DynamicTables {
+    std::map<std::string, std::uint64_t, std::less<>> exported_functions;
+    std::vector<Relocation> relocations;
+    std::map<std::string, std::uint64_t, std::less<>> plt_stubs;
+    std::map<std::uint64_t, std::string> plt_functions;
+  };
+
   ElfImage() = default;
-  bool load(const std::string& path);
+  bool load(const std::string& path, int& error);
+  Elf* libelf() const;
   void load_symbols() const;
+  const DynamicTables& dynamic_tables() const;
+  void load_dynamic_tables() const;
   void read_build_id(std::uint64_t offset, std::uint64_t size);
   void parse_eh_frame_header(std::uint64_t vaddr);
   template <class T>
@@ -76,7 +123,13 @@ class ElfImage {
   mutable std::vector<FunctionSymbol> symbols_;
   mutable std::once_flag source_lines_opened_;
   mutable std::unique_ptr<SourceLines> source_lines_;
+  mutable std::once_flag libelf_opened_;
+  mutable Elf* libelf_ = nullptr;
+  mutable std::once_flag dynamic_tables_loaded_;
+  mutable DynamicTables dynamic_tables_;
   std::vector<Segment> segments_;
+  std::vector<ProgramHeader> program_headers_;
+  std::uint16_t machine_ = 0;
   std::optional<FdeTable> fde_table_;
   std::uint64_t low_ = 0, high_ = 0;
 };
