@@ -9,15 +9,19 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <chrono>
 #include <sstream>
 
+#include "jitlog/jitlog.h"
 #include "pypy/code_objects.h"
+#include "pypy/jit_codemap.h"
 #include "pypy/thread_locals.h"
 #include "test_process.h"
 #include "vmprof/profile.h"
 
 namespace fs = std::filesystem;
 namespace pypy = jitprof::pypy;
+namespace jitlog = jitprof::jitlog;
 using jitprof::testing::Background;
 
 namespace {
@@ -326,6 +330,163 @@ TEST_F(PyPy, WithoutKnownIdsEveryCodeObjectIsNamed) {
                                   [](const pypy::CodeName& name) { return name.name == "jitprof_probe_alpha"; });
   ASSERT_NE(alpha, scan.names.end());
   EXPECT_EQ(alpha->file, source_.string());
+}
+
+// A hot loop with a small function the JIT inlines, and a second hot
+// function; then it idles (polling for a file, too slowly to get hot) until
+// the test has read its codemap, and exits so that its jitlog is complete.
+constexpr const char* kJitProgram = R"(import os, sys, time
+
+def inlined_helper(x):
+    return (x * 7 + 3) & 0xffff
+
+def outer_loop(n):
+    total = 0
+    for i in range(n):
+        total += inlined_helper(i)
+    return total
+
+def second_hot(n):
+    s = 0.0
+    for i in range(n):
+        s += i * 0.5
+    return s
+
+for _ in range(30):
+    outer_loop(20000)
+    second_hot(20000)
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.1)
+)";
+
+TEST_F(PyPy, CodemapNamesTheFunctionsOfJitCodeAsTheJitlogDoes) {
+  const fs::path source = dir_ / "jit_probe.py", log = dir_ / "jit_probe.jitlog", stop = dir_ / "jit_probe.stop";
+  std::ofstream(source) << kJitProgram;
+  Background target({JITPROF_PYPY, source.string(), stop.string()}, dir_, "jit_probe", {"JITLOG=" + log.string()});
+  ASSERT_TRUE(target.wait_for_output("ready\n", 120)) << target.err();
+
+  const auto loaded = pypy::find_libpypy(target.pid());
+  ASSERT_TRUE(loaded.has_value());
+  const auto started = std::chrono::steady_clock::now();
+  const auto codemap = pypy::JitCodemap::read(target.pid(), loaded->path, loaded->load_bias);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  ASSERT_TRUE(codemap.has_value()) << "no codemap head found";
+  std::printf("codemap: %zu blocks, head at libpypy+%#llx, read in %.1f ms\n", codemap->blocks(),
+              static_cast<unsigned long long>(codemap->head_address() - loaded->load_bias), seconds * 1e3);
+
+  std::vector<std::uint64_t> ids;
+  for (const auto& block : codemap->all_blocks())
+    for (std::size_t i = 0; i + 4 <= block.info.size(); i += 4) ids.push_back(static_cast<std::uint64_t>(block.info[i]));
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  ids.erase(std::remove(ids.begin(), ids.end(), 0u), ids.end());
+  for (std::uint64_t id : ids) EXPECT_EQ(id % 4, 0u) << id;
+  // Every code object is named: learning the layout from the codemap's few
+  // ids alone (three consecutive ones here) sometimes settles on another type.
+  const pypy::CodeScan scan = pypy::scan_code_objects(target.pid(), {});
+  std::map<std::uint64_t, std::string> names;
+  for (const auto& name : scan.names)
+    if (std::binary_search(ids.begin(), ids.end(), name.unique_id)) names[name.unique_id] = name.name;
+  std::printf("%zu distinct unique ids in the codemap, %zu named (code object scan %.2f s):", ids.size(), names.size(),
+              scan.seconds);
+  for (const auto& [id, name] : names) std::printf(" %llu=%s", static_cast<unsigned long long>(id), name.c_str());
+  std::printf("\n");
+
+  std::ofstream(stop).put('\n');
+  ASSERT_EQ(target.wait(), 0) << target.err();
+  const jitlog::Forest forest = jitlog::read_jitlog(log);
+  ASSERT_FALSE(forest.error.has_value()) << forest.error->message;
+
+  std::size_t loops = 0;
+  for (const auto& trace : forest.traces) loops += trace.kind == jitlog::TraceKind::Loop && trace.code && !trace.aborted;
+  std::printf("jitlog: %zu traces, %zu loops with code\n", forest.traces.size(), loops);
+  EXPECT_GE(codemap->blocks(), loops);
+  // Every block of machine code the jitlog names is a codemap block, keyed by its start.
+  std::size_t with_code = 0, keyed = 0;
+  for (const auto& trace : forest.traces) {
+    if (!trace.code || trace.aborted) continue;
+    ++with_code;
+    keyed += std::any_of(codemap->all_blocks().begin(), codemap->all_blocks().end(),
+                         [&](const auto& block) { return block.start == trace.code->start; });
+  }
+  std::printf("%zu of %zu traces with machine code start where a codemap block does\n", keyed, with_code);
+  EXPECT_EQ(keyed, with_code);
+
+  auto name_of = [&](std::uint64_t id) {
+    const auto at = names.find(id);
+    return at == names.end() ? std::string("?") : at->second;
+  };
+  // Checked: the asm ops of outer_loop's loops that have machine code and a
+  // merge point. The jitlog gives an asm op the merge point of the opt-stage
+  // op it aligns with, and a lowered op (getfield_gc_i -> gc_load_i) the one
+  // of the op before it: so the op right after leave_portal_frame, back in
+  // outer_loop by the opt stage, is given inlined_helper's RETURN_VALUE. The
+  // inlined ops are therefore counted twice: by the merge point alone, and by
+  // the merge point within enter_portal_frame ... leave_portal_frame, the
+  // ops that bracket an inlined call.
+  std::size_t outer_checked = 0, outer_right = 0, outer_traces = 0;
+  std::size_t inner_checked = 0, inner_right = 0, bracketed_checked = 0, bracketed_right = 0;
+  for (const auto& trace : forest.traces) {
+    const jitlog::MergePoint* own = trace.source();
+    if (trace.kind != jitlog::TraceKind::Loop || !trace.code || !own || own->function != "outer_loop") continue;
+    const jitlog::Stage* stage = trace.stage(jitlog::StageKind::Asm);
+    if (!stage) continue;
+    ++outer_traces;
+    const auto sources = jitlog::op_sources(trace, *stage);
+    int portal_depth = 0;
+    for (std::size_t i = 0; i < stage->ops.size(); ++i) {
+      const auto& op = stage->ops[i];
+      if (op.name == "enter_portal_frame") ++portal_depth;
+      if (op.name == "leave_portal_frame") --portal_depth;
+      if (!op.code || op.code->bytes.empty() || !sources[i]) continue;
+      const auto frames = codemap->unique_ids_at(trace.code->start + op.code->offset);
+      ++outer_checked;
+      outer_right += !frames.empty() && name_of(frames.front()) == "outer_loop";
+      if (sources[i]->function != "inlined_helper") continue;
+      const bool inner = !frames.empty() && name_of(frames.back()) == "inlined_helper";
+      ++inner_checked;
+      inner_right += inner;
+      if (portal_depth > 0) {
+        ++bracketed_checked;
+        bracketed_right += inner;
+      }
+      if (!inner) {
+        std::string seen;
+        for (std::uint64_t id : frames) seen += " " + name_of(id);
+        std::printf("  trace %llu asm op %zu %s at +%llu%s: the codemap says%s\n",
+                    static_cast<unsigned long long>(trace.id), i, op.name.c_str(),
+                    static_cast<unsigned long long>(op.code->offset),
+                    portal_depth > 0 ? "" : " (after leave_portal_frame)", seen.c_str());
+      }
+    }
+  }
+  std::printf("outer_loop: %zu loop traces; the outermost id names outer_loop at %zu of %zu asm ops; the innermost "
+              "names inlined_helper at %zu of %zu ops whose merge point is in it, %zu of %zu of those within "
+              "enter/leave_portal_frame\n",
+              outer_traces, outer_right, outer_checked, inner_right, inner_checked, bracketed_right,
+              bracketed_checked);
+  ASSERT_GE(outer_traces, 1u);
+  ASSERT_GT(outer_checked, 10u);
+  ASSERT_GT(bracketed_checked, 5u);
+  EXPECT_GE(outer_right * 100, outer_checked * 95);
+  EXPECT_GE(bracketed_right * 100, bracketed_checked * 95);
+  // Only the lowered op after each leave_portal_frame may disagree.
+  EXPECT_LE(inner_checked - inner_right, (inner_checked - bracketed_checked) + bracketed_checked / 20);
+}
+
+TEST_F(PyPy, CodemapOfAProcessThatCompiledNothingIsEmpty) {
+  Background idle({JITPROF_PYPY, "-c", "import time; time.sleep(30)"}, dir_, "idle");
+  std::optional<pypy::LoadedLibpypy> loaded;
+  for (int i = 0; i < 200 && !loaded; ++i) {
+    loaded = pypy::find_libpypy(idle.pid());
+    if (!loaded) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(loaded.has_value());
+  const auto codemap = pypy::JitCodemap::read(idle.pid(), loaded->path, loaded->load_bias);
+  std::printf("a process that compiled nothing: %s\n",
+              codemap ? (std::to_string(codemap->blocks()) + " blocks").c_str() : "no codemap head found");
+  EXPECT_TRUE(!codemap || codemap->blocks() == 0) << codemap->blocks() << " blocks";
 }
 
 TEST_F(PyPy, AProcessWithoutLibpypyHasNone) {
