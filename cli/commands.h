@@ -47,6 +47,7 @@ struct RecordOptions {
   bool no_pypy = false;
   bool quiet = false;
   bool no_perf = false;
+  bool no_bpf = false;
   bool children = false;
   std::string web;    // upload the bundle to this server at the end
   std::string token;  // for --web
@@ -59,6 +60,7 @@ struct AttachOptions {
   std::string output = "jitprof.jprof";
   unsigned rate_hz = 1000;
   bool quiet = false;
+  bool no_bpf = false;
 };
 int run_attach(const AttachOptions& options);
 

@@ -115,4 +115,30 @@ void SourceCache::remember(const std::string& file, std::uint32_t line, const st
   (*lines)[line - 1] = text;
 }
 
+// Where the samples' Python frames come from, e.g. "Python stacks: exact
+// (read from PyPy's shadow stack at each sample) for 9,876 samples (99.9%)".
+std::string python_stacks_line(const nlohmann::json& stacks, std::uint64_t samples) {
+  const double total = double(samples);
+  const auto n = [&](const char* key) { return stacks.value(key, std::uint64_t{0}); };
+  std::vector<std::string> parts;
+  if (n("exact")) {
+    std::string statuses;
+    for (const auto& [status, count] : stacks["read_status"].items())
+      if (status != "complete") statuses += fmt::format(", {} {}", with_commas(count.get<std::uint64_t>()), status);
+    parts.push_back(fmt::format("exact (read from PyPy's shadow stack at each sample) for {} samples ({}){}",
+                                with_commas(n("exact")), percent(double(n("exact")), total), statuses));
+  }
+  if (n("from_jitlog") || n("from_vmprof_by_time"))
+    parts.push_back(fmt::format("joined statistically with vmprof for {} samples (JIT callers {}, by time {})",
+                                with_commas(n("from_jitlog") + n("from_vmprof_by_time")), with_commas(n("from_jitlog")),
+                                with_commas(n("from_vmprof_by_time"))));
+  if (n("unknown")) parts.push_back(fmt::format("none for {} samples", with_commas(n("unknown"))));
+  std::string line = "Python stacks: " + (parts.empty() ? std::string("none") : parts.front());
+  for (std::size_t i = 1; i < parts.size(); ++i) line += "; " + parts[i];
+  if (n("unnamed_code_objects"))
+    line += fmt::format("\n{} code objects on the stacks have no name (shown as \"code #ID\"; {} samples)",
+                        with_commas(n("unnamed_code_objects")), with_commas(n("samples_with_unnamed_code")));
+  return line;
+}
+
 }  // namespace jitprof::cli

@@ -24,6 +24,9 @@ std::string with_commas(std::uint64_t value);
 // 0.4567 -> "45.7%"
 std::string percent(double part, double whole);
 std::string hex(std::uint64_t value);
+// views::python_stacks_json as one or two lines of text, e.g. "Python stacks:
+// exact (read from PyPy's shadow stack at each sample) for 9,876 samples (99.9%)".
+std::string python_stacks_line(const nlohmann::json& stacks, std::uint64_t samples);
 
 // A view as `--json` prints it, with the file it is of.
 void print_json(nlohmann::json view, const std::string& file);

@@ -74,6 +74,9 @@ int main(int argc, char** argv) {
   record_cmd->add_flag("-q,--quiet", record_options.quiet, "no status line and no summary");
   record_cmd->add_flag("--no-perf", record_options.no_perf,
                        "do not sample with perf_event_open; keep only PyPy's own sampling (vmprof)");
+  record_cmd->add_flag("--no-bpf", record_options.no_bpf,
+                       "do not read Python stacks from PyPy's shadow stack with a BPF program; join them from "
+                       "PyPy's own sampling (vmprof) instead");
   record_cmd->add_flag("--children", record_options.children, "also keep samples of child processes");
   record_cmd->add_option("--web", record_options.web,
                          "upload the bundle to this jitprof server at the end and print its link");
@@ -94,7 +97,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(2u, 1000000u))
       ->capture_default_str();
   attach_cmd->add_flag("-q,--quiet", attach_options.quiet, "no status line and no summary");
+  attach_cmd->add_flag("--no-bpf", attach_options.no_bpf,
+                       "do not read Python stacks from PyPy's shadow stack with a BPF program (the report then "
+                       "has no Python functions outside a jitlog)");
   attach_cmd->footer(
+      "Python stacks are read at each sample from PyPy's shadow stack (a BPF program; needs root or\n"
+      "CAP_BPF + CAP_PERFMON), their functions named from the process's memory.\n"
       "JIT code is named from the process's own jitlog when it writes one (started with JITLOG=path);\n"
       "otherwise the hottest JIT code is read from its memory and shown disassembled, without trace names.\n"
       "Example: jitprof attach 1234 --duration 10 -o service.jprof");

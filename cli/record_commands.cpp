@@ -30,6 +30,7 @@ int run_record(const RecordOptions& options) {
   if (options.no_pypy) settings.pypy = false;
   if (::isatty(STDERR_FILENO) && !options.quiet) settings.progress = status_line;
   settings.perf = !options.no_perf;
+  settings.python_stacks = !options.no_bpf;
   settings.children = options.children;
   settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::Outcome outcome = record::record(settings);
@@ -51,6 +52,7 @@ int run_attach(const AttachOptions& options) {
   settings.output = options.output;
   settings.duration_s = options.duration_s;
   settings.rate_hz = options.rate_hz;
+  settings.python_stacks = !options.no_bpf;
   if (::isatty(STDERR_FILENO) && !options.quiet) settings.progress = status_line;
   if (!options.quiet) settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::AttachOutcome outcome = record::attach(settings);
@@ -61,6 +63,9 @@ int run_attach(const AttachOptions& options) {
       std::cerr << fmt::format("; jitlog {} bytes from {}", with_commas(outcome.jitlog_bytes), outcome.jitlog_path);
     else
       std::cerr << fmt::format("; no jitlog, {} bytes of hot JIT code read", with_commas(outcome.jit_code_bytes));
+    if (outcome.code_objects > 0)
+      std::cerr << fmt::format("; {} of {} Python functions on the stacks named", with_commas(outcome.code_objects_named),
+                               with_commas(outcome.code_objects));
     if (outcome.target_exited) std::cerr << "; the process exited";
     std::cerr << fmt::format("\njitprof: bundle written to {}\n", options.output);
   }
@@ -110,7 +115,16 @@ void print_sampling(const bundle::Manifest& manifest, const json& info) {
                              perf.achieved_hz.value_or(0.0), manifest.target_cpu_s.value_or(0.0),
                              with_commas(perf.lost.value_or(0)));
   }
+  if (info["samples"].value("count", std::uint64_t{0}) > 0)
+    std::cout << python_stacks_line(info["python_stacks"], info["samples"]["count"].get<std::uint64_t>()) << "\n";
+  if (manifest.python_stacks && manifest.python_stacks->unavailable)
+    std::cout << fmt::format("  ({} not read: {})\n", manifest.python_stacks->source == "vmprof" ? "shadow stack" : "some",
+                             *manifest.python_stacks->unavailable);
   if (!manifest.vmprof) return;
+  if (!manifest.vmprof->sampling) {
+    std::cout << "vmprof: on for code names only, its sampling off\n";
+    return;
+  }
   std::cout << fmt::format("vmprof sampling: {} Hz{}", manifest.vmprof->rate_hz,
                            manifest.vmprof->native_frames ? " with native frames" : "");
   const double duration = manifest.duration_s.value_or(0.0);

@@ -73,6 +73,8 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
                            count(jit["samples"]), count(jit["in_traces"]), count(jit["on_ops"]),
                            percent(jit["on_ops"].get<double>(), jit["samples"].get<double>()));
 
+  std::cout << python_stacks_line(report["python_stacks"], report["samples"].get<std::uint64_t>()) << "\n";
+
   style.title("Python functions (self = innermost Python frame)");
   std::cout << fmt::format("{:>7} {:>8} {:>7} {:>8}  {}\n", "self%", "self", "total%", "total", "function");
   for (const auto& function : report["functions"]) {

@@ -16,6 +16,8 @@ using namespace jitprof;
 using bundle::NativeSample;
 using bundle::SampleEncoder;
 using bundle::SampleTable;
+using bundle::PythonFrame;
+using bundle::PythonStackStatus;
 using bundle::UnwindStop;
 using Bytes = std::vector<std::uint8_t>;
 
@@ -24,7 +26,8 @@ namespace jitprof::bundle {
 void PrintTo(const NativeSample& s, std::ostream* os) {
   *os << "{t=" << s.time_ns << " pid=" << s.pid << " tid=" << s.tid << " cpu=" << s.cpu
       << " kernel=" << s.kernel_stack.size() << " user=" << s.user_stack.size()
-      << " stop=" << unwind_stop_name(s.unwind_stop) << "}";
+      << " stop=" << unwind_stop_name(s.unwind_stop) << " python=" << s.python_stack.size() << "/"
+      << (s.python_status ? python_stack_status_name(*s.python_status) : "none") << "}";
 }
 }  // namespace jitprof::bundle
 
@@ -65,6 +68,13 @@ std::vector<NativeSample> random_samples(std::size_t count, std::uint32_t seed) 
   std::vector<std::vector<std::uint64_t>> kernel_pool, user_pool;
   for (int i = 0; i < 20; ++i) kernel_pool.push_back(random_stack(true));
   for (int i = 0; i < 50; ++i) user_pool.push_back(random_stack(false));
+  std::vector<std::vector<PythonFrame>> python_pool(30);
+  for (auto& stack : python_pool) {
+    const std::size_t depth = pick(4) == 0 ? 0 : 1 + pick(pick(10) == 0 ? 300 : 30);
+    for (std::size_t i = 0; i < depth; ++i)
+      stack.push_back(pick(3) == 0 ? PythonFrame{PythonFrame::Kind::Jitted, 0x7f3a00000000u + pick(1 << 20)}
+                                   : PythonFrame{PythonFrame::Kind::Code, 4 * pick(200)});
+  }
 
   std::vector<NativeSample> samples(count);
   std::uint64_t now = 1'000'000'000'000;
@@ -87,6 +97,11 @@ std::vector<NativeSample> random_samples(std::size_t count, std::uint32_t seed) 
       default: s.user_stack = user_pool[pick(user_pool.size())]; break;  // user only, repeated
     }
     s.unwind_stop = static_cast<UnwindStop>(pick(7));
+    // A third of the samples carry a Python stack (some empty, some deep).
+    if (pick(3) == 0) {
+      s.python_status = static_cast<bundle::PythonStackStatus>(pick(6));
+      s.python_stack = python_pool[pick(python_pool.size())];
+    }
   }
   return samples;
 }
@@ -124,9 +139,9 @@ TEST(SampleEncoding, RandomSamplesRoundTrip) {
   const SampleTable table = bundle::decode_samples(bytes);
   expect_decodes_to(table, samples);
   EXPECT_EQ(table.stacks.size(), encoder.unique_stacks());
-  // 20 kernel + 50 user pool stacks, plus the fresh ones (a fresh one can coincide only by chance).
-  EXPECT_GT(encoder.unique_stacks(), 70u);
-  EXPECT_LT(encoder.unique_stacks(), 70u + samples.size() / 6 * 2);
+  // 20 kernel + 50 user + up to 30 Python pool stacks, plus the fresh ones (a fresh one can coincide only by chance).
+  EXPECT_GT(encoder.unique_stacks(), 90u);
+  EXPECT_LT(encoder.unique_stacks(), 100u + samples.size() / 6 * 2);
   // Stacks are stored once: rows referring to the same address list share an index.
   for (const auto& stack : table.stacks) EXPECT_FALSE(stack.empty());
 }
@@ -179,6 +194,65 @@ TEST(SampleEncoding, FramesInABundleFileRoundTrip) {
                           [](const bundle::Frame& f) { return f.type == bundle::sections::kSamples; }),
             3);
   expect_decodes_to(bundle::decode_samples(read.stream(bundle::sections::kSamples)), samples);
+}
+
+TEST(SampleEncoding, PythonStacksRoundTripAndShareTheStackTable) {
+  NativeSample a;
+  a.time_ns = 10;
+  a.pid = a.tid = 42;
+  a.user_stack = {0x1000, 0x2000};
+  a.python_status = PythonStackStatus::Complete;
+  a.python_stack = {{PythonFrame::Kind::Jitted, 0x7f0000001234u}, {PythonFrame::Kind::Code, 96}, {PythonFrame::Kind::Code, 4}};
+  NativeSample b = a;  // the same Python stack: defined once
+  b.time_ns = 20;
+  NativeSample c = a;  // read, but empty: the thread was not ready
+  c.time_ns = 30;
+  c.python_status = PythonStackStatus::NotReady;
+  c.python_stack.clear();
+  NativeSample d = a;  // not read at all: an ordinary sample (tag 2)
+  d.time_ns = 40;
+  d.python_status.reset();
+  d.python_stack.clear();
+  SampleEncoder encoder;
+  for (const NativeSample* s : {&a, &b, &c, &d}) encoder.add(*s);
+  EXPECT_EQ(encoder.unique_stacks(), 2u);  // the user stack and the Python stack
+  const SampleTable table = bundle::decode_samples(encoder.take());
+  expect_decodes_to(table, {a, b, c, d});
+  EXPECT_EQ(table.rows[0].python_stack, table.rows[1].python_stack);
+  EXPECT_EQ(table.rows[2].python_stack, SampleTable::kNoStack);
+  EXPECT_EQ(table.rows[2].python_status, PythonStackStatus::NotReady);
+  EXPECT_FALSE(table.rows[3].python_status);
+}
+
+TEST(SampleEncoding, AStackOfWordsThatAreNotPythonFramesIsAnErrorWhereTheSampleUsesIt) {
+  // Stack 0 = {0x1000} (low bits 00: a native address, not a Python frame),
+  // then a tag-3 sample naming it as its Python stack.
+  const Bytes stream = {1, 1, 0x80, 0x40,        // tag 1: one address, zigzag(0x1000)
+                        3, 0, 1, 1, 0, 0, 0, 0,  // tag 3: time, pid, tid, cpu, no kernel, no user, complete
+                        1, 0};                   // python stack id 0 + 1, status complete
+  const SampleTable table = bundle::decode_samples(stream);
+  ASSERT_TRUE(table.error);
+  EXPECT_EQ(table.error->offset, 12u);
+  EXPECT_NE(table.error->message.find("not a Python frame"), std::string::npos) << table.error->message;
+  EXPECT_TRUE(table.rows.empty());
+}
+
+TEST(SampleEncoding, AnUnknownPythonStackStatusIsAnError) {
+  const Bytes stream = {3, 0, 1, 1, 0, 0, 0, 0, 0, 6};
+  const SampleTable table = bundle::decode_samples(stream);
+  ASSERT_TRUE(table.error);
+  EXPECT_EQ(table.error->offset, 9u);
+  EXPECT_NE(table.error->message.find("unknown python stack status 6"), std::string::npos) << table.error->message;
+}
+
+TEST(PythonStackStatus, NamesEveryValue) {
+  EXPECT_STREQ(bundle::python_stack_status_name(PythonStackStatus::Complete), "complete");
+  EXPECT_STREQ(bundle::python_stack_status_name(PythonStackStatus::Truncated), "truncated");
+  EXPECT_STREQ(bundle::python_stack_status_name(PythonStackStatus::NotReady), "not ready");
+  EXPECT_STREQ(bundle::python_stack_status_name(PythonStackStatus::NoThreadBlock), "no thread block");
+  EXPECT_STREQ(bundle::python_stack_status_name(PythonStackStatus::Unreadable), "unreadable");
+  EXPECT_STREQ(bundle::python_stack_status_name(PythonStackStatus::Lost), "lost");
+  EXPECT_STREQ(bundle::python_stack_status_name(static_cast<PythonStackStatus>(6)), "unknown");
 }
 
 TEST(SampleEncoding, EmptyStreamHasNoRows) {
@@ -341,7 +415,7 @@ TEST_F(MalformedSamples, PrefixIsValid) {
 }
 
 TEST_F(MalformedSamples, UnknownTag) {
-  expect_error(decode_with({0x03, 0x00}), prefix_, "unknown record tag 3");
+  expect_error(decode_with({0x04, 0x00}), prefix_, "unknown record tag 4");
   expect_error(decode_with({0x00}), prefix_, "unknown record tag 0");
 }
 

@@ -60,6 +60,14 @@ TEST(Sections, LineSectionsComeBackAsWrittenAcrossFrames) {
 
   const bundle::SourceFileRecord source{"/app/main.py", "def f():\n    return 1\n"};
   EXPECT_EQ(bundle::read_source_files(bundle_of(frames_of<bundle::SourceFileRecord>({{source}}))), std::vector{source});
+
+  const bundle::CodeNameRecord hot{4242, 1040, "hot_loop", "/app/main.py", 12}, other{4243, 8, "<module>", "/app/x.py", 1};
+  EXPECT_EQ(bundle::read_code_names(bundle_of(frames_of<bundle::CodeNameRecord>({{hot}, {other}}))),
+            (std::vector{hot, other}));
+
+  const bundle::JitCodemapRecord inlined{4242, 0x7f1000000040, {1040, 2048, 96}}, none{4242, 0x7f1000000100, {}};
+  EXPECT_EQ(bundle::read_jit_codemap(bundle_of(frames_of<bundle::JitCodemapRecord>({{inlined, none}}))),
+            (std::vector{inlined, none}));
 }
 
 TEST(Sections, MalformedLinesAreSkippedAndALineCutShortIsDropped) {

@@ -33,7 +33,7 @@ constexpr auto clock_fields = [](auto& clock, auto& visit) {
   visit_fields(visit, "monotonic_ns", clock.monotonic_ns, "unix_s", clock.unix_s);
 };
 constexpr auto vmprof_fields = [](auto& vmprof, auto& visit) {
-  visit_fields(visit, "rate_hz", vmprof.rate_hz, "native_frames", vmprof.native_frames);
+  visit_fields(visit, "rate_hz", vmprof.rate_hz, "native_frames", vmprof.native_frames, "sampling", vmprof.sampling);
 };
 // Sampling that was on (refused and off are told apart by the codec).
 constexpr auto perf_fields = [](auto& perf, auto& visit) {
@@ -57,6 +57,9 @@ constexpr auto attach_fields = [](auto& attach, auto& visit) {
   visit_fields(visit, "jit_names", attach.jit_names, "explanation", attach.explanation, "jitlog_path",
                attach.jitlog_path, "jit_code_bytes", attach.jit_code_bytes);
 };
+constexpr auto python_stacks_fields = [](auto& stacks, auto& visit) {
+  visit_fields(visit, "source", stacks.source, "unavailable", stacks.unavailable, "processes", stacks.processes);
+};
 constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
   visit_fields(visit, "jitprof_version", manifest.jitprof_version, "mode", manifest.mode, "command", manifest.command,
                "pid", manifest.pid, "start_time", manifest.start_time, "end_time", manifest.end_time, "duration_s",
@@ -66,7 +69,7 @@ constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
   visit_objects(visit, "host", manifest.host, host_fields, "clock", manifest.clock, clock_fields, "vmprof",
                 manifest.vmprof, vmprof_fields, "crash_capture", manifest.crash_capture, crash_capture_fields, "exit",
                 manifest.exit, exit_fields, "sections", manifest.sections, section_fields, "attach", manifest.attach,
-                attach_fields);
+                attach_fields, "python_stacks", manifest.python_stacks, python_stacks_fields);
 };
 
 // Writes each field present into a JSON object; text as stored (bytes kept,

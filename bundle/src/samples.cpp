@@ -11,7 +11,9 @@ namespace {
 
 constexpr std::uint8_t kTagStack = 1;
 constexpr std::uint8_t kTagSample = 2;
+constexpr std::uint8_t kTagPythonSample = 3;
 constexpr std::uint8_t kLastUnwindStop = static_cast<std::uint8_t>(UnwindStop::BadFrame);
+constexpr std::uint8_t kLastPythonStatus = static_cast<std::uint8_t>(PythonStackStatus::Lost);
 constexpr std::size_t kMaxVarintBytes = 10;
 
 void put_varint(std::vector<std::uint8_t>& out, std::uint64_t value) {
@@ -38,8 +40,8 @@ class Decoder {
       record_ = p_;
       const std::uint8_t tag = *p_++;
       bool ok;
-      if (tag == kTagSample)
-        ok = sample();
+      if (tag == kTagSample || tag == kTagPythonSample)
+        ok = sample(tag == kTagPythonSample);
       else if (tag == kTagStack)
         ok = stack();
       else
@@ -55,7 +57,7 @@ class Decoder {
   }
 
   bool truncated() {
-    const bool is_sample = *record_ == kTagSample;
+    const bool is_sample = *record_ != kTagStack;
     return fail(record_, fmt::format("truncated: {} record at offset {} is cut short by the end of the stream",
                                      is_sample ? "sample" : "stack", record_ - begin_));
   }
@@ -100,7 +102,7 @@ class Decoder {
     return true;
   }
 
-  bool sample() {
+  bool sample(bool with_python) {
     std::uint64_t time_delta;
     SampleTable::Row row;
     if (!varint(time_delta) || !u32_field(row.pid, "pid") || !u32_field(row.tid, "tid") ||
@@ -110,10 +112,33 @@ class Decoder {
     if (p_ == end_) return truncated();
     if (*p_ > kLastUnwindStop) return fail(p_, fmt::format("unknown unwind stop {}", *p_));
     row.unwind_stop = static_cast<UnwindStop>(*p_++);
+    if (with_python && !python_fields(row)) return false;
     time_ += unzigzag(time_delta);
     row.time_ns = time_;
     table_.rows.push_back(row);
     return true;
+  }
+
+  bool python_fields(SampleTable::Row& row) {
+    const std::uint8_t* at = p_;
+    if (!stack_field(row.python_stack, "python")) return false;
+    if (row.python_stack != SampleTable::kNoStack && !checked_before(row.python_stack)) {
+      for (const std::uint64_t word : table_.stacks[row.python_stack])
+        if (!PythonFrame::from_word(word))
+          return fail(at, fmt::format("python stack {} holds {:#x}, which is not a Python frame", row.python_stack, word));
+    }
+    if (p_ == end_) return truncated();
+    if (*p_ > kLastPythonStatus) return fail(p_, fmt::format("unknown python stack status {}", *p_));
+    row.python_status = static_cast<PythonStackStatus>(*p_++);
+    return true;
+  }
+
+  // True when the stack was checked before; marks it checked.
+  bool checked_before(std::uint32_t stack) {
+    if (python_checked_stacks_.size() <= stack) python_checked_stacks_.resize(stack + 1, false);
+    const bool before = python_checked_stacks_[stack];
+    python_checked_stacks_[stack] = true;
+    return before;
   }
 
   bool stack() {
@@ -142,6 +167,7 @@ class Decoder {
   const std::uint8_t* p_ = nullptr;
   const std::uint8_t* record_ = nullptr;
   std::uint64_t time_ = 0;
+  std::vector<bool> python_checked_stacks_;
   SampleTable& table_;
 };
 
@@ -158,6 +184,24 @@ const char* unwind_stop_name(UnwindStop stop) {
     case UnwindStop::BadFrame: return "bad frame";
   }
   return "unknown";
+}
+
+const char* python_stack_status_name(PythonStackStatus status) {
+  switch (status) {
+    case PythonStackStatus::Complete: return "complete";
+    case PythonStackStatus::Truncated: return "truncated";
+    case PythonStackStatus::NotReady: return "not ready";
+    case PythonStackStatus::NoThreadBlock: return "no thread block";
+    case PythonStackStatus::Unreadable: return "unreadable";
+    case PythonStackStatus::Lost: return "lost";
+  }
+  return "unknown";
+}
+
+std::optional<PythonFrame> PythonFrame::from_word(std::uint64_t word) {
+  const auto kind = static_cast<Kind>(word & 3);
+  if (kind != Kind::Code && kind != Kind::Jitted) return std::nullopt;
+  return PythonFrame{kind, word >> 2};
 }
 
 std::size_t SampleEncoder::StackHash::operator()(const std::vector<std::uint64_t>& stack) const noexcept {
@@ -201,7 +245,15 @@ void SampleEncoder::add(const NativeSample& sample) {
   } else {
     user = reference(sample.user_stack);
   }
-  out_.push_back(kTagSample);
+  std::uint64_t python = 0;
+  if (sample.python_status) {
+    std::vector<std::uint64_t> words;
+    const std::size_t kept = std::min<std::size_t>(sample.python_stack.size(), kMaxStackDepth);
+    words.reserve(kept);
+    for (std::size_t i = 0; i < kept; ++i) words.push_back(sample.python_stack[i].word());
+    python = reference(words);
+  }
+  out_.push_back(sample.python_status ? kTagPythonSample : kTagSample);
   put_varint(out_, zigzag(sample.time_ns - previous_time_));
   previous_time_ = sample.time_ns;
   put_varint(out_, sample.pid);
@@ -210,6 +262,11 @@ void SampleEncoder::add(const NativeSample& sample) {
   put_varint(out_, kernel);
   put_varint(out_, user);
   out_.push_back(static_cast<std::uint8_t>(stop));
+  if (sample.python_status) {
+    put_varint(out_, python);
+    const bool cut = sample.python_stack.size() > kMaxStackDepth && *sample.python_status == PythonStackStatus::Complete;
+    out_.push_back(static_cast<std::uint8_t>(cut ? PythonStackStatus::Truncated : *sample.python_status));
+  }
   ++samples_;
 }
 
@@ -229,7 +286,16 @@ NativeSample SampleTable::sample(std::size_t row) const {
   if (r.kernel_stack != kNoStack) out.kernel_stack = stacks.at(r.kernel_stack);
   if (r.user_stack != kNoStack) out.user_stack = stacks.at(r.user_stack);
   out.unwind_stop = r.unwind_stop;
+  out.python_status = r.python_status;
+  if (r.python_stack != kNoStack) out.python_stack = python_frames(r.python_stack);
   return out;
+}
+
+std::vector<PythonFrame> SampleTable::python_frames(std::uint32_t stack) const {
+  std::vector<PythonFrame> frames;
+  for (const std::uint64_t word : stacks.at(stack))
+    if (const auto frame = PythonFrame::from_word(word)) frames.push_back(*frame);
+  return frames;
 }
 
 SampleTable decode_samples(std::span<const std::uint8_t> stream) {

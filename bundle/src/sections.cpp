@@ -165,6 +165,37 @@ std::vector<SourceFileRecord> read_source_files(const Bundle& bundle) {
   });
 }
 
+void encode(const CodeNameRecord& record, std::string& frame) {
+  append_line({{"pid", record.pid},
+               {"id", record.unique_id},
+               {"name", stored_text(record.name)},
+               {"file", stored_text(record.file)},
+               {"line", record.line}},
+              frame);
+}
+
+std::vector<CodeNameRecord> read_code_names(const Bundle& bundle) {
+  return read_lines<CodeNameRecord>(bundle, CodeNameRecord::kSection, [](const json& line) {
+    return CodeNameRecord{field<std::uint32_t>(line, "pid"), field<std::uint64_t>(line, "id"),
+                          field<std::string>(line, "name"), field<std::string>(line, "file"),
+                          field<std::int64_t>(line, "line")};
+  });
+}
+
+void encode(const JitCodemapRecord& record, std::string& frame) {
+  append_line({{"pid", record.pid}, {"address", record.address}, {"ids", record.unique_ids}}, frame);
+}
+
+std::vector<JitCodemapRecord> read_jit_codemap(const Bundle& bundle) {
+  return read_lines<JitCodemapRecord>(bundle, JitCodemapRecord::kSection, [](const json& line) {
+    JitCodemapRecord record{field<std::uint32_t>(line, "pid"), field<std::uint64_t>(line, "address"), {}};
+    if (const auto ids = line.find("ids"); ids != line.end() && ids->is_array())
+      for (const json& id : *ids)
+        if (id.is_number_unsigned()) record.unique_ids.push_back(id.get<std::uint64_t>());
+    return record;
+  });
+}
+
 std::string encode(const CrashRecord& record) {
   json crash = {{"signal", record.signal},
                 {"signal_name", record.signal_name},

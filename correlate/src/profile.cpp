@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 
 #include "arch/x86_64.h"
@@ -88,6 +89,10 @@ class Builder {
     load_mappings();
     traces_ = trace_resolver(read_, profile_.forest);
     load_vmprof();
+    for (bundle::JitCodemapRecord& record : bundle::read_jit_codemap(read_))
+      jit_codemap_.try_emplace({record.pid, record.address}, std::move(record.unique_ids));
+    for (bundle::CodeNameRecord& code : bundle::read_code_names(read_))
+      code_names_.try_emplace({code.pid, code.unique_id}, CodeName{std::move(code.name), std::move(code.file), code.line});
     const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
     profile_.has_perf_samples = !table.rows.empty();
     profile_.samples.reserve(table.rows.size());
@@ -95,6 +100,7 @@ class Builder {
     // Without perf (refused, or --no-perf), PyPy's own samples stand in.
     if (!profile_.has_perf_samples) add_vmprof_samples();
     profile_.stats.samples = profile_.samples.size();
+    profile_.stats.unnamed_code_objects = unnamed_codes_.size();
   }
 
  private:
@@ -185,6 +191,8 @@ class Builder {
     const auto bytes = read_.stream(bundle::sections::kVmprof);
     if (bytes.empty()) return;
     const vmprof::Profile vm = vmprof::parse_profile(bytes);
+    for (const auto& [uid, name] : vm.code_names)
+      vmprof_names_.try_emplace(uid, CodeName{name.function.empty() ? name.raw : name.function, name.file, name.line});
     std::map<std::pair<std::string, std::string>, std::map<FrameIds, std::size_t>> callers;
     for (const vmprof::Sample& sample : vm.samples) {
       FrameIds stack = python_frames_of(vm, sample);
@@ -237,10 +245,7 @@ class Builder {
         if (const jitlog::Trace* trace = traces_.find(*block).trace) {
           ++profile_.stats.jit_in_trace;
           sample.trace = trace->id;
-          const jitlog::MergePoint* source = trace->source();
-          ids.push_back(frame_id({Category::JitTrace,
-                                  fmt::format("trace {} ({})", trace->id, jitlog::trace_kind_name(trace->kind)),
-                                  source ? source->file : "", source ? source->line : 0, trace->id, ""}));
+          ids.push_back(trace_frame(*trace));
         }
       }
       ++profile_.stats.python_from_vmprof_time;
@@ -389,10 +394,7 @@ class Builder {
       if (callers != callers_of_.end()) frames = callers->second;
     }
     frames.insert(frames.end(), inner.begin(), inner.end());
-    const jitlog::MergePoint* source = trace.source();
-    frames.push_back(frame_id({Category::JitTrace,
-                               fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
-                               source ? source->file : "", source ? source->line : 0, trace.id, ""}));
+    frames.push_back(trace_frame(trace));
     if (via_helper) frames.push_back(helper_frame());
     const std::uint32_t id = intern(std::move(frames), parts_, part_index_);
     jit_parts_[key] = {std::make_tuple(trace.id, op, via_helper), id};
@@ -408,26 +410,16 @@ class Builder {
     const NativePart& native = native_part(table, row);
 
     std::uint32_t python_part = kNoPart;
-    if (native.jit_index) {
-      jitlog::TraceResolver::Hit hit = traces_.find(native.jit_lookup, row.time_ns);
-      sample.jit_address = native.jit_lookup;
-      if (*native.jit_index == 0) {
-        ++profile_.stats.jit;
-        profile_.stats.jit_in_trace += hit.trace != nullptr;
-        profile_.stats.jit_on_op += hit.op.has_value();
-      }
-      // A helper is charged to the trace that called it, at the calling op.
-      bool via_helper = false;
-      if (!hit.trace && native.caller_jit_lookup) {
-        if (const auto caller = traces_.find(*native.caller_jit_lookup, row.time_ns); caller.trace) {
-          hit = caller;
-          via_helper = true;
-          sample.jit_address = *native.caller_jit_lookup;
-        }
-      }
+    if (row.python_status && static_cast<std::size_t>(*row.python_status) < profile_.stats.python_stack_status.size())
+      ++profile_.stats.python_stack_status[static_cast<std::size_t>(*row.python_status)];
+    // A stack read at the sample is the truth, even empty (a thread running no
+    // Python); only a lost one falls back to the statistical join.
+    if (row.python_status && *row.python_status != bundle::PythonStackStatus::Lost) {
+      python_part = exact_python_part(table, row, native, sample);
+      ++profile_.stats.python_exact;
+    } else if (native.jit_index) {
+      const auto [hit, via_helper] = innermost_jit_hit(row, native, native.jit_lookup, sample);
       if (hit.trace) {
-        sample.trace = hit.trace->id;
-        sample.op = hit.op;
         python_part = jit_part(hit, via_helper);
         ++profile_.stats.python_from_jit;
       } else {
@@ -452,6 +444,143 @@ class Builder {
     profile_.samples.push_back(sample);
   }
 
+  // --- Python stacks read from PyPy's shadow stack --------------------------
+
+  std::uint32_t code_frame(std::uint32_t pid, std::uint64_t unique_id, bool& unnamed, Category category = Category::Python) {
+    const auto [cached, fresh] = code_frames_.try_emplace({pid, unique_id, category}, 0);
+    if (!fresh) {
+      unnamed = unnamed || unnamed_codes_.contains({pid, unique_id});
+      return cached->second;
+    }
+    const CodeName* name = nullptr;
+    if (const auto found = code_names_.find({pid, unique_id}); found != code_names_.end())
+      name = &found->second;
+    else if (const auto from_vmprof = vmprof_names_.find(unique_id); from_vmprof != vmprof_names_.end())
+      name = &from_vmprof->second;
+    if (!name) {
+      unnamed = true;
+      unnamed_codes_.insert({pid, unique_id});
+      return cached->second = frame_id({category, fmt::format("code #{}", unique_id), "", 0, std::nullopt, ""});
+    }
+    return cached->second = frame_id({category, name->name, name->file, name->line, std::nullopt, ""});
+  }
+
+  // The Python frames of a sample whose Python stack was read at the sample,
+  // root first; the innermost JIT level also sets the sample's trace and op.
+  std::uint32_t exact_python_part(const bundle::SampleTable& table, const bundle::SampleTable::Row& row,
+                                  const NativePart& native, Sample& sample) {
+    const std::vector<bundle::PythonFrame> entries =  // innermost first
+        row.python_stack == bundle::SampleTable::kNoStack ? std::vector<bundle::PythonFrame>{} : table.python_frames(row.python_stack);
+    // Each JIT level, innermost first: the address in its code, when known.
+    std::vector<std::optional<std::uint64_t>> jit_addresses(entries.size());
+    std::optional<std::size_t> innermost_jit;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].kind != bundle::PythonFrame::Kind::Jitted) continue;
+      if (!innermost_jit) {
+        innermost_jit = i;
+        if (native.jit_index) jit_addresses[i] = native.jit_lookup;
+      } else if (in_jit_memory(row.pid, entries[i].value)) {
+        // An outer level is calling the next one: its own return address says from where.
+        jit_addresses[i] = arch::call_site(entries[i].value);
+      }
+    }
+
+    FrameIds frames;
+    if (row.python_status == bundle::PythonStackStatus::Truncated)
+      frames.push_back(frame_id({Category::Python, "[outer Python frames not read]", "", 0, std::nullopt, ""}));
+    bool unnamed = false;
+    for (std::size_t i = entries.size(); i-- > 0;) {
+      if (entries[i].kind == bundle::PythonFrame::Kind::Jitted) {
+        append_jit_level(row, native, jit_addresses[i], i == innermost_jit, sample, frames, unnamed);
+        continue;
+      }
+      const std::uint32_t id = code_frame(row.pid, entries[i].value, unnamed);
+      // The call whose loop the JIT level just inside it runs: that level names it.
+      if (i > 0 && jit_addresses[i - 1] && runs_loop_of(row, *jit_addresses[i - 1], profile_.frames[id])) continue;
+      frames.push_back(id);
+    }
+    // JIT code the shadow stack shows no entry for (it is always entered through one).
+    if (!innermost_jit && native.jit_index) append_jit_level(row, native, native.jit_lookup, true, sample, frames, unnamed);
+    if (unnamed) ++profile_.stats.samples_with_unnamed_code;
+    return intern(std::move(frames), parts_, part_index_);
+  }
+
+  // One JIT level of an exact Python stack: the trace's Python frames and the
+  // trace, PyPy's helpers, or JIT code no jitlog names.
+  void append_jit_level(const bundle::SampleTable::Row& row, const NativePart& native, std::optional<std::uint64_t> address,
+                        bool innermost, Sample& sample, FrameIds& frames, bool& unnamed) {
+    if (!address) {
+      frames.push_back(frame_id({Category::JitAnonymous, "JIT code (not unwound)", "", 0, std::nullopt, ""}));
+      return;
+    }
+    jitlog::TraceResolver::Hit hit;
+    bool via_helper = false;
+    if (innermost)
+      std::tie(hit, via_helper) = innermost_jit_hit(row, native, *address, sample);
+    else
+      hit = traces_.find(*address, row.time_ns);
+    if (!hit.trace) {
+      // Without a jitlog, PyPy's codemap may name the functions there.
+      if (const auto ids = jit_codemap_.find({row.pid, *address}); ids != jit_codemap_.end())
+        for (std::size_t level = 0; level < ids->second.size(); ++level)
+          frames.push_back(code_frame(row.pid, ids->second[level], unnamed, level == 0 ? Category::Python : Category::JitInlined));
+      frames.push_back(!read_.has(bundle::sections::kJitlog)
+                           ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
+                           : helper_frame());
+      return;
+    }
+    const FrameIds inner = jit_python_frames(hit);
+    frames.insert(frames.end(), inner.begin(), inner.end());
+    frames.push_back(trace_frame(*hit.trace));
+    if (via_helper) frames.push_back(helper_frame());
+  }
+
+  // Whether the JIT code at `address` is the compiled loop of `call`'s
+  // function: its trace's own function, or the codemap's outermost one.
+  bool runs_loop_of(const bundle::SampleTable::Row& row, std::uint64_t address, const Frame& call) {
+    const jitlog::TraceResolver::Hit hit = traces_.find(address, row.time_ns);
+    if (const jitlog::MergePoint* own = hit.trace ? hit.trace->source() : nullptr)
+      return own->function == call.name && own->file == call.file;
+    const auto ids = jit_codemap_.find({row.pid, address});
+    if (ids == jit_codemap_.end() || ids->second.empty()) return false;
+    bool unnamed = false;
+    const Frame& own = profile_.frames[code_frame(row.pid, ids->second.front(), unnamed)];
+    return !unnamed && own.name == call.name && own.file == call.file;
+  }
+
+  // The trace of a sample's innermost JIT frame at `address`, counted, and
+  // noted on the sample; a helper is charged to the trace that called it, at
+  // the calling op (second: true).
+  std::pair<jitlog::TraceResolver::Hit, bool> innermost_jit_hit(const bundle::SampleTable::Row& row, const NativePart& native,
+                                                                std::uint64_t address, Sample& sample) {
+    jitlog::TraceResolver::Hit hit = traces_.find(address, row.time_ns);
+    sample.jit_address = address;
+    if (native.jit_index == 0u) {
+      ++profile_.stats.jit;
+      profile_.stats.jit_in_trace += hit.trace != nullptr;
+      profile_.stats.jit_on_op += hit.op.has_value();
+    }
+    bool via_helper = false;
+    if (!hit.trace && native.caller_jit_lookup) {
+      if (const auto caller = traces_.find(*native.caller_jit_lookup, row.time_ns); caller.trace) {
+        hit = caller;
+        via_helper = true;
+        sample.jit_address = *native.caller_jit_lookup;
+      }
+    }
+    if (hit.trace) {
+      sample.trace = hit.trace->id;
+      sample.op = hit.op;
+    }
+    return {hit, via_helper};
+  }
+
+  std::uint32_t trace_frame(const jitlog::Trace& trace) {
+    const jitlog::MergePoint* source = trace.source();
+    return frame_id({Category::JitTrace, fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
+                     source ? source->file : "", source ? source->line : 0, trace.id, ""});
+  }
+
   // A JIT sample outside every trace: the Python stack at that time, then a
   // frame for PyPy's JIT helpers, or for JIT code no jitlog describes at all.
   std::uint32_t helper_part(std::uint64_t time_ns) {
@@ -466,6 +595,11 @@ class Builder {
   std::uint32_t helper_frame() {
     return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""});
   }
+
+  struct CodeName {
+    std::string name, file;
+    std::int64_t line = 0;
+  };
 
   static constexpr std::uint32_t kNoPart = 0xffffffff;
   const bundle::Bundle& read_;
@@ -489,6 +623,12 @@ class Builder {
       jit_parts_;
   std::unordered_map<std::uint64_t, std::uint32_t> stack_of_parts_;
   double vmprof_start_s_ = 0, vmprof_end_s_ = 0;
+  // Code objects by unique id: from PYCN per process, from vmprof for any.
+  std::map<std::pair<std::uint32_t, std::uint64_t>, CodeName> code_names_;
+  std::unordered_map<std::uint64_t, CodeName> vmprof_names_;
+  std::map<std::tuple<std::uint32_t, std::uint64_t, Category>, std::uint32_t> code_frames_;
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::vector<std::uint64_t>> jit_codemap_;  // (pid, address) -> ids
+  std::set<std::pair<std::uint32_t, std::uint64_t>> unnamed_codes_;
 };
 
 }  // namespace

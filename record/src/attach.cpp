@@ -16,10 +16,14 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "bundle/manifest.h"
 #include "bundle/sections.h"
+#include "pypy/code_objects.h"
+#include "pypy/jit_codemap.h"
+#include "pypy/thread_locals.h"
 #include "record/record.h"
 #include "sampler/sampler.h"
 #include "session.h"
@@ -213,6 +217,7 @@ class Attacher {
     if (pidfd_ < 0) fail(fmt::format("cannot watch process {}: {}", pid, errno_text()));
     sampler::Settings settings;
     settings.rate_hz = options_.rate_hz;
+    settings.python_stacks = options_.python_stacks;
     std::unique_ptr<sampler::Sampler> sampler;
     try {
       sampler = sampler::Sampler::for_running_process(pid, settings);
@@ -231,8 +236,13 @@ class Attacher {
     manifest.pypy_version = target.exe.empty() ? std::string() : interpreter_version(target.exe);
     manifest.attach = attach_details();
     session_->write_manifest();
-    session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz);
-    if (options_.notice) options_.notice(describe_start(target));
+    session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks);
+    if (options_.notice) {
+      options_.notice(describe_start(target));
+      if (options_.python_stacks)
+        if (const auto why = session_->python_stacks_unavailable())
+          options_.notice("no Python stacks: " + *why);
+    }
 
     const auto started = Clock::now();
     {
@@ -241,6 +251,7 @@ class Attacher {
     }
     session_->stop_sampling();
     if (!live_ && !outcome_.target_exited) read_jit_code(pid);
+    if (session_->reads_python_stacks() && !outcome_.target_exited) name_python_code(pid);
     read_jitlog();  // what the target wrote until the end, or until it exited
     if (options_.progress) options_.progress("");
 
@@ -272,7 +283,7 @@ class Attacher {
               live_->path, std::nullopt};
     return {"anonymous code",
             "the process writes no jitlog: hot JIT code was read from its memory and is shown disassembled, "
-            "without trace names, IR or Python lines (start PyPy with JITLOG=path to get them)",
+            "without trace names, IR or the functions inlined into it (start PyPy with JITLOG=path to get them)",
             std::nullopt, outcome_.jit_code_bytes};
   }
 
@@ -345,6 +356,61 @@ class Attacher {
       code.add(record);
     }
     code.flush_into(session_->writer());
+  }
+
+  // The code objects on the Python stacks, named from the target's memory:
+  // nothing runs in it to ask (PYCN). Without a jitlog, PyPy's JIT codemap
+  // names the functions of the JIT code the stacks went through (PYJC).
+  void name_python_code(int pid) {
+    const auto own_pid = static_cast<std::uint32_t>(pid);
+    const auto code_ids = session_->collector().code_ids();
+    std::set<std::uint64_t> wanted;
+    if (const auto own = code_ids.find(own_pid); own != code_ids.end()) wanted.insert(own->second.begin(), own->second.end());
+    try {
+      if (!live_) read_jit_codemap(pid, wanted);
+      if (wanted.empty()) return;
+      const auto progress = [this](std::uint64_t done, std::uint64_t total) {
+        if (options_.progress)
+          options_.progress(fmt::format("jitprof: naming Python functions: {} of {} MiB of memory read", done >> 20,
+                                        total >> 20));
+      };
+      // Every code object: learning their layout from a few ids can go wrong.
+      const pypy::CodeScan scan = pypy::scan_code_objects(pid, {}, progress);
+      bundle::SectionBuffer<bundle::CodeNameRecord> names;
+      for (const pypy::CodeName& code : scan.names)
+        if (wanted.contains(code.unique_id)) {
+          names.add({own_pid, code.unique_id, code.name, code.file, code.first_line});
+          ++outcome_.code_objects_named;
+        }
+      names.flush_into(session_->writer());
+      outcome_.code_objects = wanted.size();
+    } catch (const std::exception& error) {
+      if (options_.notice) options_.notice(fmt::format("cannot name Python functions of process {}: {}", pid, error.what()));
+      return;
+    }
+    if (options_.notice && outcome_.code_objects_named < outcome_.code_objects)
+      options_.notice(fmt::format("{} of {} Python code objects on the stacks were not found in memory (freed, or moved "
+                                  "by the GC): shown as \"code #ID\"",
+                                  outcome_.code_objects - outcome_.code_objects_named, outcome_.code_objects));
+  }
+
+  // The code objects at each JIT address the stacks went through; adds their ids to `wanted`.
+  void read_jit_codemap(int pid, std::set<std::uint64_t>& wanted) {
+    const auto addresses = session_->collector().python_jit_addresses();
+    const auto own = addresses.find(static_cast<std::uint32_t>(pid));
+    const auto libpypy = pypy::find_libpypy(pid);
+    if (own == addresses.end() || !libpypy) return;
+    const auto codemap = pypy::JitCodemap::read(pid, libpypy->path, libpypy->load_bias);
+    if (!codemap) return;
+    bundle::SectionBuffer<bundle::JitCodemapRecord> records;
+    for (const std::uint64_t address : own->second) {
+      std::vector<std::uint64_t> ids = codemap->unique_ids_at(address);
+      std::erase(ids, 0u);  // names nothing
+      if (ids.empty()) continue;
+      wanted.insert(ids.begin(), ids.end());
+      records.add({static_cast<std::uint32_t>(pid), address, std::move(ids)});
+    }
+    records.flush_into(session_->writer());
   }
 
   const AttachOptions& options_;

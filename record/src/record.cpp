@@ -28,6 +28,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Imported by PyPy at start-up (PYTHONPATH points at it): switches vmprof on
+// (for code names only when jitprof reads the Python stacks at each sample)
 // and the jitlog before the program's first line, hides itself, then runs the
 // user's own sitecustomize if there is one. (PyPy's JITLOG variable would stay
 // visible in os.environ, which the program would then see.)
@@ -41,6 +42,8 @@ def _jitprof_start():
     jitlog_fd = int(env.pop("JITPROF_JITLOG_FD"))
     vmprof_fd = int(env.pop("JITPROF_VMPROF_FD"))
     period = float(env.pop("JITPROF_VMPROF_PERIOD"))
+    # Off when jitprof reads the Python stacks itself: vmprof then only names code objects.
+    sampling = env.pop("JITPROF_VMPROF_SAMPLING") == "1"
     native = int(env.pop("JITPROF_VMPROF_NATIVE"))
     here = env.pop("JITPROF_SITE_DIR")
     original = env.pop("JITPROF_ORIGINAL_PYTHONPATH", None)
@@ -54,7 +57,11 @@ def _jitprof_start():
     import _vmprof
     import atexit
     _jitlog.enable(jitlog_fd)  # PyPy flushes the trace counters into it at exit
-    _vmprof.enable(vmprof_fd, period, 0, 0, native, 0)
+    def vmprof_on():
+        _vmprof.enable(vmprof_fd, period, 0, 0, native, 0)
+        if not sampling:
+            _vmprof.stop_sampling()
+    vmprof_on()
     # A program this one execs gets neither pipe.
     os.set_inheritable(jitlog_fd, False)
     os.set_inheritable(vmprof_fd, False)
@@ -76,7 +83,7 @@ def _jitprof_start():
                 return exec_function(*args, **kwargs)
             except BaseException:
                 _jitlog.enable(jitlog_fd)
-                _vmprof.enable(vmprof_fd, period, 0, 0, native, 0)
+                vmprof_on()
                 raise
         return exec_without_logs
     # os.execl, execlp, execvp and execvpe all end in these two.
@@ -200,6 +207,9 @@ class SignalGuard {
   struct sigaction old_int_ {}, old_quit_ {}, old_term_ {}, old_hup_ {};
 };
 
+// The byte that lets the child exec: whether vmprof samples, or only names code objects.
+constexpr char kGoVmprofSampling = 1, kGoVmprofNamesOnly = 2;
+
 class Recorder {
  public:
   explicit Recorder(const Options& options)
@@ -226,7 +236,7 @@ class Recorder {
     if (child == 0) {
       char byte = 0;
       if (::read(go.read_end, &byte, 1) != 1) ::_exit(127);  // jitprof died before the start
-      exec_target(pypy, site ? site->path : std::filesystem::path{}, exec_errors.write_end);
+      exec_target(pypy, site ? site->path : std::filesystem::path{}, exec_errors.write_end, byte == kGoVmprofSampling);
     }
     exec_errors.close_write();
     go.close_read();
@@ -236,7 +246,9 @@ class Recorder {
     manifest.crash_capture = bundle::Manifest::CrashCapture{watcher_->tracing(), std::nullopt};
     if (!watcher_->tracing()) manifest.crash_capture->reason = watcher_->trace_error();
     start_sampling(child, pypy);
-    const char byte = 1;
+    const bool vmprof_sampling = !session_.reads_python_stacks();
+    if (manifest.vmprof) manifest.vmprof->sampling = vmprof_sampling;
+    const char byte = vmprof_sampling ? kGoVmprofSampling : kGoVmprofNamesOnly;
     if (::write(go.write_end, &byte, 1) != 1) fail("cannot start the target: " + errno_text());
     go.close_write();
     if (int child_errno = 0; ::read(exec_errors.read_end, &child_errno, sizeof child_errno) == sizeof child_errno) {
@@ -272,10 +284,14 @@ class Recorder {
     }
     sampler::Settings settings;
     settings.rate_hz = options_.rate_hz;
+    settings.python_stacks = pypy && options_.python_stacks;
     try {
       session_.start_sampling(sampler::Sampler::for_process_at_exec(child, settings), child, options_.children,
-                              options_.rate_hz);
+                              options_.rate_hz, settings.python_stacks);
       session_.manifest().perf->children = options_.children;
+      if (settings.python_stacks && options_.notice)
+        if (const auto why = session_.python_stacks_unavailable())
+          options_.notice("Python stacks: " + *why + "; joining them from PyPy's own sampling (vmprof) instead");
     } catch (const sampler::SamplerError& error) {
       if (options_.notice)
         options_.notice(error.what() + std::string(pypy ? "; recording with PyPy's own sampling (vmprof) only"
@@ -284,7 +300,7 @@ class Recorder {
     }
   }
 
-  [[noreturn]] void exec_target(bool pypy, const std::filesystem::path& site_dir, int error_fd) {
+  [[noreturn]] void exec_target(bool pypy, const std::filesystem::path& site_dir, int error_fd, bool vmprof_sampling) {
     if (pypy) {
       const int jitlog_fd = logs_[kJitlog].pipe.write_end;
       const int vmprof_fd = logs_[kVmprof].pipe.write_end;
@@ -295,6 +311,7 @@ class Recorder {
       ::setenv("JITPROF_VMPROF_FD", std::to_string(vmprof_fd).c_str(), 1);
       ::setenv("JITPROF_VMPROF_PERIOD", fmt::format("{:.9f}", 1.0 / options_.rate_hz).c_str(), 1);
       ::setenv("JITPROF_VMPROF_NATIVE", native_ ? "1" : "0", 1);
+      ::setenv("JITPROF_VMPROF_SAMPLING", vmprof_sampling ? "1" : "0", 1);
       ::setenv("JITPROF_SITE_DIR", site_dir.c_str(), 1);
       std::string python_path = site_dir.string();
       if (const char* original = std::getenv("PYTHONPATH")) {

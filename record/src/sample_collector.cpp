@@ -1,5 +1,10 @@
 #include "sample_collector.h"
 
+#include <fmt/format.h>
+
+#include "arch/x86_64.h"
+#include "symbols/elf_image.h"
+
 namespace jitprof::record {
 namespace {
 
@@ -32,10 +37,22 @@ bundle::TaskRecord::Kind task_kind(sampler::TaskEvent::Kind kind) {
   return bundle::TaskRecord::Kind::Comm;
 }
 
+bundle::PythonStackStatus to_bundle(sampler::PythonStackStatus status) {
+  switch (status) {
+    case sampler::PythonStackStatus::Complete: return bundle::PythonStackStatus::Complete;
+    case sampler::PythonStackStatus::Truncated: return bundle::PythonStackStatus::Truncated;
+    case sampler::PythonStackStatus::NotReady: return bundle::PythonStackStatus::NotReady;
+    case sampler::PythonStackStatus::NoThreadBlock: return bundle::PythonStackStatus::NoThreadBlock;
+    case sampler::PythonStackStatus::Unreadable: return bundle::PythonStackStatus::Unreadable;
+    case sampler::PythonStackStatus::Lost: return bundle::PythonStackStatus::Lost;
+  }
+  return bundle::PythonStackStatus::Unreadable;
+}
+
 }  // namespace
 
 void SampleCollector::on_sample(const sampler::Sample& sample) {
-  if (!children_ && sample.pid != static_cast<std::uint32_t>(target_)) return;
+  if (!keeps(sample.pid)) return;
   bundle::NativeSample out;
   out.time_ns = sample.time_ns;
   out.pid = sample.pid;
@@ -55,7 +72,31 @@ void SampleCollector::on_sample(const sampler::Sample& sample) {
     out.unwind_stop = bundle::UnwindStop::NoUserStack;
   }
   const bool jit_leaf = !out.user_stack.empty() && space.in_jit_code(out.user_stack.front());
+  if (sample.python_stack) {
+    out.python_status = to_bundle(sample.python_stack->status);
+    for (const sampler::PythonFrameEntry& entry : sample.python_stack->entries) {
+      if (entry.kind == sampler::PythonFrameEntry::kCode)
+        out.python_stack.push_back({bundle::PythonFrame::Kind::Code, entry.value});
+      else if (entry.kind == sampler::PythonFrameEntry::kJitted)
+        out.python_stack.push_back({bundle::PythonFrame::Kind::Jitted, entry.return_address});
+    }
+  }
   std::lock_guard lock(mutex_);
+  if (out.python_status) {
+    bool innermost_jit = true;  // its return address is stale: the user stack names it
+    for (const bundle::PythonFrame& frame : out.python_stack) {
+      if (frame.kind == bundle::PythonFrame::Kind::Code) {
+        code_ids_[sample.pid].insert(frame.value);
+      } else {
+        if (!innermost_jit && space.in_jit_code(frame.value))
+          python_jit_addresses_[sample.pid].insert(arch::call_site(frame.value));
+        innermost_jit = false;
+      }
+    }
+    for (std::size_t i = 0; i < out.user_stack.size(); ++i)
+      if (space.in_jit_code(out.user_stack[i]))
+        python_jit_addresses_[sample.pid].insert(arch::lookup_address(out.user_stack[i], i > 0));
+  }
   if (jit_leaf) ++jit_leaves_[{sample.pid, out.user_stack.front()}];
   tids_.insert(sample.tid);
   encoder_.add(out);
@@ -64,18 +105,33 @@ void SampleCollector::on_sample(const sampler::Sample& sample) {
 
 void SampleCollector::on_mapping(const sampler::Mapping& mapping) {
   spaces_[mapping.pid].add({mapping.start, mapping.length, mapping.file_offset, mapping.path, mapping.prot});
+  // Mappings of a running process (attach) come only this way.
+  watch_libpypy(mapping);
   std::lock_guard lock(mutex_);
   mappings_.add({mapping.time_ns, mapping.pid, mapping.tid, mapping.start, mapping.length, mapping.file_offset,
                  mapping.prot, mapping.flags, mapping.major, mapping.minor, mapping.inode, mapping.path});
 }
 
 void SampleCollector::on_task(const sampler::TaskEvent& event) {
-  // A new process starts as a copy of its parent; exec replaces it all.
-  if (event.kind == sampler::TaskEvent::Kind::Fork && event.pid != event.parent_pid)
-    spaces_[event.pid] = spaces_[event.parent_pid];
-  if (event.kind == sampler::TaskEvent::Kind::Exec) spaces_[event.pid] = symbols::AddressSpace{};
-  std::lock_guard lock(mutex_);
-  tasks_.add({task_kind(event.kind), event.time_ns, event.pid, event.tid, event.parent_pid, event.parent_tid, event.comm});
+  // A new process starts as a copy of its parent, its libpypy too; exec
+  // replaces it all (and ends the sampler's watch).
+  std::optional<sampler::ShadowStackLayout> watch;
+  {
+    std::lock_guard lock(mutex_);
+    if (event.kind == sampler::TaskEvent::Kind::Fork && event.pid != event.parent_pid) {
+      spaces_[event.pid] = spaces_[event.parent_pid];
+      if (const auto parent = python_processes_.find(event.parent_pid);
+          watch_ && keeps(event.pid) && parent != python_processes_.end())
+        watch = parent->second;
+      if (watch) python_processes_[event.pid] = *watch;
+    }
+    if (event.kind == sampler::TaskEvent::Kind::Exec) {
+      spaces_[event.pid] = symbols::AddressSpace{};
+      python_processes_.erase(event.pid);  // the new program maps its own libpypy, if any
+    }
+    tasks_.add({task_kind(event.kind), event.time_ns, event.pid, event.tid, event.parent_pid, event.parent_tid, event.comm});
+  }
+  if (watch) watch_(static_cast<pid_t>(event.pid), *watch);
 }
 
 void SampleCollector::flush_into(bundle::BundleWriter& writer) {
@@ -100,6 +156,59 @@ std::size_t SampleCollector::threads_sampled() const {
 std::uint64_t SampleCollector::kept() const {
   std::lock_guard lock(mutex_);
   return kept_;
+}
+
+void SampleCollector::on_mapping_read(const sampler::Mapping& mapping) { watch_libpypy(mapping); }
+
+void SampleCollector::watch_libpypy(const sampler::Mapping& mapping) {
+  if (!watch_ || !keeps(mapping.pid) || !(mapping.prot & PROT_EXEC) || !pypy::is_libpypy(mapping.path)) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (python_processes_.contains(mapping.pid)) return;
+  }
+  auto [layout, fresh] = layouts_.try_emplace(mapping.path);
+  if (fresh) {
+    try {
+      layout->second = pypy::read_thread_local_layout(mapping.path);
+    } catch (const pypy::LayoutError& error) {
+      std::lock_guard lock(mutex_);
+      python_stack_problems_.push_back(fmt::format("{}: {}", mapping.path, error.what()));
+    }
+  }
+  // The load bias, from the file offset mapped at `start`.
+  const auto elf = symbols::ElfImage::open(mapping.path);
+  const auto mapped_vaddr = elf ? elf->vaddr_of_offset(mapping.file_offset) : std::nullopt;
+  if (!layout->second || !mapped_vaddr) return;
+  const std::uint64_t bias = mapping.start - *mapped_vaddr;
+  const sampler::ShadowStackLayout where{bias + layout->second->dtpmod_slot_vaddr, layout->second->ready_offset,
+                                         layout->second->thread_ident_offset, layout->second->shadow_stack_offset, true};
+  watch_(static_cast<pid_t>(mapping.pid), where);
+  std::lock_guard lock(mutex_);
+  python_processes_[mapping.pid] = where;
+}
+
+std::size_t SampleCollector::python_processes() const {
+  std::lock_guard lock(mutex_);
+  return python_processes_.size();
+}
+
+std::vector<std::string> SampleCollector::python_stack_problems() const {
+  std::lock_guard lock(mutex_);
+  return python_stack_problems_;
+}
+
+std::map<std::uint32_t, std::vector<std::uint64_t>> SampleCollector::code_ids() const {
+  std::lock_guard lock(mutex_);
+  std::map<std::uint32_t, std::vector<std::uint64_t>> ids;
+  for (const auto& [pid, set] : code_ids_) ids[pid].assign(set.begin(), set.end());
+  return ids;
+}
+
+std::map<std::uint32_t, std::vector<std::uint64_t>> SampleCollector::python_jit_addresses() const {
+  std::lock_guard lock(mutex_);
+  std::map<std::uint32_t, std::vector<std::uint64_t>> addresses;
+  for (const auto& [pid, set] : python_jit_addresses_) addresses[pid].assign(set.begin(), set.end());
+  return addresses;
 }
 
 std::size_t SampleCollector::name_kernel_addresses() {

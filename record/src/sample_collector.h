@@ -1,11 +1,16 @@
 // Turns the sampler's records into bundle sections: samples unwound and
-// encoded, mappings, tasks, and a name for every address seen.
+// encoded with their Python stacks, mappings, tasks, and a name for every
+// address seen. When a kept process maps libpypy, it asks the sampler to read
+// that process's Python stacks, with the layout read from that libpypy file.
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -14,6 +19,7 @@
 #include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "crash_watcher.h"
+#include "pypy/thread_locals.h"
 #include "sampler/sampler.h"
 #include "symbols/symbols.h"
 #include "unwind/unwinder.h"
@@ -24,11 +30,17 @@ namespace jitprof::record {
 // their bundle encodings, until the recorder's loop takes them.
 class SampleCollector : public sampler::Listener {
  public:
-  // Keeps the samples of `target`, and with `children` of its child processes too.
-  SampleCollector(pid_t target, bool children) : target_(target), children_(children) {}
+  // Asks the sampler to read a process's Python stacks from now on (Sampler::watch_python_stacks).
+  using WatchPythonStacks = std::function<void(pid_t, const sampler::ShadowStackLayout&)>;
+
+  // Keeps the samples of `target`, and with `children` of its child processes
+  // too; reads their Python stacks through `watch` when given.
+  SampleCollector(pid_t target, bool children, WatchPythonStacks watch = {})
+      : target_(target), children_(children), watch_(std::move(watch)) {}
 
   void on_sample(const sampler::Sample& sample) override;
   void on_mapping(const sampler::Mapping& mapping) override;
+  void on_mapping_read(const sampler::Mapping& mapping) override;
   void on_task(const sampler::TaskEvent& event) override;
 
   // Appends what arrived since the last call: samples, mappings, tasks, symbols.
@@ -38,6 +50,14 @@ class SampleCollector : public sampler::Listener {
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint64_t> jit_leaves() const;
   std::size_t threads_sampled() const;
   std::uint64_t kept() const;
+  // Processes whose Python stacks are read; why others' are not (a line per libpypy file).
+  std::size_t python_processes() const;
+  std::vector<std::string> python_stack_problems() const;
+  // The code objects' unique ids on the Python stacks kept, by process.
+  std::map<std::uint32_t, std::vector<std::uint64_t>> code_ids() const;
+  // The JIT addresses those stacks name their JIT levels by (as the
+  // correlator looks them up: a return address at its call), by process.
+  std::map<std::uint32_t, std::vector<std::uint64_t>> python_jit_addresses() const;
 
   // Only once the sampler's reader thread has stopped: names the kernel
   // addresses seen; returns how many got a name.
@@ -51,13 +71,18 @@ class SampleCollector : public sampler::Listener {
   // without these binaries.
   void remember_symbols(std::uint32_t pid, const symbols::AddressSpace& space, const std::vector<std::uint64_t>& frames);
 
+  bool keeps(std::uint32_t pid) const { return children_ || pid == static_cast<std::uint32_t>(target_); }
+  void watch_libpypy(const sampler::Mapping& mapping);
+
   const pid_t target_;
   const bool children_;
+  const WatchPythonStacks watch_;
   // Touched by the sampler's reader thread only.
   unwind::Unwinder unwinder_;
   std::unordered_map<std::uint32_t, symbols::AddressSpace> spaces_;
   std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> symbolized_;
   std::unordered_set<std::uint64_t> kernel_addresses_;
+  std::map<std::string, std::optional<pypy::ThreadLocalLayout>> layouts_;  // by libpypy path; nullopt: unreadable
   mutable std::mutex mutex_;
   bundle::SampleEncoder encoder_;
   bundle::SectionBuffer<bundle::MappingRecord> mappings_;
@@ -66,6 +91,9 @@ class SampleCollector : public sampler::Listener {
   std::uint64_t kept_ = 0;
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint64_t> jit_leaves_;
   std::unordered_set<std::uint32_t> tids_;
+  std::unordered_map<std::uint32_t, sampler::ShadowStackLayout> python_processes_;
+  std::vector<std::string> python_stack_problems_;
+  std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> code_ids_, python_jit_addresses_;
 };
 
 }  // namespace jitprof::record

@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 
@@ -57,9 +58,16 @@ Session::Session(const std::filesystem::path& output, std::optional<std::string>
 
 void Session::write_manifest() { writer_.append(bundle::sections::kManifest, bundle::encode(manifest_)); }
 
-void Session::start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz) {
+void Session::start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz,
+                             bool python_stacks) {
   sampler_ = std::move(sampler);
-  collector_.emplace(target, children);
+  python_stacks_asked_ = python_stacks;
+  SampleCollector::WatchPythonStacks watch;
+  if (reads_python_stacks())
+    watch = [sampler = sampler_.get()](pid_t pid, const sampler::ShadowStackLayout& layout) {
+      sampler->watch_python_stacks(pid, layout);
+    };
+  collector_.emplace(target, children, std::move(watch));
   sampler_->start(*collector_);
   manifest_.perf = bundle::Manifest::Perf{};
   manifest_.perf->event = "cpu-clock";
@@ -120,6 +128,28 @@ void Session::flush() {
   }
 }
 
+bool Session::reads_python_stacks() const { return !python_stacks_unavailable(); }
+
+std::optional<std::string> Session::python_stacks_unavailable() const {
+  if (!sampler_) return "perf sampling is off";
+  if (!python_stacks_asked_) return "switched off (--no-bpf)";
+  return sampler_->python_stacks_unavailable();
+}
+
+void Session::note_python_stacks() {
+  bundle::Manifest::PythonStacks stacks;
+  if (reads_python_stacks()) {
+    stacks.source = "shadow stack";
+    stacks.processes = collector_->python_processes();
+    const std::vector<std::string> problems = collector_->python_stack_problems();
+    if (!problems.empty()) stacks.unavailable = fmt::format("{}", fmt::join(problems, "; "));
+  } else {
+    stacks.source = "vmprof";
+    stacks.unavailable = python_stacks_unavailable();
+  }
+  manifest_.python_stacks = std::move(stacks);
+}
+
 void Session::finish(std::optional<double> target_cpu_s) {
   flush();
   if (jitlog_bytes_ > 0) {
@@ -140,6 +170,7 @@ void Session::finish(std::optional<double> target_cpu_s) {
     perf.kernel_symbols_named = kernel_symbols_named_;
     if (target_cpu_s) perf.achieved_hz = *target_cpu_s > 0 ? double(collector_->kept()) / *target_cpu_s : 0.0;
   }
+  note_python_stacks();
   write_manifest();
   writer_.sync();
 }

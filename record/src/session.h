@@ -55,11 +55,17 @@ class Session {
   void write_manifest();
   bundle::BundleWriter& writer() { return writer_; }
 
-  // Samples the target from now on (and, with `children`, the processes it starts).
-  void start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz);
+  // Samples the target from now on (and, with `children`, the processes it
+  // starts); `python_stacks`: the sampler was asked to read Python stacks.
+  void start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz,
+                      bool python_stacks);
   // Samples nothing: perf was switched off, or refused with `why`.
   void without_sampling(const std::optional<std::string>& refused);
   bool sampling() const { return sampler_ != nullptr; }
+  // Whether the sampler reads each sample's Python stack from PyPy's shadow
+  // stack (its BPF program runs); else why not, with the fix.
+  bool reads_python_stacks() const;
+  std::optional<std::string> python_stacks_unavailable() const;
   SampleCollector& collector() { return *collector_; }
   // Stops the sampler, draining what the kernel still holds, and names the kernel addresses seen.
   void stop_sampling();
@@ -83,9 +89,11 @@ class Session {
 
  private:
   using Clock = std::chrono::steady_clock;
+  void note_python_stacks();  // the manifest's python_stacks
   bundle::BundleWriter writer_;
   bundle::Manifest manifest_;
   std::unique_ptr<sampler::Sampler> sampler_;
+  bool python_stacks_asked_ = false;
   std::optional<SampleCollector> collector_;
   std::size_t kernel_symbols_named_ = 0;
   jitlog::JitlogReader live_jitlog_;  // parsed as it comes: traces for the progress line, their files at the end

@@ -139,16 +139,16 @@ void Sampler::run(Listener& listener) {
   while (!stopping_) {
     // The timeout bounds how stale the data is when the watermark is not reached.
     ::poll(fds.data(), fds.size(), 100);
-    read_rings();
+    read_rings(listener);
     hand_out(false, listener);
   }
-  read_rings();
+  read_rings(listener);
   // The records of the samples written while the rings were read.
   drain_python_stacks();
   hand_out(true, listener);
 }
 
-void Sampler::read_rings() {
+void Sampler::read_rings(Listener& listener) {
   // A sample's BPF record is committed before the sample is written (the
   // program runs first, in the same interrupt), but the sample may be dated
   // a little earlier. The rings count as read a join window before the BPF
@@ -158,7 +158,7 @@ void Sampler::read_rings() {
   drain_python_stacks();
   for (std::size_t i = 0; i < rings_.size(); ++i) {
     sorter_->ring_read_at(i, read_at);
-    rings_[i]->read([this](std::span<const std::uint8_t> record) { keep(record); });
+    rings_[i]->read([&](std::span<const std::uint8_t> record) { keep(record, listener); });
   }
 }
 
@@ -199,14 +199,17 @@ void Sampler::hand_out(bool all, Listener& listener) {
   join_->discard_before(all ? UINT64_MAX : horizon);
 }
 
-void Sampler::keep(std::span<const std::uint8_t> record) {
+void Sampler::keep(std::span<const std::uint8_t> record, Listener& listener) {
   ++records_;
   DecodedRecord parsed = parse_record(record);
   std::visit(Overloaded{[this](DecodedSample& sample) {
                           ++samples_;
                           sorter_->add(std::move(sample));
                         },
-                        [this](Mapping& mapping) { sorter_->add(std::move(mapping)); },
+                        [&](Mapping& mapping) {
+                          listener.on_mapping_read(mapping);
+                          sorter_->add(std::move(mapping));
+                        },
                         [this](TaskEvent& task) { sorter_->add(std::move(task)); },
                         [this](const Lost& lost) { lost_ += lost.count; },
                         [this](const Throttle&) { ++throttled_; },

@@ -171,6 +171,7 @@ void ElfImage::load_dynamic_tables() const {
     Elf_Data* symbol_data = symbols && gelf_getshdr(symbols, &symbols_header) ? elf_getdata(symbols, nullptr) : nullptr;
     GElf_Rela entry;
     for (int index = 0; data && gelf_getrela(data, index, &entry); ++index) {
+      if (GELF_R_TYPE(entry.r_info) == R_X86_64_RELATIVE) continue;
       GElf_Sym symbol;
       const char* name = nullptr;
       if (GELF_R_SYM(entry.r_info) != 0 && symbol_data &&

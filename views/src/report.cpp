@@ -8,6 +8,7 @@
 
 #include "arch/x86_64.h"
 #include "bundle/manifest.h"
+#include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "correlate/jit_code.h"
 #include "views/views.h"
@@ -209,6 +210,21 @@ json crash_json(const bundle::Bundle& read, const jitlog::TraceResolver& resolve
   return out;
 }
 
+json python_stacks_json(const correlate::Stats& stats) {
+  json out = {{"exact", stats.python_exact},
+              {"from_jitlog", stats.python_from_jit},
+              {"from_vmprof_by_time", stats.python_from_vmprof_time},
+              {"unknown", stats.python_unknown},
+              {"read_status", json::object()},
+              {"unnamed_code_objects", stats.unnamed_code_objects},
+              {"samples_with_unnamed_code", stats.samples_with_unnamed_code}};
+  for (std::size_t status = 0; status < stats.python_stack_status.size(); ++status)
+    if (stats.python_stack_status[status] > 0)
+      out["read_status"][bundle::python_stack_status_name(static_cast<bundle::PythonStackStatus>(status))] =
+          stats.python_stack_status[status];
+  return out;
+}
+
 json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size_t top) {
   const Summary summary = summarize(profile);
   const auto& stats = profile.stats;
@@ -217,10 +233,7 @@ json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size
               {"seconds_per_sample", profile.seconds_per_sample},
               {"sample_source", profile.samples_from_vmprof ? "vmprof" : "perf"},
               {"jit", {{"samples", stats.jit}, {"in_traces", stats.jit_in_trace}, {"on_ops", stats.jit_on_op}}},
-              {"python_stacks",
-               {{"from_jitlog", stats.python_from_jit},
-                {"from_vmprof_by_time", stats.python_from_vmprof_time},
-                {"unknown", stats.python_unknown}}}};
+              {"python_stacks", python_stacks_json(stats)}};
   out["functions"] = json::array();
   for (const auto& [key, count] :
        largest(summary.functions, top, [](const Count& c) { return c.self * 1'000'000 + c.total; }))

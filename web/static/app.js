@@ -383,6 +383,17 @@ function commandText(manifest) {
   return manifest.command.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`)).join(" ");
 }
 
+// Where the Python frames come from: read at each sample (exact) or joined with vmprof.
+function pythonStacksText(stacks, samples) {
+  if (!stacks || !samples) return "–";
+  const parts = [];
+  if (stacks.exact) parts.push(`exact for ${pct(stacks.exact, samples)} (PyPy's shadow stack)`);
+  const joined = (stacks.from_jitlog || 0) + (stacks.from_vmprof_by_time || 0);
+  if (joined) parts.push(`joined with vmprof for ${pct(joined, samples)}`);
+  if (stacks.unnamed_code_objects) parts.push(`${fmtInt(stacks.unnamed_code_objects)} unnamed code objects`);
+  return parts.length ? parts.join("; ") : "none";
+}
+
 function profileHeader(summary, command) {
   const manifest = summary.manifest || {};
   const samples = summary.samples || 0;
@@ -393,6 +404,7 @@ function profileHeader(summary, command) {
     ["PyPy", h("span", { title: manifest.pypy_version || "" }, shortPypyVersion(manifest.pypy_version))],
     ["duration", fmtDuration(manifest.duration_s)],
     ["samples", `${fmtInt(samples)}${samples && summary.seconds_per_sample ? ` (every ${fmtDuration(summary.seconds_per_sample)}, ${summary.sample_source})` : ""}`],
+    ["Python stacks", h("span", { class: "python-stacks" }, pythonStacksText(summary.python_stacks, samples))],
     ["in JIT code", h("span", { class: "jit-share" }, samples ? `${pct(summary.jit.samples, samples)} (${pct(summary.jit.in_traces, samples)} in known traces)` : "–")],
     ["traces", fmtInt(summary.trace_count)],
     ["threads", fmtInt((summary.threads || []).length)],

@@ -54,6 +54,12 @@ inline constexpr SectionType kSamples = SectionType::from("SMPL");   // native s
 inline constexpr SectionType kJitCode = SectionType::from("JCOD");
 // The Python files the jitlog's traces come from: JSON lines {"file", "text"}.
 inline constexpr SectionType kSources = SectionType::from("SRCS");
+// Python code objects named by their vmprof unique id, read from the target's
+// memory (attach): JSON lines {"pid", "id", "name", "file", "line"}.
+inline constexpr SectionType kCodeNames = SectionType::from("PYCN");
+// The Python code objects at JIT addresses, from PyPy's JIT codemap read from
+// the target's memory (attach without a jitlog): JSON lines {"pid", "address", "ids"}.
+inline constexpr SectionType kJitCodemap = SectionType::from("PYJC");
 }  // namespace sections
 
 struct Frame {

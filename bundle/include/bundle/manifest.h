@@ -30,6 +30,17 @@ struct ManifestClock {
 struct ManifestVmprof {
   unsigned rate_hz = 0;
   bool native_frames = false;
+  // False: enabled only for its code names, its sampling stopped at once
+  // (the Python stacks are read from PyPy's shadow stack instead).
+  bool sampling = true;
+};
+// How the samples' Python stacks were read: "shadow stack" (a BPF program
+// on the perf event reads PyPy's shadow stack at each sample) or "vmprof"
+// (joined afterwards with PyPy's own samples).
+struct ManifestPythonStacks {
+  std::string source;
+  std::optional<std::string> unavailable;  // "vmprof": why the shadow stack was not read, and the fix
+  std::optional<std::uint64_t> processes;  // "shadow stack": PyPy processes whose stacks were read
 };
 struct ManifestPerf {
   enum class State : std::uint8_t { Off, Refused, On };
@@ -73,6 +84,7 @@ struct Manifest {
   using Exit = ManifestExit;
   using SectionBytes = ManifestSectionBytes;
   using Attach = ManifestAttach;
+  using PythonStacks = ManifestPythonStacks;
 
   std::string jitprof_version;
   std::optional<std::string> mode;  // absent for `record`; "attach"; "vmprof upload"
@@ -92,6 +104,7 @@ struct Manifest {
   std::optional<SectionBytes> sections;
   std::optional<bool> target_exited;
   std::optional<Attach> attach;
+  std::optional<PythonStacks> python_stacks;
 
   bool complete() const { return state == "complete"; }
 };

@@ -16,6 +16,12 @@
 //          varint   kernel stack id + 1 (0 = no kernel stack),
 //          varint   user stack id + 1 (0 = no user stack),
 //          u8       UnwindStop.
+//   tag 3  a sample with its Python stack, read from PyPy's shadow stack at
+//          the sample: the fields of tag 2, then
+//          varint   Python stack id + 1 (0 = an empty Python stack),
+//          u8       PythonStackStatus.
+//          A Python stack is a stack like the others (tag 1), innermost
+//          frame first, each word a PythonFrame (see PythonFrame::word).
 //
 // The encoder defines a stack the first time a sample uses it and refers to
 // it by id afterwards (the same id serves kernel and user stacks), so a
@@ -61,12 +67,44 @@ enum class UnwindStop : std::uint8_t {
 // "jit frame", "depth limit", "bad frame"; "unknown" for other values.
 const char* unwind_stop_name(UnwindStop stop);
 
+// Why a Python stack read at a sample ends where it does, or why it is empty.
+enum class PythonStackStatus : std::uint8_t {
+  Complete = 0,   // every frame of the thread's shadow stack
+  Truncated,      // deeper than the sampler reads: the innermost frames are kept
+  NotReady,       // the thread has not set up PyPy's thread locals (yet)
+  NoThreadBlock,  // the thread block found does not belong to the sampled thread
+  Unreadable,     // the thread's memory could not be read past some frame
+  Lost,           // the sampler lost the Python stack of this sample
+};
+// "complete", "truncated", "not ready", "no thread block", "unreadable", "lost"; "unknown" otherwise.
+const char* python_stack_status_name(PythonStackStatus status);
+
+// One entry of PyPy's shadow stack.
+struct PythonFrame {
+  enum class Kind : std::uint8_t {
+    Code = 1,    // an interpreted Python call: `value` is the code object's vmprof unique id
+    Jitted = 3,  // JIT code entered: `value` is the return address of the last call
+                 // its frame made (the word below its stack pointer): where an
+                 // outer level is calling the next; stale for the innermost
+  };
+  Kind kind = Kind::Code;
+  std::uint64_t value = 0;  // below 2^62
+
+  // Stored as value << 2 | kind; words with other low bits are not frames.
+  std::uint64_t word() const { return value << 2 | static_cast<std::uint64_t>(kind); }
+  static std::optional<PythonFrame> from_word(std::uint64_t word);
+  friend bool operator==(const PythonFrame&, const PythonFrame&) = default;
+};
+
 struct NativeSample {
   std::uint64_t time_ns = 0;  // CLOCK_MONOTONIC, as perf reports it
   std::uint32_t pid = 0, tid = 0, cpu = 0;
   std::vector<std::uint64_t> kernel_stack;  // kernel frames, leaf first (may be empty)
   std::vector<std::uint64_t> user_stack;    // user frames, leaf first; [0] is the exact user IP
   UnwindStop unwind_stop = UnwindStop::Complete;  // why user_stack ends where it does
+  // Read from PyPy's shadow stack at the sample (nullopt: not read).
+  std::optional<PythonStackStatus> python_status;
+  std::vector<PythonFrame> python_stack;  // innermost first
   friend bool operator==(const NativeSample&, const NativeSample&) = default;
 };
 
@@ -105,6 +143,8 @@ struct SampleTable {
     std::uint32_t pid, tid, cpu;
     std::uint32_t kernel_stack, user_stack;  // index into `stacks`, or kNoStack
     UnwindStop unwind_stop;
+    std::uint32_t python_stack = kNoStack;  // index into `stacks` (words of PythonFrame), or kNoStack
+    std::optional<PythonStackStatus> python_status;  // nullopt: the Python stack was not read
   };
 
   std::vector<std::vector<std::uint64_t>> stacks;
@@ -113,6 +153,8 @@ struct SampleTable {
 
   // Row `row` re-expanded; throws std::out_of_range for a bad index.
   NativeSample sample(std::size_t row) const;
+  // The Python frames of a stack, innermost first (the decoder checked every word).
+  std::vector<PythonFrame> python_frames(std::uint32_t stack) const;
 };
 
 // Decodes a whole SMPL stream (all frames concatenated). Never throws on

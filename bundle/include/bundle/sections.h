@@ -2,7 +2,7 @@
 // only place that knows how a section's bytes look. Writers build a frame with
 // SectionBuffer (or encode() for document sections); readers call read_*().
 //
-// Line sections (MAPS, TASK, JLTM, SYMS, JCOD, SRCS) hold one JSON object a
+// Line sections (MAPS, TASK, JLTM, SYMS, JCOD, SRCS, PYCN, PYJC) hold one JSON object a
 // line; a reader skips lines that are not JSON objects and takes absent or
 // mistyped fields as their defaults, so a bundle cut anywhere still reads.
 // The samples (SMPL) have their own dense codec in bundle/samples.h, the
@@ -83,6 +83,28 @@ struct SourceFileRecord {
   friend bool operator==(const SourceFileRecord&, const SourceFileRecord&) = default;
 };
 
+// PYCN: a Python code object of process `pid`, by its vmprof unique id (the
+// ids on the samples' Python stacks).
+struct CodeNameRecord {
+  static constexpr SectionType kSection = sections::kCodeNames;
+  std::uint32_t pid = 0;
+  std::uint64_t unique_id = 0;
+  std::string name, file;
+  std::int64_t line = 0;  // the function's first line
+  friend bool operator==(const CodeNameRecord&, const CodeNameRecord&) = default;
+};
+
+// PYJC: what PyPy's JIT codemap says of a JIT address of process `pid`: the
+// unique ids of the code objects there, outermost first (the function whose
+// loop the code is, then each function inlined into it).
+struct JitCodemapRecord {
+  static constexpr SectionType kSection = sections::kJitCodemap;
+  std::uint32_t pid = 0;
+  std::uint64_t address = 0;
+  std::vector<std::uint64_t> unique_ids;
+  friend bool operator==(const JitCodemapRecord&, const JitCodemapRecord&) = default;
+};
+
 // CRSH: the fault the target died of, and the faulting thread's stack.
 struct CrashFrame {
   std::uint64_t address = 0;  // the faulting IP, then return addresses
@@ -109,6 +131,8 @@ void encode(const JitlogArrival& record, std::string& frame);
 void encode(const SymbolRecord& record, std::string& frame);
 void encode(const JitCodeRecord& record, std::string& frame);
 void encode(const SourceFileRecord& record, std::string& frame);
+void encode(const CodeNameRecord& record, std::string& frame);
+void encode(const JitCodemapRecord& record, std::string& frame);
 // The crash document.
 std::string encode(const CrashRecord& record);
 
@@ -118,6 +142,8 @@ std::vector<JitlogArrival> read_jitlog_arrivals(const Bundle& bundle);
 std::vector<SymbolRecord> read_symbols(const Bundle& bundle);
 std::vector<JitCodeRecord> read_jit_code(const Bundle& bundle);
 std::vector<SourceFileRecord> read_source_files(const Bundle& bundle);
+std::vector<CodeNameRecord> read_code_names(const Bundle& bundle);
+std::vector<JitCodemapRecord> read_jit_codemap(const Bundle& bundle);
 // Nullopt when the bundle has no crash record or it is not a JSON object.
 std::optional<CrashRecord> read_crash(const Bundle& bundle);
 

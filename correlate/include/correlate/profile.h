@@ -11,7 +11,19 @@
 // and reused, so an address belongs to the newest trace that covered it when
 // the sample was taken (jitlog arrival times are in the bundle).
 //
-// Merge rule for Python frames outside JIT code. vmprof samples carry no
+// Python frames outside JIT code, exact: when the bundle holds the Python
+// stack read from PyPy's shadow stack at each sample (`record`/`attach` with
+// the BPF sampler), interpreted calls are its CODE entries, named from the
+// bundle's code names (PYCN, else vmprof's), "code #UID" when unnamed; each
+// JITTED entry is JIT code entered at that level, named by the address in its
+// code: the sampled JIT frame for the innermost; each outer level is making a
+// call, and the return address of that call (the word below its stack
+// pointer) says where; a trace there brings its merge-point
+// frames (the functions inlined into it) or, without a jitlog, PyPy's JIT
+// codemap read at attach (PYJC) brings the same functions; the CODE entry
+// just outside that repeats the level's own function is the same call, kept once.
+//
+// Fallback, for bundles without Python stacks. vmprof samples carry no
 // timestamps and no thread ids on PyPy, so they are matched statistically:
 //  - a JIT sample takes the callers that vmprof saw most often below the
 //    trace's own function (the outermost Python frame of the trace);
@@ -23,6 +35,7 @@
 // (inside traces) and from perf (native, kernel) are exact.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -79,9 +92,14 @@ struct Stats {
   std::size_t jit = 0;          // leaf in JIT memory
   std::size_t jit_in_trace = 0;
   std::size_t jit_on_op = 0;    // attributed to an IR op
-  // Where the Python frames of samples came from: the jitlog (JIT samples, with
-  // their callers from vmprof), vmprof's stack nearest in time, or nowhere.
-  std::size_t python_from_jit = 0, python_from_vmprof_time = 0, python_unknown = 0;
+  // Where the Python frames of samples came from: PyPy's shadow stack read at
+  // the sample (exact), the jitlog (JIT samples, with their callers from
+  // vmprof), vmprof's stack nearest in time, or nowhere.
+  std::size_t python_exact = 0, python_from_jit = 0, python_from_vmprof_time = 0, python_unknown = 0;
+  // Samples carrying a shadow-stack read, by bundle::PythonStackStatus.
+  std::array<std::size_t, 6> python_stack_status{};
+  // Code objects on those stacks that nothing named ("code #UID"), and the samples that show one.
+  std::size_t unnamed_code_objects = 0, samples_with_unnamed_code = 0;
 };
 
 struct Profile {

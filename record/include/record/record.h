@@ -22,6 +22,9 @@ struct Options {
   std::function<void(const std::string&)> progress;
   bool perf = true;                  // sample with perf_event_open (else PyPy's vmprof only)
   bool children = false;             // keep samples of child processes too
+  // Read each sample's Python stack from PyPy's shadow stack with a BPF
+  // program (vmprof then only names code objects); else vmprof samples too.
+  bool python_stacks = true;
   std::function<void(const std::string&)> notice;  // one-line messages for the user
 };
 
@@ -47,6 +50,7 @@ struct AttachOptions {
   std::filesystem::path output;
   double duration_s = 0;     // 0: until interrupted or the target exits
   unsigned rate_hz = 1000;
+  bool python_stacks = true;  // as Options::python_stacks; names come from the process's memory
   std::function<void(const std::string&)> progress;  // as Options::progress
   std::function<void(const std::string&)> notice;
 };
@@ -63,6 +67,8 @@ struct AttachOutcome {
   bool target_exited = false;
   std::uint64_t samples = 0, lost = 0, jitlog_bytes = 0, jit_code_bytes = 0;
   std::size_t threads = 0;   // threads sampled, including those started while attached
+  // Code objects on the Python stacks, and how many of them were found in memory and named.
+  std::size_t code_objects = 0, code_objects_named = 0;
   double seconds = 0;
 };
 

@@ -114,6 +114,10 @@ class Listener {
   virtual ~Listener() = default;
   virtual void on_sample(const Sample& sample) = 0;
   virtual void on_mapping(const Mapping& mapping) = 0;
+  // Each mapping again, as soon as its ring is read: before the records are
+  // put in time order, which holds them back for up to a few hundred
+  // milliseconds. For work later samples need, such as watch_python_stacks.
+  virtual void on_mapping_read(const Mapping&) {}
   virtual void on_task(const TaskEvent& event) = 0;
 };
 
@@ -172,9 +176,9 @@ class Sampler {
   struct PythonStacks;
   Sampler(Events events, PythonStacks python, const Settings& settings);
   void run(Listener& listener);
-  void read_rings();
+  void read_rings(Listener& listener);
   void drain_python_stacks();
-  void keep(std::span<const std::uint8_t> record);
+  void keep(std::span<const std::uint8_t> record, Listener& listener);
   // Hands the sorted records up to the horizon (all of them when `all`) to the listener.
   void hand_out(bool all, Listener& listener);
 

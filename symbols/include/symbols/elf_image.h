@@ -84,7 +84,9 @@ class ElfImage {
   // The dynamic-linking tables, read (through libelf) on first use.
   // The link-time address of a function the file defines in .dynsym.
   std::optional<std::uint64_t> exported_function(std::string_view name) const;
-  // Every RELA relocation of the file (.rela.dyn, .rela.plt, ...).
+  // Every RELA relocation of the file (.rela.dyn, .rela.plt, ...) but the
+  // R_X86_64_RELATIVE ones: they name nothing, and are most of a large
+  // library's (700,000 of libpypy's), which would make reading them slow.
   const std::vector<Relocation>& relocations() const;
   // The PLT stub (in .plt, .plt.sec or .plt.got) that jumps to an imported
   // function, by its name; and the function a stub jumps to, by its address.

@@ -89,6 +89,10 @@ nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::TraceResol
 // leaf categories, native libraries and functions, threads, attach details,
 // JIT code without a jitlog. `top` limits each list.
 nlohmann::json report_json(const correlate::Profile& profile, const bundle::Bundle& bundle, std::size_t top);
+// Where the samples' Python frames came from (exact from PyPy's shadow stack,
+// joined with vmprof, none), the shadow-stack reads by status, and the code
+// objects nothing named: report_json's "python_stacks", also in info_json.
+nlohmann::json python_stacks_json(const correlate::Stats& stats);
 
 // The merged call tree by frame label (correlate::frame_label), outermost first.
 struct CallTree {
