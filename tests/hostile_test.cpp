@@ -98,7 +98,8 @@ TEST_F(Hostile, NamesWithEscapeSequencesReachTheTerminalEscaped) {
     EXPECT_EQ(shown.find('\x1b'), std::string::npos) << name;
     EXPECT_EQ(shown.find('\x07'), std::string::npos) << name;
     EXPECT_EQ(shown.find("\xc2\x9b"), std::string::npos) << name;
-    if (command[0] != "info") {
+    // `profile` lists vmprof's samples: none while jitprof reads the Python stacks itself.
+    if (command[0] != "info" && command[0] != "profile") {
       EXPECT_TRUE(shown.find("\\x1b") != std::string::npos || shown.find("\\u001b") != std::string::npos)
           << name << ": the name is shown, escaped";
     }

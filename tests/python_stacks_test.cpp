@@ -250,6 +250,19 @@ TEST_F(PythonStacks, AttachWithoutAJitlogNamesTheHotFunctionAndItsCallers) {
   EXPECT_EQ(report["functions"][0]["name"], "hot_function");
   EXPECT_EQ(report["functions"][0]["file"], program("service_no_jitlog.py"));
   EXPECT_EQ(report["python_stacks"]["unnamed_code_objects"], 0);
+
+  // The viewer shows the same: the profile page's summary from the server.
+  jitprof::testing::ServeProcess server(JITPROF_BIN, dir_ / "data", dir_, "serve");
+  ASSERT_FALSE(server.url().empty()) << server.process().err();
+  const Result uploaded = run({JITPROF_BIN, "upload", bundle, "--server", server.url()});
+  ASSERT_EQ(uploaded.status, 0) << uploaded.err;
+  const std::string link = uploaded.out.substr(uploaded.out.rfind("/p/") + 3);
+  const std::string id = link.substr(0, link.find_first_of("\n "));
+  const Result summary = run({"curl", "-s", server.url() + "/api/p/" + id});
+  const json viewed = json::parse(summary.out, nullptr, false);
+  ASSERT_TRUE(viewed.is_object()) << summary.out;
+  EXPECT_EQ(viewed["functions"][0]["name"], "hot_function");
+  EXPECT_EQ(viewed["python_stacks"]["exact"], report["python_stacks"]["exact"]);
 }
 
 }  // namespace

@@ -117,7 +117,14 @@ TEST_F(QueryCli, MalformedQueriesFailWithTheirColumnAndACaret) {
 TEST_F(QueryCli, TextTablesShowTheSameRows) {
   const Result result = run({JITPROF_BIN, "query", bundle(), "methods.callsites() > 5"});
   ASSERT_EQ(result.status, 0) << result.err;
-  EXPECT_NE(result.out.find("methods: 1 match\n"), std::string::npos) << result.out;
+  const Result rows = run({JITPROF_BIN, "query", "--json", bundle(), "methods.callsites() > 5"});
+  const std::size_t count = json::parse(rows.out)["rows"].size();
+  ASSERT_GE(count, 1u) << rows.out;
+  EXPECT_NE(result.out.find("methods: " + std::to_string(count) + (count == 1 ? " match\n" : " matches\n")),
+            std::string::npos)
+      << result.out;
+  for (const auto& row : json::parse(rows.out)["rows"])
+    EXPECT_NE(result.out.find(row["name"].get<std::string>()), std::string::npos) << row.dump();
   EXPECT_NE(result.out.find("target"), std::string::npos);
 }
 

@@ -58,7 +58,9 @@ constexpr auto attach_fields = [](auto& attach, auto& visit) {
                attach.jitlog_path, "jit_code_bytes", attach.jit_code_bytes);
 };
 constexpr auto python_stacks_fields = [](auto& stacks, auto& visit) {
-  visit_fields(visit, "source", stacks.source, "unavailable", stacks.unavailable, "processes", stacks.processes);
+  visit_fields(visit, "source", stacks.source, "unavailable", stacks.unavailable, "processes", stacks.processes,
+               "samples", stacks.samples, "lost", stacks.lost, "dropped", stacks.dropped, "program_runs",
+               stacks.program_runs, "program_ns", stacks.program_ns);
 };
 constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
   visit_fields(visit, "jitprof_version", manifest.jitprof_version, "mode", manifest.mode, "command", manifest.command,

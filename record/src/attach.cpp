@@ -249,13 +249,13 @@ class Attacher {
       StopSignals signals;
       pump(started);
     }
+    outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
     session_->stop_sampling();
     if (!live_ && !outcome_.target_exited) read_jit_code(pid);
     if (session_->reads_python_stacks() && !outcome_.target_exited) name_python_code(pid);
     read_jitlog();  // what the target wrote until the end, or until it exited
     if (options_.progress) options_.progress("");
 
-    outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
     outcome_.samples = session_->samples();
     outcome_.lost = session_->lost();
     outcome_.threads = session_->collector().threads_sampled();

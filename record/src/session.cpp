@@ -141,6 +141,14 @@ void Session::note_python_stacks() {
   if (reads_python_stacks()) {
     stacks.source = "shadow stack";
     stacks.processes = collector_->python_processes();
+    const sampler::Stats stats = sampler_->stats();
+    stacks.samples = stats.python_stacks;
+    stacks.lost = stats.python_stacks_lost;
+    stacks.dropped = stats.python_stacks_dropped;
+    if (stats.python_program_runs > 0) {
+      stacks.program_runs = stats.python_program_runs;
+      stacks.program_ns = stats.python_program_ns;
+    }
     const std::vector<std::string> problems = collector_->python_stack_problems();
     if (!problems.empty()) stacks.unavailable = fmt::format("{}", fmt::join(problems, "; "));
   } else {

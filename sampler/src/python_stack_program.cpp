@@ -153,4 +153,11 @@ std::uint64_t PythonStackProgram::dropped() const {
   return total;
 }
 
+PythonStackProgram::RunStats PythonStackProgram::run_stats() const {
+  bpf_prog_info info{};
+  std::uint32_t size = sizeof info;
+  if (bpf_obj_get_info_by_fd(bpf_program__fd(skeleton_->progs.read_shadow_stack), &info, &size) != 0) return {};
+  return {info.run_cnt, info.run_time_ns};
+}
+
 }  // namespace jitprof::sampler

@@ -43,6 +43,12 @@ class PythonStackProgram {
   void drain(const std::function<void(PythonStackRecord)>& on_record);
   // Records the program dropped because the ring buffer was full.
   std::uint64_t dropped() const;
+  // The kernel's count of the program's runs and their time, when its BPF
+  // statistics are on (sysctl kernel.bpf_stats_enabled=1); zeros otherwise.
+  struct RunStats {
+    std::uint64_t runs = 0, nanoseconds = 0;
+  };
+  RunStats run_stats() const;
 
  private:
   PythonStackProgram() = default;

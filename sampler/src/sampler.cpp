@@ -119,7 +119,12 @@ Stats Sampler::stats() const {
   stats.records = records_;
   stats.python_stacks = python_stacks_;
   stats.python_stacks_lost = python_stacks_lost_;
-  if (python_) stats.python_stacks_dropped = python_->dropped();
+  if (python_) {
+    stats.python_stacks_dropped = python_->dropped();
+    const PythonStackProgram::RunStats runs = python_->run_stats();
+    stats.python_program_runs = runs.runs;
+    stats.python_program_ns = runs.nanoseconds;
+  }
   return stats;
 }
 

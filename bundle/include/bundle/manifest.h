@@ -41,6 +41,10 @@ struct ManifestPythonStacks {
   std::string source;
   std::optional<std::string> unavailable;  // "vmprof": why the shadow stack was not read, and the fix
   std::optional<std::uint64_t> processes;  // "shadow stack": PyPy processes whose stacks were read
+  // "shadow stack": samples that got their stack, that lost it, records the
+  // BPF program dropped (its ring was full); its runs and their nanoseconds
+  // when the kernel's BPF statistics were on (kernel.bpf_stats_enabled).
+  std::optional<std::uint64_t> samples, lost, dropped, program_runs, program_ns;
 };
 struct ManifestPerf {
   enum class State : std::uint8_t { Off, Refused, On };

@@ -129,6 +129,9 @@ struct Stats {
   std::uint64_t python_stacks = 0;          // samples joined with their shadow stack record
   std::uint64_t python_stacks_lost = 0;     // samples of watched processes without their record
   std::uint64_t python_stacks_dropped = 0;  // records the BPF program dropped: its ring buffer was full
+  // The BPF program's runs and their time, from the kernel's BPF statistics
+  // (zeros unless sysctl kernel.bpf_stats_enabled=1 while it ran).
+  std::uint64_t python_program_runs = 0, python_program_ns = 0;
 };
 
 class SamplerError : public std::runtime_error {
