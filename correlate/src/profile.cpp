@@ -129,6 +129,7 @@ class Builder {
     const bundle::Manifest& manifest = *read.manifest;
     if (manifest.perf && manifest.perf->state == bundle::Manifest::Perf::State::On && manifest.perf->rate_hz > 0)
       profile_.seconds_per_sample = 1.0 / manifest.perf->rate_hz;
+    if (manifest.pid) target_pid_ = static_cast<std::uint32_t>(*manifest.pid);
     if (manifest.clock) {
       profile_.clock_monotonic_ns = manifest.clock->monotonic_ns;
       profile_.clock_unix_s = manifest.clock->unix_s;
@@ -455,7 +456,8 @@ class Builder {
     const CodeName* name = nullptr;
     if (const auto found = code_names_.find({pid, unique_id}); found != code_names_.end())
       name = &found->second;
-    else if (const auto from_vmprof = vmprof_names_.find(unique_id); from_vmprof != vmprof_names_.end())
+    else if (const auto from_vmprof = vmprof_names_.find(unique_id);
+             pid == target_pid_ && from_vmprof != vmprof_names_.end())
       name = &from_vmprof->second;
     if (!name) {
       unnamed = true;
@@ -491,7 +493,11 @@ class Builder {
     bool unnamed = false;
     for (std::size_t i = entries.size(); i-- > 0;) {
       if (entries[i].kind == bundle::PythonFrame::Kind::Jitted) {
-        append_jit_level(row, native, jit_addresses[i], i == innermost_jit, sample, frames, unnamed);
+        // A level calling the next one: the codemap at the call already names the callee, which the next level shows.
+        const bool calls_next = i > 0 && entries[i - 1].kind == bundle::PythonFrame::Kind::Jitted;
+        const std::vector<std::uint64_t>* next_ids = calls_next && jit_addresses[i - 1] ? codemap_ids(row.pid, *jit_addresses[i - 1]) : nullptr;
+        append_jit_level(row, native, jit_addresses[i], i == innermost_jit, sample, frames, unnamed,
+                         next_ids && !next_ids->empty() ? std::optional(next_ids->front()) : std::nullopt);
         continue;
       }
       const std::uint32_t id = code_frame(row.pid, entries[i].value, unnamed);
@@ -508,7 +514,8 @@ class Builder {
   // One JIT level of an exact Python stack: the trace's Python frames and the
   // trace, PyPy's helpers, or JIT code no jitlog names.
   void append_jit_level(const bundle::SampleTable::Row& row, const NativePart& native, std::optional<std::uint64_t> address,
-                        bool innermost, Sample& sample, FrameIds& frames, bool& unnamed) {
+                        bool innermost, Sample& sample, FrameIds& frames, bool& unnamed,
+                        std::optional<std::uint64_t> callee = std::nullopt) {
     if (!address) {
       frames.push_back(frame_id({Category::JitAnonymous, "JIT code (not unwound)", "", 0, std::nullopt, ""}));
       return;
@@ -521,9 +528,11 @@ class Builder {
       hit = traces_.find(*address, row.time_ns);
     if (!hit.trace) {
       // Without a jitlog, PyPy's codemap may name the functions there.
-      if (const auto ids = jit_codemap_.find({row.pid, *address}); ids != jit_codemap_.end())
-        for (std::size_t level = 0; level < ids->second.size(); ++level)
-          frames.push_back(code_frame(row.pid, ids->second[level], unnamed, level == 0 ? Category::Python : Category::JitInlined));
+      if (const std::vector<std::uint64_t>* ids = codemap_ids(row.pid, *address)) {
+        const std::size_t shown = !ids->empty() && ids->back() == callee ? ids->size() - 1 : ids->size();
+        for (std::size_t level = 0; level < shown; ++level)
+          frames.push_back(code_frame(row.pid, (*ids)[level], unnamed, level == 0 ? Category::Python : Category::JitInlined));
+      }
       frames.push_back(!read_.has(bundle::sections::kJitlog)
                            ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
                            : helper_frame());
@@ -535,16 +544,22 @@ class Builder {
     if (via_helper) frames.push_back(helper_frame());
   }
 
+  // What PyPy's JIT codemap said of a JIT address (attach without a jitlog), or null.
+  const std::vector<std::uint64_t>* codemap_ids(std::uint32_t pid, std::uint64_t address) const {
+    const auto found = jit_codemap_.find({pid, address});
+    return found == jit_codemap_.end() ? nullptr : &found->second;
+  }
+
   // Whether the JIT code at `address` is the compiled loop of `call`'s
   // function: its trace's own function, or the codemap's outermost one.
   bool runs_loop_of(const bundle::SampleTable::Row& row, std::uint64_t address, const Frame& call) {
     const jitlog::TraceResolver::Hit hit = traces_.find(address, row.time_ns);
     if (const jitlog::MergePoint* own = hit.trace ? hit.trace->source() : nullptr)
       return own->function == call.name && own->file == call.file;
-    const auto ids = jit_codemap_.find({row.pid, address});
-    if (ids == jit_codemap_.end() || ids->second.empty()) return false;
+    const std::vector<std::uint64_t>* ids = codemap_ids(row.pid, address);
+    if (!ids || ids->empty()) return false;
     bool unnamed = false;
-    const Frame& own = profile_.frames[code_frame(row.pid, ids->second.front(), unnamed)];
+    const Frame& own = profile_.frames[code_frame(row.pid, ids->front(), unnamed)];
     return !unnamed && own.name == call.name && own.file == call.file;
   }
 
@@ -625,7 +640,8 @@ class Builder {
   double vmprof_start_s_ = 0, vmprof_end_s_ = 0;
   // Code objects by unique id: from PYCN per process, from vmprof for any.
   std::map<std::pair<std::uint32_t, std::uint64_t>, CodeName> code_names_;
-  std::unordered_map<std::uint64_t, CodeName> vmprof_names_;
+  std::unordered_map<std::uint64_t, CodeName> vmprof_names_;  // the target's own: other processes' ids differ
+  std::uint32_t target_pid_ = 0;
   std::map<std::tuple<std::uint32_t, std::uint64_t, Category>, std::uint32_t> code_frames_;
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::vector<std::uint64_t>> jit_codemap_;  // (pid, address) -> ids
   std::set<std::pair<std::uint32_t, std::uint64_t>> unnamed_codes_;

@@ -215,6 +215,9 @@ class Attacher {
     // Exit of the target wakes poll() through a pidfd.
     pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd_ < 0) fail(fmt::format("cannot watch process {}: {}", pid, errno_text()));
+    // Asked before sampling starts: it runs the interpreter, and samples taken
+    // before the Python stacks are watched have none.
+    const std::string pypy_version = target.exe.empty() ? std::string() : interpreter_version(target.exe);
     sampler::Settings settings;
     settings.rate_hz = options_.rate_hz;
     settings.python_stacks = options_.python_stacks;
@@ -233,7 +236,7 @@ class Attacher {
     bundle::Manifest& manifest = session_->manifest();
     manifest.pid = pid;
     manifest.pypy_logs = false;
-    manifest.pypy_version = target.exe.empty() ? std::string() : interpreter_version(target.exe);
+    manifest.pypy_version = pypy_version;
     manifest.attach = attach_details();
     session_->write_manifest();
     session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks);

@@ -120,14 +120,17 @@ void SampleCollector::on_task(const sampler::TaskEvent& event) {
     std::lock_guard lock(mutex_);
     if (event.kind == sampler::TaskEvent::Kind::Fork && event.pid != event.parent_pid) {
       spaces_[event.pid] = spaces_[event.parent_pid];
+      // Unless the child's own libpypy was read already (it exec'd since).
       if (const auto parent = python_processes_.find(event.parent_pid);
-          watch_ && keeps(event.pid) && parent != python_processes_.end())
+          watch_ && keeps(event.pid) && parent != python_processes_.end() && !python_processes_.contains(event.pid))
         watch = parent->second;
       if (watch) python_processes_[event.pid] = *watch;
     }
     if (event.kind == sampler::TaskEvent::Kind::Exec) {
       spaces_[event.pid] = symbols::AddressSpace{};
-      python_processes_.erase(event.pid);  // the new program maps its own libpypy, if any
+      // The sampler ended the watch; a libpypy the new program mapped (read
+      // early, before this exec came in time order) comes again in order.
+      python_processes_.erase(event.pid);
     }
     tasks_.add({task_kind(event.kind), event.time_ns, event.pid, event.tid, event.parent_pid, event.parent_tid, event.comm});
   }
@@ -162,10 +165,6 @@ void SampleCollector::on_mapping_read(const sampler::Mapping& mapping) { watch_l
 
 void SampleCollector::watch_libpypy(const sampler::Mapping& mapping) {
   if (!watch_ || !keeps(mapping.pid) || !(mapping.prot & PROT_EXEC) || !pypy::is_libpypy(mapping.path)) return;
-  {
-    std::lock_guard lock(mutex_);
-    if (python_processes_.contains(mapping.pid)) return;
-  }
   auto [layout, fresh] = layouts_.try_emplace(mapping.path);
   if (fresh) {
     try {
@@ -182,9 +181,15 @@ void SampleCollector::watch_libpypy(const sampler::Mapping& mapping) {
   const std::uint64_t bias = mapping.start - *mapped_vaddr;
   const sampler::ShadowStackLayout where{bias + layout->second->dtpmod_slot_vaddr, layout->second->ready_offset,
                                          layout->second->thread_ident_offset, layout->second->shadow_stack_offset, true};
+  {
+    // Seen before (read early, then in time order), or inherited at a fork
+    // before this exec mapped another libpypy: watched again only if it moved.
+    std::lock_guard lock(mutex_);
+    const auto known = python_processes_.find(mapping.pid);
+    if (known != python_processes_.end() && known->second.dtpmod_slot_address == where.dtpmod_slot_address) return;
+    python_processes_[mapping.pid] = where;
+  }
   watch_(static_cast<pid_t>(mapping.pid), where);
-  std::lock_guard lock(mutex_);
-  python_processes_[mapping.pid] = where;
 }
 
 std::size_t SampleCollector::python_processes() const {

@@ -79,7 +79,10 @@ std::unique_ptr<Sampler> Sampler::for_running_process(pid_t pid, const Settings&
   std::unique_ptr<Sampler> sampler(new Sampler(std::move(events), std::move(python), settings));
   // The kernel reports only mappings made from now on; the ones that exist
   // come from /proc, as perf's own synthesized records do.
-  for (Mapping& mapping : executable_mappings(pid, before)) sampler->sorter_->add(std::move(mapping));
+  for (Mapping& mapping : executable_mappings(pid, before)) {
+    sampler->existing_mappings_.push_back(mapping);
+    sampler->sorter_->add(std::move(mapping));
+  }
   for (TaskEvent& name : thread_names(pid, threads, before)) sampler->sorter_->add(std::move(name));
   return sampler;
 }
@@ -141,6 +144,8 @@ void Sampler::run(Listener& listener) {
   for (const auto& ring : rings_) fds.push_back({ring->fd(), POLLIN, 0});
   fds.push_back({wake_fd_, POLLIN, 0});
   if (python_) fds.push_back({python_->epoll_fd(), POLLIN, 0});
+  for (const Mapping& mapping : existing_mappings_) listener.on_mapping_read(mapping);
+  existing_mappings_.clear();
   while (!stopping_) {
     // The timeout bounds how stale the data is when the watermark is not reached.
     ::poll(fds.data(), fds.size(), 100);

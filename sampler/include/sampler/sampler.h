@@ -192,6 +192,7 @@ class Sampler {
   std::atomic<std::uint64_t> samples_{0}, lost_{0}, throttled_{0}, records_{0};
   bool kernel_frames_ = true;
   int wake_fd_ = -1;
+  std::vector<Mapping> existing_mappings_;  // a running process's, from /proc: read before any sample
   // Python stacks: the BPF program (null when not running), the join (reader
   // thread only), and the watches not yet given to the join.
   std::unique_ptr<PythonStackProgram> python_;
