@@ -244,7 +244,7 @@ class Attacher {
       options_.notice(describe_start(target));
       if (options_.python_stacks)
         if (const auto why = session_->python_stacks_unavailable())
-          options_.notice("no Python stacks: " + *why);
+          options_.notice(*why);
     }
 
     const auto started = Clock::now();

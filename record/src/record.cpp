@@ -291,7 +291,7 @@ class Recorder {
       session_.manifest().perf->children = options_.children;
       if (settings.python_stacks && options_.notice)
         if (const auto why = session_.python_stacks_unavailable())
-          options_.notice("Python stacks: " + *why + "; joining them from PyPy's own sampling (vmprof) instead");
+          options_.notice(*why + "; joining them from PyPy's own sampling (vmprof) instead");
     } catch (const sampler::SamplerError& error) {
       if (options_.notice)
         options_.notice(error.what() + std::string(pypy ? "; recording with PyPy's own sampling (vmprof) only"
