@@ -123,10 +123,13 @@ TEST_F(Attach, KillingJitprofWithSigkillLeavesTheTargetRunning) {
 }
 
 TEST_F(Attach, CtrlCAndSigtermEndTheAttachmentWithACompleteBundle) {
-  auto service = start_service(6, 60, {"JITLOG=" + path("service.jitlog")});
+  auto service = start_service(15, 60, {"JITLOG=" + path("service.jitlog")});
   for (int signal : {SIGINT, SIGTERM}) {
     const std::string bundle = path("signal" + std::to_string(signal) + ".jprof");
     Background jitprof({JITPROF_BIN, "attach", std::to_string(service->pid()), "-o", bundle}, dir_, "jitprof");
+    // One second of sampling from when jitprof says it is attached.
+    for (int i = 0; i < 200 && jitprof.err().find("attached to") == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
     std::this_thread::sleep_for(std::chrono::milliseconds(1000));
     ::kill(jitprof.pid(), signal);
     EXPECT_EQ(jitprof.wait(), 0) << jitprof.err();
