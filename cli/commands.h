@@ -48,6 +48,7 @@ struct RecordOptions {
   bool quiet = false;
   bool no_perf = false;
   bool no_bpf = false;
+  bool no_phases = false;
   bool children = false;
   std::string web;    // upload the bundle to this server at the end
   std::string token;  // for --web

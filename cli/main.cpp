@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
   record_cmd->add_flag("--no-bpf", record_options.no_bpf,
                        "do not read Python stacks from PyPy's shadow stack with a BPF program; join them from "
                        "PyPy's own sampling (vmprof) instead");
+  record_cmd->add_flag("--no-phases", record_options.no_phases,
+                       "do not time GC and JIT phases with PyPy's own log (PYPYLOG); tell them from libpypy's "
+                       "function names only");
   record_cmd->add_flag("--children", record_options.children, "also keep samples of child processes");
   record_cmd->add_option("--web", record_options.web,
                          "upload the bundle to this jitprof server at the end and print its link");

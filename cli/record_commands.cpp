@@ -31,6 +31,7 @@ int run_record(const RecordOptions& options) {
   if (::isatty(STDERR_FILENO) && !options.quiet) settings.progress = status_line;
   settings.perf = !options.no_perf;
   settings.python_stacks = !options.no_bpf;
+  settings.phases = !options.no_phases;
   settings.children = options.children;
   settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::Outcome outcome = record::record(settings);

@@ -62,6 +62,10 @@ constexpr auto python_stacks_fields = [](auto& stacks, auto& visit) {
                "samples", stacks.samples, "lost", stacks.lost, "dropped", stacks.dropped, "program_runs",
                stacks.program_runs, "program_ns", stacks.program_ns);
 };
+constexpr auto phases_fields = [](auto& phases, auto& visit) {
+  visit_fields(visit, "source", phases.source, "note", phases.note, "log_path", phases.log_path, "pid", phases.pid,
+               "sections", phases.sections);
+};
 constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
   visit_fields(visit, "jitprof_version", manifest.jitprof_version, "mode", manifest.mode, "command", manifest.command,
                "pid", manifest.pid, "start_time", manifest.start_time, "end_time", manifest.end_time, "duration_s",
@@ -71,7 +75,8 @@ constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
   visit_objects(visit, "host", manifest.host, host_fields, "clock", manifest.clock, clock_fields, "vmprof",
                 manifest.vmprof, vmprof_fields, "crash_capture", manifest.crash_capture, crash_capture_fields, "exit",
                 manifest.exit, exit_fields, "sections", manifest.sections, section_fields, "attach", manifest.attach,
-                attach_fields, "python_stacks", manifest.python_stacks, python_stacks_fields);
+                attach_fields, "python_stacks", manifest.python_stacks, python_stacks_fields, "phases",
+                manifest.phases, phases_fields);
 };
 
 // Writes each field present into a JSON object; text as stored (bytes kept,

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "varint.h"
+
 namespace jitprof::bundle {
 namespace {
 
@@ -14,15 +16,6 @@ constexpr std::uint8_t kTagSample = 2;
 constexpr std::uint8_t kTagPythonSample = 3;
 constexpr std::uint8_t kLastUnwindStop = static_cast<std::uint8_t>(UnwindStop::BadFrame);
 constexpr std::uint8_t kLastPythonStatus = static_cast<std::uint8_t>(PythonStackStatus::Lost);
-constexpr std::size_t kMaxVarintBytes = 10;
-
-void put_varint(std::vector<std::uint8_t>& out, std::uint64_t value) {
-  while (value >= 0x80) {
-    out.push_back(static_cast<std::uint8_t>(value | 0x80));
-    value >>= 7;
-  }
-  out.push_back(static_cast<std::uint8_t>(value));
-}
 
 // `difference` is a two's-complement (wrapping) difference of two u64.
 std::uint64_t zigzag(std::uint64_t difference) { return (difference << 1) ^ (0 - (difference >> 63)); }
@@ -68,16 +61,11 @@ class Decoder {
       return true;
     }
     const std::uint8_t* start = p_;
-    std::uint64_t value = 0;
-    for (std::size_t i = 0; i < kMaxVarintBytes; ++i) {
-      if (p_ == end_) return truncated();
-      const std::uint8_t byte = *p_++;
-      value |= static_cast<std::uint64_t>(byte & 0x7f) << (7 * i);
-      if (!(byte & 0x80)) {
-        if (i == kMaxVarintBytes - 1 && byte > 1) return fail(start, "varint exceeds 64 bits");
-        out = value;
-        return true;
-      }
+    switch (read_varint(p_, end_, out)) {
+      case VarintRead::Ok: return true;
+      case VarintRead::Truncated: return truncated();
+      case VarintRead::Overflow: return fail(start, "varint exceeds 64 bits");
+      case VarintRead::TooLong: break;
     }
     return fail(start, fmt::format("varint longer than {} bytes", kMaxVarintBytes));
   }

@@ -14,6 +14,7 @@
 #include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "jitlog/resolver.h"
+#include "runtime_phases.h"
 #include "symbols/symbols.h"
 #include "vmprof/profile.h"
 
@@ -27,11 +28,53 @@ const char* category_name(Category category) {
     case Category::JitHelper: return "jit-helper";
     case Category::JitAnonymous: return "jit-anonymous";
     case Category::Interpreter: return "interpreter";
+    case Category::Runtime: return "runtime";
     case Category::Gc: return "gc";
+    case Category::GcMinor: return "gc-minor";
+    case Category::GcMajor: return "gc-major";
+    case Category::JitTracing: return "jit-tracing";
+    case Category::JitOptimizer: return "jit-optimizer";
+    case Category::JitBackend: return "jit-backend";
+    case Category::JitMetainterp: return "jit-metainterp";
+    case Category::GuardFailure: return "guard-failure";
     case Category::Native: return "native";
     case Category::Kernel: return "kernel";
   }
   return "?";
+}
+
+bool is_runtime_phase(const Frame& frame) {
+  switch (frame.category) {
+    case Category::GcMinor:
+    case Category::GcMajor:
+    case Category::JitTracing:
+    case Category::JitOptimizer:
+    case Category::JitBackend: return frame.file.empty();
+    default: return false;
+  }
+}
+
+std::optional<Category> phase_category(bundle::PypyLogName name) {
+  switch (name) {
+    case bundle::PypyLogName::GcMinor: return Category::GcMinor;
+    case bundle::PypyLogName::GcCollectStep:
+    case bundle::PypyLogName::GcCollectDone: return Category::GcMajor;
+    case bundle::PypyLogName::JitTracing: return Category::JitTracing;
+    case bundle::PypyLogName::JitOptimize: return Category::JitOptimizer;
+    case bundle::PypyLogName::JitBackend: return Category::JitBackend;
+  }
+  return std::nullopt;
+}
+
+const char* phase_name(Category phase) {
+  switch (phase) {
+    case Category::GcMinor: return "GC minor";
+    case Category::GcMajor: return "GC major";
+    case Category::JitTracing: return "JIT tracing";
+    case Category::JitOptimizer: return "JIT optimizer";
+    case Category::JitBackend: return "JIT backend";
+    default: return category_name(phase);
+  }
 }
 
 std::string frame_label(const Frame& frame) {
@@ -45,15 +88,13 @@ std::string frame_label(const Frame& frame) {
     case Category::JitHelper:
     case Category::JitAnonymous: return "[jit] " + frame.name;
     case Category::Kernel: return frame.name + " [kernel]";
-    case Category::Interpreter:
-    case Category::Gc:
-    case Category::Native: {
+    default: {
+      if (is_runtime_phase(frame)) return "[" + frame.name + "]";
       // "[vdso]" is its own bracket.
       const std::string library = file.starts_with("[") ? file : "[" + file + "]";
       return frame.name == file ? library : fmt::format("{} {}", frame.name, library);
     }
   }
-  return frame.name;
 }
 
 std::optional<std::uint32_t> Profile::python_leaf(std::uint32_t stack) const {
@@ -69,13 +110,19 @@ namespace {
 
 using FrameIds = std::vector<std::uint32_t>;
 
+// TODO(merge): symbols::is_libpypy
 bool is_libpypy(const std::string& path) {
   return std::filesystem::path(path).filename().string().starts_with("libpypy");
 }
 
-bool names_gc(const std::string& name) {
-  return name.find("gc_") != std::string::npos || name.find("GC_") != std::string::npos ||
-         name.find("collect") != std::string::npos;
+// A libpypy function's category, by its component (symbols::RuntimeComponent's names).
+Category libpypy_category(std::string_view component) {
+  if (component == "gc") return Category::Gc;
+  if (component == "jit-optimizer") return Category::JitOptimizer;
+  if (component == "jit-backend") return Category::JitBackend;
+  if (component == "jit-metainterp") return Category::JitMetainterp;
+  if (component == "runtime") return Category::Runtime;
+  return Category::Interpreter;
 }
 
 class Builder {
@@ -85,6 +132,7 @@ class Builder {
   void run() {
     profile_.forest = jitlog::parse_jitlog(read_.stream(bundle::sections::kJitlog));
     load_manifest();
+    load_phases();
     load_symbols();
     load_mappings();
     traces_ = trace_resolver(read_, profile_.forest);
@@ -134,6 +182,16 @@ class Builder {
       profile_.clock_monotonic_ns = manifest.clock->monotonic_ns;
       profile_.clock_unix_s = manifest.clock->unix_s;
     }
+    if (manifest.phases) {
+      profile_.phases_source = manifest.phases->source;
+      profile_.phases_note = manifest.phases->note.value_or("");
+      profile_.phases_pid = static_cast<std::uint32_t>(manifest.phases->pid.value_or(0));
+    }
+  }
+
+  void load_phases() {
+    profile_.phases = date_runtime_phases(bundle::read_pypy_log(read_));
+    phase_lookup_.emplace(profile_.phases);
   }
 
   void load_symbols() {
@@ -251,6 +309,7 @@ class Builder {
       }
       ++profile_.stats.python_from_vmprof_time;
       sample.stack = stack_id(std::move(ids));
+      sample.category = leaf_category(sample.stack);
       profile_.samples.push_back(sample);
     }
   }
@@ -279,8 +338,7 @@ class Builder {
       return;
     }
     const bundle::SymbolRecord& known = symbol->second;
-    Category category = is_libpypy(known.path) ? Category::Interpreter : Category::Native;
-    if (!known.name.empty() && names_gc(known.name) && category == Category::Interpreter) category = Category::Gc;
+    const Category category = is_libpypy(known.path) ? libpypy_category(known.component) : Category::Native;
     if (!known.source.empty()) {
       for (const bundle::SourceLocation& source : known.source)
         frames.push_back(frame_id({category, source.function.empty() ? known.name : source.function, known.path,
@@ -331,6 +389,12 @@ class Builder {
     // is one of PyPy's assembler helpers (which no jitlog describes).
     std::optional<std::uint64_t> caller_jit_lookup;
     std::uint32_t frames = 0;              // interned: native frames leafward of it, then kernel frames
+    // The innermost frame that is JIT code or libpypy is libpypy: the thread
+    // runs PyPy's runtime (only then can it be in a GC or JIT phase).
+    bool in_runtime = false;
+    // The runtime's phase as the names of its libpypy frames tell it (GC,
+    // optimizer, backend, metainterp), innermost first; for bundles without PyPy's log.
+    std::optional<Category> named_phase;
   };
 
 
@@ -361,6 +425,16 @@ class Builder {
           native_end = i + 1;
           break;
         }
+      }
+    }
+    for (std::size_t i = 0; i < user.size() && !(part.jit_index && i >= *part.jit_index); ++i) {
+      const auto symbol = symbols_.find({row.pid, user[i]});
+      if (symbol == symbols_.end() || !is_libpypy(symbol->second.path)) continue;
+      part.in_runtime = true;
+      const Category category = libpypy_category(symbol->second.component);
+      if (category != Category::Interpreter && category != Category::Runtime) {
+        part.named_phase = category;
+        break;
       }
     }
     FrameIds frames;
@@ -433,16 +507,46 @@ class Builder {
       ++profile_.stats.python_unknown;
     }
 
-    const std::uint64_t key = (std::uint64_t{python_part} << 32) | native.frames;
+    const std::optional<Category> phase = timed_phase(sample, native);
+    const StackParts key{python_part, native.frames, phase ? static_cast<std::uint8_t>(*phase) : kNoPhase};
     auto [stack, fresh] = stack_of_parts_.try_emplace(key, 0);
     if (fresh) {
       FrameIds ids = python_part == kNoPart ? FrameIds{} : parts_[python_part];
+      // The phase's own frame holds what ran in it.
+      if (phase) ids.push_back(frame_id({*phase, phase_name(*phase), "", 0, std::nullopt, ""}));
       const FrameIds& suffix = parts_[native.frames];
       ids.insert(ids.end(), suffix.begin(), suffix.end());
       stack->second = stack_id(std::move(ids));
     }
     sample.stack = stack->second;
+    if (phase) sample.category = *phase;
+    else if (!timed_phases() && native.named_phase) sample.category = *native.named_phase;
+    else sample.category = leaf_category(sample.stack);
     profile_.samples.push_back(sample);
+  }
+
+  // --- the runtime's phases -------------------------------------------------
+
+  bool timed_phases() const { return !profile_.phases.empty(); }
+
+  // The innermost section of PyPy's log open at the sample, for samples of
+  // the process that wrote the log running PyPy's runtime (the log says
+  // nothing of threads; the GIL lets one run the runtime at a time).
+  std::optional<Category> timed_phase(const Sample& sample, const NativePart& native) const {
+    if (!timed_phases() || !native.in_runtime || (profile_.phases_pid != 0 && sample.pid != profile_.phases_pid))
+      return std::nullopt;
+    const RuntimePhase* phase = phase_lookup_->innermost_at(sample.time_ns);
+    return phase ? phase_category(phase->name) : std::nullopt;
+  }
+
+  // A sample outside any phase: its innermost frame's category; metainterp
+  // code outside tracing is a guard failing (resume, blackhole interpreter)
+  // when PyPy's log timed the tracing.
+  Category leaf_category(std::uint32_t stack) const {
+    const FrameIds& ids = profile_.stacks[stack];
+    if (ids.empty()) return Category::Native;
+    const Category leaf = profile_.frames[ids.back()].category;
+    return leaf == Category::JitMetainterp && timed_phases() ? Category::GuardFailure : leaf;
   }
 
   // --- Python stacks read from PyPy's shadow stack --------------------------
@@ -636,7 +740,20 @@ class Builder {
       native_parts_;
   std::unordered_map<std::uint64_t, std::pair<std::tuple<std::uint64_t, std::optional<std::size_t>, bool>, std::uint32_t>>
       jit_parts_;
-  std::unordered_map<std::uint64_t, std::uint32_t> stack_of_parts_;
+  // A sample's stack: its Python part, native part and phase.
+  struct StackParts {
+    std::uint32_t python, native;
+    std::uint8_t phase;
+    friend bool operator==(const StackParts&, const StackParts&) = default;
+  };
+  struct StackPartsHash {
+    std::size_t operator()(const StackParts& parts) const {
+      return std::hash<std::uint64_t>()((std::uint64_t{parts.python} << 32 | parts.native) ^ (std::uint64_t{parts.phase} << 56));
+    }
+  };
+  static constexpr std::uint8_t kNoPhase = 0xff;
+  std::unordered_map<StackParts, std::uint32_t, StackPartsHash> stack_of_parts_;
+  std::optional<RuntimePhaseLookup> phase_lookup_;
   double vmprof_start_s_ = 0, vmprof_end_s_ = 0;
   // Code objects by unique id: from PYCN per process, from vmprof for any.
   std::map<std::pair<std::uint32_t, std::uint64_t>, CodeName> code_names_;

@@ -17,6 +17,7 @@
 
 #include "arch/x86_64.h"
 #include "bundle/manifest.h"
+#include "bundle/pypy_log.h"
 #include "bundle/sections.h"
 #include "crash_watcher.h"
 #include "sampler/sampler.h"
@@ -45,6 +46,12 @@ def _jitprof_start():
     # Off when jitprof reads the Python stacks itself: vmprof then only names code objects.
     sampling = env.pop("JITPROF_VMPROF_SAMPLING") == "1"
     native = int(env.pop("JITPROF_VMPROF_NATIVE"))
+    # PyPy opened its debug log (PYPYLOG, GC and JIT sections) at start-up;
+    # the programs this one starts must not write into jitprof's pipe.
+    pypylog_fd = env.pop("JITPROF_PYPYLOG_FD", None)
+    if pypylog_fd is not None:
+        env.pop("PYPYLOG", None)
+        os.set_inheritable(int(pypylog_fd), False)
     here = env.pop("JITPROF_SITE_DIR")
     original = env.pop("JITPROF_ORIGINAL_PYTHONPATH", None)
     if original is None:
@@ -221,6 +228,7 @@ class Recorder {
     manifest.pypy_logs = pypy;
     std::optional<SiteDir> site;
     if (pypy) {
+      choose_phases();
       native_ = libunwind_loads();
       manifest.vmprof = bundle::Manifest::Vmprof{options_.rate_hz, native_};
       manifest.pypy_version = interpreter_version(options_.command.front());
@@ -241,8 +249,13 @@ class Recorder {
     exec_errors.close_write();
     go.close_read();
     for (LogPipe& log : logs_) log.pipe.close_write();
+    if (!phases_through_pipe_) logs_[kPypyLog].open = false;
     watcher_.emplace(child);
     manifest.pid = child;
+    if (manifest.phases->source != "names") {
+      manifest.phases->pid = child;
+      session_.date_pypy_log();
+    }
     manifest.crash_capture = bundle::Manifest::CrashCapture{watcher_->tracing(), std::nullopt};
     if (!watcher_->tracing()) manifest.crash_capture->reason = watcher_->trace_error();
     start_sampling(child, pypy);
@@ -313,6 +326,12 @@ class Recorder {
       ::setenv("JITPROF_VMPROF_NATIVE", native_ ? "1" : "0", 1);
       ::setenv("JITPROF_VMPROF_SAMPLING", vmprof_sampling ? "1" : "0", 1);
       ::setenv("JITPROF_SITE_DIR", site_dir.c_str(), 1);
+      if (phases_through_pipe_) {
+        const int pypylog_fd = logs_[kPypyLog].pipe.write_end;
+        ::fcntl(pypylog_fd, F_SETFD, 0);
+        ::setenv("JITPROF_PYPYLOG_FD", std::to_string(pypylog_fd).c_str(), 1);
+        ::setenv("PYPYLOG", fmt::format("{}:/dev/fd/{}", bundle::pypy_log_prefixes(), pypylog_fd).c_str(), 1);
+      }
       std::string python_path = site_dir.string();
       if (const char* original = std::getenv("PYTHONPATH")) {
         ::setenv("JITPROF_ORIGINAL_PYTHONPATH", original, 1);
@@ -335,8 +354,8 @@ class Recorder {
     std::vector<std::uint8_t> chunk(1 << 20);
     std::optional<Clock::time_point> exited_at;
     while (true) {
-      std::array<pollfd, 2> fds{};
-      std::array<std::size_t, 2> polled{};
+      std::array<pollfd, kLogs> fds{};
+      std::array<std::size_t, kLogs> polled{};
       nfds_t count = 0;
       for (std::size_t i = 0; i < logs_.size(); ++i) {
         if (!logs_[i].open) continue;
@@ -355,7 +374,8 @@ class Recorder {
         if (got > 0) {
           const auto bytes = std::span(chunk).first(static_cast<std::size_t>(got));
           if (polled[i] == kJitlog) session_.add_jitlog(bytes);
-          else session_.add_vmprof(bytes);
+          else if (polled[i] == kVmprof) session_.add_vmprof(bytes);
+          else session_.add_pypy_log(bytes);
         } else if (got == 0 || errno != EINTR) {
           logs_[polled[i]].open = false;
         }
@@ -394,6 +414,8 @@ class Recorder {
       write_crash(*fault, target);
       manifest.exit->crash_thread = static_cast<std::uint32_t>(fault->tid);
     }
+    if (user_pypy_log_) read_user_pypy_log();
+    if (manifest.phases->source != "names") manifest.phases->sections = session_.pypy_log_sections();
     outcome.jitlog_bytes = session_.jitlog_bytes();
     outcome.vmprof_bytes = session_.vmprof_bytes();
     outcome.samples = session_.samples();
@@ -404,12 +426,62 @@ class Recorder {
                     double(usage.ru_stime.tv_sec) + double(usage.ru_stime.tv_usec) / 1e6);
   }
 
-  static constexpr std::size_t kJitlog = 0, kVmprof = 1;
+  // Where the GC and JIT phases come from: PyPy's own log sections through a
+  // pipe; the file of the user's own PYPYLOG, left as it is and read at the
+  // end; or, with --no-phases or a PYPYLOG jitprof cannot read, only the
+  // names of the libpypy functions samples are in.
+  void choose_phases() {
+    bundle::Manifest::Phases phases{"names", std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+    const char* user = std::getenv("PYPYLOG");
+    if (!options_.phases) {
+      phases.note = "switched off (--no-phases)";
+    } else if (user == nullptr) {
+      phases_through_pipe_ = true;
+      phases.source = "pypylog";
+    } else {
+      // PYPYLOG is "prefixes:path" or a bare path (which logs everything).
+      const std::string_view value = user;
+      const std::size_t colon = value.find(':');
+      const std::string path(colon == std::string_view::npos ? value : value.substr(colon + 1));
+      if (path.empty() || path == "-" || path.starts_with("/dev/")) {
+        phases.note = fmt::format("your PYPYLOG ({}) does not write a file jitprof can read; left as it is", value);
+      } else {
+        user_pypy_log_ = std::filesystem::absolute(path);
+        phases.source = "user pypylog";
+        phases.log_path = user_pypy_log_->string();
+      }
+      if (options_.notice)
+        options_.notice(user_pypy_log_
+                            ? fmt::format("PYPYLOG is set: it is left as it is, and the GC and JIT sections it logs "
+                                          "are read from {} when the program ends",
+                                          user_pypy_log_->string())
+                            : *phases.note + "; GC and JIT phases will come from function names only");
+    }
+    session_.manifest().phases = phases;
+  }
+
+  // The user's own log, read once the target ended: only its section lines are kept.
+  void read_user_pypy_log() {
+    const int fd = ::open(user_pypy_log_->c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      session_.manifest().phases->note = fmt::format("cannot read {}: {}", user_pypy_log_->string(), errno_text());
+      return;
+    }
+    std::vector<std::uint8_t> chunk(1 << 20);
+    for (ssize_t got; (got = ::read(fd, chunk.data(), chunk.size())) > 0;)
+      session_.add_pypy_log(std::span(chunk).first(static_cast<std::size_t>(got)));
+    ::close(fd);
+    session_.flush();
+  }
+
+  static constexpr std::size_t kJitlog = 0, kVmprof = 1, kPypyLog = 2, kLogs = 3;
   const Options& options_;
   Session session_;
   std::optional<CrashWatcher> watcher_;
-  std::array<LogPipe, 2> logs_;  // kJitlog, kVmprof
+  std::array<LogPipe, kLogs> logs_;
   bool native_ = false;
+  bool phases_through_pipe_ = false;
+  std::optional<std::filesystem::path> user_pypy_log_;
 };
 
 }  // namespace

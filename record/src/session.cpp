@@ -7,6 +7,7 @@
 
 #include <cstdio>
 
+#include "arch/x86_64.h"
 #include "sources.h"
 
 namespace jitprof::record {
@@ -14,6 +15,14 @@ namespace {
 
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// One moment on the timestamp counter (PyPy's log clock) and on the samples' clock.
+bundle::TimestampPair timestamp_pair() {
+  const std::uint64_t before = arch::timestamp_counter();
+  const std::uint64_t now = monotonic_ns();
+  const std::uint64_t after = arch::timestamp_counter();
+  return {before + (after - before) / 2, now};
 }
 
 bundle::Manifest::Host this_host() {
@@ -96,6 +105,20 @@ void Session::add_jitlog(std::span<const std::uint8_t> bytes) {
   live_jitlog_.feed(bytes);
 }
 
+void Session::date_pypy_log() {
+  dating_pypy_log_ = true;
+  pypy_log_pending_.add(timestamp_pair());
+}
+
+void Session::add_pypy_log(std::span<const std::uint8_t> bytes) {
+  pypy_log_.feed(bytes, [this](const pypy::DebugLogReader::Section& section) {
+    const auto name = bundle::pypy_log_name_of(section.name);
+    if (!name) return;  // jit-backend-dump and the like
+    pypy_log_pending_.add(bundle::PypyLogSection{*name, section.start, section.end});
+    ++pypy_log_sections_;
+  });
+}
+
 void Session::add_vmprof(std::span<const std::uint8_t> bytes) {
   vmprof_pending_.insert(vmprof_pending_.end(), bytes.begin(), bytes.end());
   vmprof_bytes_ += bytes.size();
@@ -120,6 +143,8 @@ void Session::tick(const std::function<void(const std::string&)>& progress, cons
 void Session::flush() {
   if (collector_) collector_->flush_into(writer_);
   jitlog_arrivals_.flush_into(writer_);
+  if (dating_pypy_log_) pypy_log_pending_.add(timestamp_pair());
+  pypy_log_pending_.flush_into(writer_);
   for (auto [section, pending] : {std::pair{bundle::sections::kJitlog, &jitlog_pending_},
                                   std::pair{bundle::sections::kVmprof, &vmprof_pending_}}) {
     if (pending->empty()) continue;

@@ -23,8 +23,10 @@
 
 #include "bundle/bundle.h"
 #include "bundle/manifest.h"
+#include "bundle/pypy_log.h"
 #include "bundle/sections.h"
 #include "jitlog/jitlog.h"
+#include "pypy/debug_log.h"
 #include "record/record.h"
 #include "sample_collector.h"
 #include "sampler/sampler.h"
@@ -73,6 +75,12 @@ class Session {
   // Bytes of PyPy's logs as they arrive; the jitlog's arrival time is kept.
   void add_jitlog(std::span<const std::uint8_t> bytes);
   void add_vmprof(std::span<const std::uint8_t> bytes);
+  // PyPy's debug log (PYPYLOG): its GC and JIT sections are kept with their
+  // raw timestamps; from date_pypy_log() on, every flush also stores a
+  // (timestamp counter, CLOCK_MONOTONIC) pair to date them.
+  void date_pypy_log();
+  void add_pypy_log(std::span<const std::uint8_t> bytes);
+  std::uint64_t pypy_log_sections() const { return pypy_log_sections_; }
   std::uint64_t jitlog_bytes() const { return jitlog_bytes_; }
   std::uint64_t vmprof_bytes() const { return vmprof_bytes_; }
 
@@ -99,6 +107,10 @@ class Session {
   jitlog::JitlogReader live_jitlog_;  // parsed as it comes: traces for the progress line, their files at the end
   std::vector<std::uint8_t> jitlog_pending_, vmprof_pending_;
   bundle::SectionBuffer<bundle::JitlogArrival> jitlog_arrivals_;
+  pypy::DebugLogReader pypy_log_;
+  bundle::PypyLogBuffer pypy_log_pending_;
+  bool dating_pypy_log_ = false;
+  std::uint64_t pypy_log_sections_ = 0;
   std::uint64_t jitlog_bytes_ = 0, vmprof_bytes_ = 0;
   const Clock::time_point started_ = Clock::now();
   Clock::time_point last_flush_ = started_, last_progress_{};

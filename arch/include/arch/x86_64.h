@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sys/user.h>
+#include <x86intrin.h>
 
 #include <array>
 #include <cstddef>
@@ -19,6 +20,9 @@ enum Register : std::size_t { kRax, kRbx, kRcx, kRdx, kRsi, kRdi, kRbp, kRsp, kR
 using Registers = std::array<std::uint64_t, kRegisterCount>;
 
 inline constexpr std::uint64_t kPerfUserRegisterMask = ((std::uint64_t{1} << 9) - 1) | (std::uint64_t{0xff} << 16);
+
+// The CPU's timestamp counter, the clock PyPy's debug log (PYPYLOG) writes.
+inline std::uint64_t timestamp_counter() { return __rdtsc(); }
 
 // "rax", "rbx", ... as crash records name them.
 inline constexpr std::array<const char*, kRegisterCount> kRegisterNames = {

@@ -46,6 +46,17 @@ struct ManifestPythonStacks {
   // when the kernel's BPF statistics were on (kernel.bpf_stats_enabled).
   std::optional<std::uint64_t> samples, lost, dropped, program_runs, program_ns;
 };
+// Where the runtime's phases (GC, JIT warm-up) come from: "pypylog" (PyPy's
+// own log sections, in section PYLG, timed exactly), "user pypylog" (the same,
+// read from the file the user's own PYPYLOG named) or "names" (only the
+// libpypy function a sample is in tells it, e.g. at attach).
+struct ManifestPhases {
+  std::string source;
+  std::optional<std::string> note;  // why not "pypylog", for the report
+  std::optional<std::string> log_path;  // "user pypylog"
+  std::optional<std::int64_t> pid;   // the process the log is from
+  std::optional<std::uint64_t> sections;  // sections stored
+};
 struct ManifestPerf {
   enum class State : std::uint8_t { Off, Refused, On };
   State state = State::On;
@@ -89,6 +100,7 @@ struct Manifest {
   using SectionBytes = ManifestSectionBytes;
   using Attach = ManifestAttach;
   using PythonStacks = ManifestPythonStacks;
+  using Phases = ManifestPhases;
 
   std::string jitprof_version;
   std::optional<std::string> mode;  // absent for `record`; "attach"; "vmprof upload"
@@ -109,6 +121,7 @@ struct Manifest {
   std::optional<bool> target_exited;
   std::optional<Attach> attach;
   std::optional<PythonStacks> python_stacks;
+  std::optional<Phases> phases;
 
   bool complete() const { return state == "complete"; }
 };

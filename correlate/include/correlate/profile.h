@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "bundle/bundle.h"
+#include "bundle/pypy_log.h"
 #include "jitlog/jitlog.h"
 #include "jitlog/resolver.h"
 
@@ -55,12 +56,26 @@ enum class Category : std::uint8_t {
   JitTrace,     // a trace's machine code
   JitHelper,    // PyPy's assembler helpers in JIT memory (not in the jitlog)
   JitAnonymous, // JIT code of a bundle without a jitlog (attach to a process that writes none)
-  Interpreter,  // libpypy: the interpreter, its runtime and GC (stripped: unnamed)
-  Gc,           // a GC function, when symbols name it
+  // libpypy, by the component its function belongs to (symbols::RuntimeComponent),
+  // and the runtime's phases (PyPy's log sections) as frames of their own:
+  Interpreter,   // PyPy's interpreter and object space; also libpypy code nothing names
+  Runtime,       // the rest of RPython's runtime (rlib, rtyper: strings, dicts, I/O)
+  Gc,            // a GC function (which collection: the phase says)
+  GcMinor,       // phase: a minor collection (gc-minor)
+  GcMajor,       // phase: a step of a major collection (gc-collect-step)
+  JitTracing,    // phase: tracing a loop or bridge (jit-tracing)
+  JitOptimizer,  // the trace optimizer: its functions, and the jit-optimize phase
+  JitBackend,    // the assembler: its functions, and the jit-backend phase
+  JitMetainterp, // the JIT's tracer, resume and blackhole interpreter (by name)
+  GuardFailure,  // a sample in metainterp code outside any tracing phase: a guard failed (resume, blackhole)
   Native,       // other libraries and the executable
   Kernel,
 };
 const char* category_name(Category category);
+// A runtime phase's own name: "GC minor", "JIT tracing", ...
+const char* phase_name(Category phase);
+// The phase a section of PyPy's log is (gc-collect-step and -done: GC major).
+std::optional<Category> phase_category(bundle::PypyLogName name);
 
 struct Frame {
   Category category;
@@ -74,9 +89,16 @@ struct Frame {
 // One frame's name as flat views and formats show it, e.g. "g (inlined.py)",
 // "[jit] trace 4 (loop)", "memset [native]", "do_syscall_64 [kernel]".
 std::string frame_label(const Frame& frame);
+// A runtime phase's frame: stands between the Python frames and the code
+// that ran in the phase (category GcMinor ... JitBackend, no file).
+bool is_runtime_phase(const Frame& frame);
 
+// Where a sample's time goes, one category per sample: the runtime phase it
+// fell in (GC, JIT warm-up: timed by PyPy's log, or told by the libpypy
+// functions on its stack), else the category of its innermost frame.
 struct Sample {
   std::uint64_t time_ns = 0;
+  Category category = Category::Native;
   std::uint32_t pid = 0, tid = 0;
   std::uint32_t stack = 0;  // index into Profile::stacks
   // JIT attribution of the sampled instruction.
@@ -102,6 +124,13 @@ struct Stats {
   std::size_t unnamed_code_objects = 0, samples_with_unnamed_code = 0;
 };
 
+// A section of PyPy's own log (GC, JIT), on the samples' clock.
+struct RuntimePhase {
+  bundle::PypyLogName name;
+  std::uint64_t start_ns = 0, end_ns = 0;
+  std::uint32_t depth = 0;  // 0: not inside another logged section
+};
+
 struct Profile {
   std::vector<Frame> frames;
   std::vector<std::vector<std::uint32_t>> stacks;  // frame ids, root first
@@ -113,6 +142,12 @@ struct Profile {
   double clock_unix_s = 0;
   Stats stats;
   jitlog::Forest forest;
+  // The runtime's phases, in start order, when the bundle holds PyPy's log
+  // sections (record); `phases_source` as the manifest says ("pypylog",
+  // "user pypylog", "names"; empty for bundles from before phases).
+  std::vector<RuntimePhase> phases;
+  std::uint32_t phases_pid = 0;
+  std::string phases_source, phases_note;
   bool has_perf_samples = false;
   // No perf samples: vmprof's stand in. They know a JIT sample's trace (by
   // its code block) but not the instruction, op or native frames.

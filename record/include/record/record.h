@@ -25,6 +25,9 @@ struct Options {
   // Read each sample's Python stack from PyPy's shadow stack with a BPF
   // program (vmprof then only names code objects); else vmprof samples too.
   bool python_stacks = true;
+  // Time the runtime's phases (GC minor/major, JIT tracing/optimizer/backend)
+  // with PyPy's own log sections (PYPYLOG); else only libpypy's function names tell them.
+  bool phases = true;
   std::function<void(const std::string&)> notice;  // one-line messages for the user
 };
 
