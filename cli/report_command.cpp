@@ -54,6 +54,61 @@ std::vector<std::pair<std::string, std::uint64_t>> ranked(const json& counts, st
   return items;
 }
 
+// Durations of one kind of section: "573 (p50 0.50 ms, p90 4.7 ms, p99 13 ms, max 25 ms; 901 ms in all)".
+std::string durations_text(const json& durations) {
+  const auto n = durations["count"].get<std::uint64_t>();
+  if (n == 0) return "none";
+  return fmt::format("{} (p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms, max {:.2f} ms; {:.0f} ms in all)", with_commas(n),
+                     durations["p50_ms"].get<double>(), durations["p90_ms"].get<double>(),
+                     durations["p99_ms"].get<double>(), durations["max_ms"].get<double>(),
+                     durations["total_ms"].get<double>());
+}
+
+// The "PyPy runtime" section: GC and JIT warm-up from PyPy's log, or what names alone say.
+void print_runtime(const json& runtime, double total, const Style& style) {
+  if (!runtime.is_object() || runtime["phases_source"].get<std::string>().empty()) return;
+  const std::string source = runtime["phases_source"].get<std::string>();
+  style.title(source == "names" ? "PyPy runtime (phases told by libpypy's function names only)"
+                                : "PyPy runtime (phases timed by PyPy's own log sections)");
+  if (runtime.contains("note")) std::cout << "  " << runtime["note"].get<std::string>() << "\n";
+  const json& categories = runtime["categories"];
+  const auto share = [&](std::initializer_list<const char*> names) {
+    std::uint64_t n = 0;
+    for (const char* name : names) n += categories.value(name, std::uint64_t{0});
+    return fmt::format("{} of samples", percent(double(n), total));
+  };
+  if (!runtime["timed"].get<bool>()) {
+    std::cout << fmt::format("  GC {}; JIT optimizer and backend {}; metainterp (tracing or guard failures) {}\n",
+                             share({"gc"}), share({"jit-optimizer", "jit-backend"}), share({"jit-metainterp"}));
+    return;
+  }
+  const json& gc = runtime["gc"];
+  const json& jit = runtime["jit"];
+  std::cout << fmt::format("  GC: {} ({:.0f} ms in collections)\n", share({"gc-minor", "gc-major"}),
+                           gc["time_ms"].get<double>());
+  std::cout << "    minor collections: " << durations_text(gc["minor"]) << "\n";
+  std::cout << fmt::format("    major collections: {}, in steps: {}\n", gc["major_collections"].get<std::uint64_t>(),
+                           durations_text(gc["major_steps"]));
+  std::cout << fmt::format("  JIT warm-up: {} ({:.0f} ms compiling)\n",
+                           share({"jit-tracing", "jit-optimizer", "jit-backend"}), jit["warmup_ms"].get<double>());
+  std::cout << "    tracing: " << durations_text(jit["tracing"]) << "\n";
+  std::cout << "    optimizer: " << durations_text(jit["optimizer"]) << "\n";
+  std::cout << "    backend: " << durations_text(jit["backend"]) << "\n";
+  const json& traces = jit["traces"];
+  if (traces["tied"].get<bool>()) {
+    std::cout << "    longest compilations:";
+    for (const json& trace : traces["traces"])
+      std::cout << fmt::format(" {} {} {:.1f} ms;", trace["type"].get<std::string>(), trace["id"].get<std::uint64_t>(),
+                               trace["ms"].get<double>());
+    std::cout << "\n";
+  } else if (traces["compilations"].get<std::uint64_t>() > 0) {
+    std::cout << fmt::format("    ({} compilations in the log, {} traces in the jitlog: not tied to traces)\n",
+                             traces["compilations"].get<std::uint64_t>(), traces["jitlog_traces"].get<std::uint64_t>());
+  }
+  std::cout << fmt::format("  Guard failures / blackhole: {}; interpreter: {}; other runtime: {}\n",
+                           share({"guard-failure"}), share({"interpreter"}), share({"runtime"}));
+}
+
 void print_text(const json& report, const std::string& file, const correlate::Profile& profile, std::size_t top) {
   const Style style;
   const double total = report["samples"].get<double>();
@@ -120,9 +175,13 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
     }
   }
 
-  style.title("Where samples ended");
-  for (const auto& [category, samples] : ranked(report["leaf_categories"], 20))
-    std::cout << fmt::format("{:>7} {:>8}  {}\n", percent(double(samples), total), with_commas(samples), category);
+  style.title("Where the time goes (a sample's runtime phase, else its innermost frame)");
+  for (const auto& [category, samples] : ranked(report["leaf_categories"], 20)) {
+    const auto known = correlate::category_named(category);
+    std::cout << fmt::format("{:>7} {:>8}  {}\n", percent(double(samples), total), with_commas(samples),
+                             known ? correlate::category_label(*known) : category);
+  }
+  print_runtime(report["runtime"], total, style);
   if (!report["native_libraries"].empty()) {
     style.title("Native code by library");
     for (const auto& [library, samples] : ranked(report["native_libraries"], top))

@@ -43,6 +43,35 @@ const char* category_name(Category category) {
   return "?";
 }
 
+const char* category_label(Category category) {
+  switch (category) {
+    case Category::Python: return "Python (interpreted)";
+    case Category::JitInlined: return "JIT-inlined Python";
+    case Category::JitTrace: return "JIT trace";
+    case Category::JitHelper: return "JIT helper";
+    case Category::JitAnonymous: return "JIT code (no jitlog)";
+    case Category::Interpreter: return "interpreter";
+    case Category::Runtime: return "other runtime";
+    case Category::Gc: return "GC (outside collections: allocation, barriers)";
+    case Category::GcMinor: return "GC minor";
+    case Category::GcMajor: return "GC major";
+    case Category::JitTracing: return "JIT tracing";
+    case Category::JitOptimizer: return "JIT optimizer";
+    case Category::JitBackend: return "JIT backend";
+    case Category::JitMetainterp: return "JIT tracing or guard failure (metainterp)";
+    case Category::GuardFailure: return "guard failure / blackhole";
+    case Category::Native: return "native";
+    case Category::Kernel: return "kernel";
+  }
+  return "?";
+}
+
+std::optional<Category> category_named(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(Category::Kernel); ++i)
+    if (name == category_name(static_cast<Category>(i))) return static_cast<Category>(i);
+  return std::nullopt;
+}
+
 bool is_runtime_phase(const Frame& frame) {
   switch (frame.category) {
     case Category::GcMinor:

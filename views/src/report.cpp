@@ -46,6 +46,19 @@ struct Summary {
   std::map<std::uint32_t, std::map<FunctionKey, std::uint64_t>> thread_functions;
 };
 
+// A frame of a native binary: libpypy (any of its components) or another library.
+bool is_native_code(const correlate::Frame& frame) {
+  switch (frame.category) {
+    case Category::Python:
+    case Category::JitInlined:
+    case Category::JitTrace:
+    case Category::JitHelper:
+    case Category::JitAnonymous:
+    case Category::Kernel: return false;
+    default: return !correlate::is_runtime_phase(frame);
+  }
+}
+
 Summary summarize(const Profile& profile) {
   Summary summary;
   summary.samples = profile.samples.size();
@@ -73,8 +86,8 @@ Summary summarize(const Profile& profile) {
       continue;
     }
     const auto& leaf = profile.frames[stack.back()];
-    ++summary.leaf_categories[correlate::category_name(leaf.category)];
-    if (leaf.category == Category::Native || leaf.category == Category::Interpreter || leaf.category == Category::Gc) {
+    ++summary.leaf_categories[correlate::category_name(sample.category)];
+    if (is_native_code(leaf)) {
       const std::string library = leaf.file.empty() ? "[unknown]" : std::filesystem::path(leaf.file).filename().string();
       ++summary.native_libraries[library];
       if (leaf.name != library && !leaf.name.starts_with("0x")) {
@@ -246,6 +259,7 @@ json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size
   for (const auto& [id, count] : largest(summary.trace_samples, top, by_count))
     out["traces"].push_back(hot_trace_json(profile, summary, id, count));
   out["leaf_categories"] = summary.leaf_categories;
+  out["runtime"] = runtime_json(profile);
   out["native_libraries"] = summary.native_libraries;
   out["native_functions"] = json::array();
   for (const auto& [key, function] : largest(summary.native_functions, top, [](const NativeFunction& f) { return f.self; })) {

@@ -41,6 +41,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bundle/bundle.h"
@@ -71,7 +72,9 @@ enum class Category : std::uint8_t {
   Native,       // other libraries and the executable
   Kernel,
 };
-const char* category_name(Category category);
+const char* category_name(Category category);  // "gc-minor": JSON, the viewer, query's category()
+const char* category_label(Category category);  // "GC minor": for people
+std::optional<Category> category_named(std::string_view name);
 // A runtime phase's own name: "GC minor", "JIT tracing", ...
 const char* phase_name(Category phase);
 // The phase a section of PyPy's log is (gc-collect-step and -done: GC major).

@@ -94,6 +94,14 @@ nlohmann::json report_json(const correlate::Profile& profile, const bundle::Bund
 // objects nothing named: report_json's "python_stacks", also in info_json.
 nlohmann::json python_stacks_json(const correlate::Stats& stats);
 
+// The "PyPy runtime" section: samples by the runtime's categories (GC minor
+// and major, JIT tracing, optimizer, backend, guard failures, interpreter,
+// other runtime) and, when PyPy's log timed the phases, GC time, collections
+// and pause percentiles, JIT warm-up time by stage and the traces it was spent
+// on (tied when every compilation the log shows is a trace of the jitlog).
+// Also report_json's "runtime".
+nlohmann::json runtime_json(const correlate::Profile& profile);
+
 // The merged call tree by frame label (correlate::frame_label), outermost first.
 struct CallTree {
   struct Node {
