@@ -65,13 +65,15 @@ json symbol_json(const SymbolRecord& record) {
   json line = {{"pid", record.pid},           {"address", record.address},          {"path", stored_text(record.path)},
                {"build_id", record.build_id}, {"name", stored_text(record.name)}, {"offset", record.offset}};
   if (!record.source.empty()) line["source"] = source_json(record.source);
+  if (!record.component.empty()) line["component"] = record.component;
   return line;
 }
 
 SymbolRecord symbol_of(const json& line) {
   SymbolRecord record{field<std::uint32_t>(line, "pid"), field<std::uint64_t>(line, "address"),
                       field<std::string>(line, "path"),  field<std::string>(line, "build_id"),
-                      field<std::string>(line, "name"),  field<std::uint64_t>(line, "offset"), {}};
+                      field<std::string>(line, "name"),  field<std::uint64_t>(line, "offset"), {},
+                      field<std::string>(line, "component")};
   if (const auto source = line.find("source"); source != line.end() && source->is_array())
     for (const json& frame : *source)
       if (frame.is_object())

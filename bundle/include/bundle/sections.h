@@ -64,6 +64,7 @@ struct SymbolRecord {
   std::string path, build_id, name;  // name empty when the binary does not say
   std::uint64_t offset = 0;          // from the symbol, or from the file's load address
   std::vector<SourceLocation> source;  // the function and what is inlined into it, outermost first
+  std::string component;  // libpypy: the part of PyPy ("gc", "jit-backend", ...); empty elsewhere and in older bundles
   friend bool operator==(const SymbolRecord&, const SymbolRecord&) = default;
 };
 
