@@ -14,6 +14,7 @@
 #include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "jitlog/resolver.h"
+#include "symbols/rpython_names.h"
 #include "symbols/symbols.h"
 #include "vmprof/profile.h"
 
@@ -69,15 +70,6 @@ namespace {
 
 using FrameIds = std::vector<std::uint32_t>;
 
-bool is_libpypy(const std::string& path) {
-  return std::filesystem::path(path).filename().string().starts_with("libpypy");
-}
-
-bool names_gc(const std::string& name) {
-  return name.find("gc_") != std::string::npos || name.find("GC_") != std::string::npos ||
-         name.find("collect") != std::string::npos;
-}
-
 class Builder {
  public:
   Builder(const bundle::Bundle& read, Profile& profile) : read_(read), profile_(profile) {}
@@ -106,8 +98,8 @@ class Builder {
  private:
   std::uint32_t frame_id(const Frame& frame) {
     const std::string key =
-        fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name, frame.file,
-                    frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0}, frame.source_file);
+        fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name, frame.file,
+                    frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0}, frame.source_file, frame.component);
     auto [it, inserted] = frame_ids_.try_emplace(key, static_cast<std::uint32_t>(profile_.frames.size()));
     if (inserted) profile_.frames.push_back(frame);
     return it->second;
@@ -177,7 +169,7 @@ class Builder {
       if (frame.kind != vmprof::FrameKind::Interpreted && frame.kind != vmprof::FrameKind::Jitted) continue;
       if (previous == frame.value) continue;
       previous = frame.value;
-      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt, ""};
+      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt, "", ""};
       if (const vmprof::CodeName* name = vm.code_name(frame.value)) {
         python.name = name->function.empty() ? name->raw : name->function;
         python.file = name->file;
@@ -275,22 +267,23 @@ class Builder {
       // Unnamed: the mapping it is in, like an unnamed frame of a library; the address when in none.
       const std::string path = mapping_path(pid, address);
       const std::string name = path.empty() ? fmt::format("{:#x}", address) : std::filesystem::path(path).filename().string();
-      frames.push_back(frame_id({Category::Native, name, path, 0, std::nullopt, ""}));
+      frames.push_back(frame_id({Category::Native, name, path, 0, std::nullopt, "", ""}));
       return;
     }
     const bundle::SymbolRecord& known = symbol->second;
-    Category category = is_libpypy(known.path) ? Category::Interpreter : Category::Native;
-    if (!known.name.empty() && names_gc(known.name) && category == Category::Interpreter) category = Category::Gc;
+    Category category = Category::Native;
+    if (symbols::is_libpypy(known.path)) category = known.component == symbols::component_name(symbols::Component::Gc) ? Category::Gc : Category::Interpreter;
     if (!known.source.empty()) {
       for (const bundle::SourceLocation& source : known.source)
         frames.push_back(frame_id({category, source.function.empty() ? known.name : source.function, known.path,
-                                   source.line, std::nullopt, source.file}));
+                                   source.line, std::nullopt, source.file, known.component}));
       return;
     }
     // Unnamed frames collapse into their library, so that flame graphs of a
     // stripped libpypy stay readable.
     const std::string library = std::filesystem::path(known.path).filename().string();
-    frames.push_back(frame_id({category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt, ""}));
+    frames.push_back(
+        frame_id({category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt, "", known.component}));
   }
 
   // Python frames of a trace at an op, outermost first, from its merge points
@@ -315,9 +308,9 @@ class Builder {
       // The trace's own function, then the functions inlined into it.
       for (auto it = innermost_first.rbegin(); it != innermost_first.rend(); ++it)
         chain.push_back(frame_id({(*it)->inline_depth == 0 ? Category::Python : Category::JitInlined,
-                                  (*it)->function, (*it)->file, (*it)->line, trace.id, ""}));
+                                  (*it)->function, (*it)->file, (*it)->line, trace.id, "", ""}));
     } else if (point) {
-      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id, ""}));
+      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id, "", ""}));
     }
     return chain;
   }
@@ -357,7 +350,7 @@ class Builder {
     if (!part.jit_index) {
       for (std::size_t i = 0; i < user.size(); ++i) {
         auto symbol = symbols_.find({row.pid, user[i]});
-        if (symbol != symbols_.end() && is_libpypy(symbol->second.path)) {
+        if (symbol != symbols_.end() && symbols::is_libpypy(symbol->second.path)) {
           native_end = i + 1;
           break;
         }
@@ -370,7 +363,7 @@ class Builder {
       frames.push_back(frame_id({Category::Kernel,
                                  symbol != symbols_.end() && !symbol->second.name.empty() ? symbol->second.name
                                                                                          : fmt::format("{:#x}", *it),
-                                 "[kernel]", 0, std::nullopt, ""}));
+                                 "[kernel]", 0, std::nullopt, "", ""}));
     }
     part.frames = intern(std::move(frames), parts_, part_index_);
     auto& slot = native_parts_[key];
@@ -462,9 +455,9 @@ class Builder {
     if (!name) {
       unnamed = true;
       unnamed_codes_.insert({pid, unique_id});
-      return cached->second = frame_id({category, fmt::format("code #{}", unique_id), "", 0, std::nullopt, ""});
+      return cached->second = frame_id({category, fmt::format("code #{}", unique_id), "", 0, std::nullopt, "", ""});
     }
-    return cached->second = frame_id({category, name->name, name->file, name->line, std::nullopt, ""});
+    return cached->second = frame_id({category, name->name, name->file, name->line, std::nullopt, "", ""});
   }
 
   // The Python frames of a sample whose Python stack was read at the sample,
@@ -489,7 +482,7 @@ class Builder {
 
     FrameIds frames;
     if (row.python_status == bundle::PythonStackStatus::Truncated)
-      frames.push_back(frame_id({Category::Python, "[outer Python frames not read]", "", 0, std::nullopt, ""}));
+      frames.push_back(frame_id({Category::Python, "[outer Python frames not read]", "", 0, std::nullopt, "", ""}));
     bool unnamed = false;
     for (std::size_t i = entries.size(); i-- > 0;) {
       if (entries[i].kind == bundle::PythonFrame::Kind::Jitted) {
@@ -517,7 +510,7 @@ class Builder {
                         bool innermost, Sample& sample, FrameIds& frames, bool& unnamed,
                         std::optional<std::uint64_t> callee = std::nullopt) {
     if (!address) {
-      frames.push_back(frame_id({Category::JitAnonymous, "JIT code (not unwound)", "", 0, std::nullopt, ""}));
+      frames.push_back(frame_id({Category::JitAnonymous, "JIT code (not unwound)", "", 0, std::nullopt, "", ""}));
       return;
     }
     jitlog::TraceResolver::Hit hit;
@@ -534,7 +527,7 @@ class Builder {
           frames.push_back(code_frame(row.pid, (*ids)[level], unnamed, level == 0 ? Category::Python : Category::JitInlined));
       }
       frames.push_back(!read_.has(bundle::sections::kJitlog)
-                           ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
+                           ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, "", ""})
                            : helper_frame());
       return;
     }
@@ -593,7 +586,7 @@ class Builder {
   std::uint32_t trace_frame(const jitlog::Trace& trace) {
     const jitlog::MergePoint* source = trace.source();
     return frame_id({Category::JitTrace, fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
-                     source ? source->file : "", source ? source->line : 0, trace.id, ""});
+                     source ? source->file : "", source ? source->line : 0, trace.id, "", ""});
   }
 
   // A JIT sample outside every trace: the Python stack at that time, then a
@@ -602,13 +595,13 @@ class Builder {
     FrameIds frames;
     if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
     frames.push_back(!read_.has(bundle::sections::kJitlog)
-                         ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
+                         ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, "", ""})
                          : helper_frame());
     return intern(std::move(frames), parts_, part_index_);
   }
 
   std::uint32_t helper_frame() {
-    return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""});
+    return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, "", ""});
   }
 
   struct CodeName {

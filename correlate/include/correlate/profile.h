@@ -56,7 +56,7 @@ enum class Category : std::uint8_t {
   JitHelper,    // PyPy's assembler helpers in JIT memory (not in the jitlog)
   JitAnonymous, // JIT code of a bundle without a jitlog (attach to a process that writes none)
   Interpreter,  // libpypy: the interpreter, its runtime and GC (stripped: unnamed)
-  Gc,           // a GC function, when symbols name it
+  Gc,           // libpypy: a function of the GC (its component, from RPython's names)
   Native,       // other libraries and the executable
   Kernel,
 };
@@ -69,6 +69,7 @@ struct Frame {
   std::int64_t line = 0;  // Python line, or native source line (from DWARF)
   std::optional<std::uint64_t> trace;  // JitTrace, JitInlined
   std::string source_file;  // native frames of binaries with debug information
+  std::string component;    // libpypy frames: the part of PyPy ("gc", "jit-backend", ...), from the bundle's names
 };
 
 // One frame's name as flat views and formats show it, e.g. "g (inlined.py)",
