@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -21,7 +22,7 @@ namespace jitprof::symbols {
 namespace {
 
 constexpr char kMagic[8] = {'j', 'p', 'r', 'p', 'y', 'n', 'm', 's'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 // Longer strings are not RPython's names (its longest are a few hundred bytes).
 constexpr std::size_t kMaxName = 1024;
 
@@ -100,7 +101,8 @@ const char* component_name(Component component) {
 RpythonNames RpythonNames::compute(const ElfImage& libpypy) {
   RpythonNames table;
   const Records records = find_records(libpypy);
-  for (const auto& [function, c_file] : records.names) table.names_.push_back({function, c_file, component_of(c_file)});
+  for (const auto& [function, c_file] : records.names)
+    table.names_.push_back({function, c_file, component_of(c_file), false});
 
   csh capstone = 0;
   if (cs_open(CS_ARCH_X86, CS_MODE_64, &capstone) != CS_ERR_OK) return table;
@@ -138,6 +140,25 @@ RpythonNames RpythonNames::compute(const ElfImage& libpypy) {
   }
   cs_free(instruction, 1);
   cs_close(&capstone);
+
+  // Unnamed ranges between two ranges named from one C file are that file's.
+  std::uint32_t previous = kUnnamed;
+  for (std::size_t i = 0; i < table.ranges_.size(); ++i) {
+    if (table.ranges_[i].name != kUnnamed) {
+      previous = table.ranges_[i].name;
+      continue;
+    }
+    std::size_t next = i;
+    while (next < table.ranges_.size() && table.ranges_[next].name == kUnnamed) ++next;
+    if (previous == kUnnamed || next == table.ranges_.size() ||
+        table.names_[previous].c_file != table.names_[table.ranges_[next].name].c_file)
+      continue;
+    const std::string& c_file = table.names_[previous].c_file;
+    table.ranges_[i].name = static_cast<std::uint32_t>(table.names_.size());
+    char start[24];
+    std::snprintf(start, sizeof start, "@0x%llx", static_cast<unsigned long long>(table.ranges_[i].start));
+    table.names_.push_back({c_file + start, c_file, component_of(c_file), true});
+  }
   return table;
 }
 
@@ -153,6 +174,7 @@ std::optional<RpythonNames::Function> RpythonNames::function_at(std::uint64_t va
     function.name = name.function;
     function.c_file = name.c_file;
     function.component = name.component;
+    function.by_neighbours = name.by_neighbours;
   }
   return function;
 }
@@ -165,18 +187,23 @@ RpythonNames::Coverage RpythonNames::coverage() const {
     if (range.name == kUnnamed) continue;
     ++coverage.named_ranges;
     coverage.named_bytes += range.length;
+    if (!names_[range.name].by_neighbours) continue;
+    ++coverage.by_neighbours_ranges;
+    coverage.by_neighbours_bytes += range.length;
   }
   return coverage;
 }
 
 // magic, version, build id, uncompressed size, then zlib: the names
-// (function, C file), then the ranges (start, length, name index).
+// (function, C file, whether from the neighbours), then the ranges (start,
+// length, name index).
 std::string RpythonNames::serialize(std::string_view build_id) const {
   std::string table;
   append(table, static_cast<std::uint32_t>(names_.size()));
   for (const Name& name : names_) {
     append_string(table, name.function);
     append_string(table, name.c_file);
+    append(table, static_cast<std::uint8_t>(name.by_neighbours));
   }
   append(table, static_cast<std::uint32_t>(ranges_.size()));
   for (const Range& range : ranges_) {
@@ -222,7 +249,8 @@ std::optional<RpythonNames> RpythonNames::parse(std::string_view bytes, std::str
       std::string function = cursor.string(cursor.u32le());
       std::string c_file = cursor.string(cursor.u32le());
       const Component component = component_of(c_file);
-      names.names_.push_back({std::move(function), std::move(c_file), component});
+      const bool by_neighbours = cursor.u8() != 0;
+      names.names_.push_back({std::move(function), std::move(c_file), component, by_neighbours});
     }
     for (std::uint32_t count = cursor.u32le(); count > 0; --count) {
       Range range{cursor.u64le(), cursor.u32le(), cursor.u32le()};

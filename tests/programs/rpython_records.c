@@ -21,6 +21,7 @@ static struct traceback_record loc_metainterp = {"rpython_jit_metainterp_5.c", "
 static struct traceback_record loc_codewriter = {"rpython_jit_codewriter_1.c", "CodeWriter_transform_graph", 505};
 static struct traceback_record loc_interpreter = {"pypy_interpreter_pyopcode.c", "PyFrame_dispatch_bytecode", 606};
 static struct traceback_record loc_runtime = {"rpython_rlib_rbigint.c", "rbigint_mul", 707};
+static struct traceback_record loc_runtime_2 = {"rpython_rlib_rbigint.c", "rbigint_add", 708};
 static struct traceback_record loc_majority = {"pypy_objspace_std_2.c", "W_ListObject_append", 808};
 static struct traceback_record loc_inlined = {"rpython_rlib_rstring.c", "StringBuilder_append", 909};
 static struct traceback_record loc_exported = {"pypy_module_cpyext_1.c", "cpyext_PyList_Append", 1001};
@@ -32,6 +33,9 @@ HIDDEN long metainterp_function(long x) { if (x < 0) { RECORD_TRACEBACK(loc_meta
 HIDDEN long codewriter_function(long x) { if (x < 0) { RECORD_TRACEBACK(loc_codewriter); return -1; } return x * 11; }
 HIDDEN long interpreter_function(long x) { if (x < 0) { RECORD_TRACEBACK(loc_interpreter); return -1; } return x * 13; }
 HIDDEN long runtime_function(long x) { if (x < 0) { RECORD_TRACEBACK(loc_runtime); return -1; } return x * 17; }
+/* No record, between two functions of one C file: that file's. */
+HIDDEN long runtime_helper(long x) { return x * 31 + rpython_records_count; }
+HIDDEN long runtime_function_2(long x) { if (x < 0) { RECORD_TRACEBACK(loc_runtime_2); return -1; } return x * 37; }
 
 /* Its own record twice, an inlined callee's once: its own name wins. */
 HIDDEN long majority_function(long x) {
@@ -53,4 +57,5 @@ __attribute__((visibility("default"), noinline)) long rpython_records_exported(l
 __attribute__((visibility("default"))) long (*const rpython_records_functions[])(long) = {
     gc_function,         optimizer_function, backend_function, metainterp_function, codewriter_function,
     interpreter_function, runtime_function,  majority_function, unrecorded_function, rpython_records_exported,
+    runtime_helper,       runtime_function_2,
 };

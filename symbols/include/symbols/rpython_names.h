@@ -11,6 +11,12 @@
 // name most of its leas load (on a tie, the one loaded first), so a range
 // may carry an inlined callee's name, whose component is still right.
 //
+// Functions that cannot raise have no record (the GC's sweeping loops, for
+// one). The linker keeps each C file's functions together, so a range
+// without records whose nearest named neighbours on both sides come from one
+// C file is that file's: it is named "<file>@0x<start>" with the file's
+// component.
+//
 // Computing the table takes seconds for libpypy: it is cached on disk per
 // build id ($XDG_CACHE_HOME/jitprof/libpypy-names/<build id>).
 #pragma once
@@ -49,13 +55,15 @@ class RpythonNames {
  public:
   struct Function {
     std::uint64_t start = 0, end = 0;  // link-time [start, end), an FDE's range
-    std::string_view name;             // RPython's C function name; empty when no record names the range
+    std::string_view name;             // RPython's C function name, "<file>@0x<start>" when only the
+                                       // file is known; empty when neither is
     std::string_view c_file;
     std::optional<Component> component;  // with a name
+    bool by_neighbours = false;          // the name says only the file, from the neighbouring ranges
   };
   struct Coverage {
-    std::size_t ranges = 0, named_ranges = 0;
-    std::uint64_t bytes = 0, named_bytes = 0;
+    std::size_t ranges = 0, named_ranges = 0, by_neighbours_ranges = 0;  // named_ranges counts both kinds
+    std::uint64_t bytes = 0, named_bytes = 0, by_neighbours_bytes = 0;
   };
   // How load() got the table.
   struct Loaded {
@@ -104,6 +112,7 @@ class RpythonNames {
   struct Name {
     std::string function, c_file;
     Component component;
+    bool by_neighbours;
   };
   std::vector<Range> ranges_;  // by start
   std::vector<Name> names_;
