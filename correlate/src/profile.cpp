@@ -272,7 +272,8 @@ class Builder {
     }
     const bundle::SymbolRecord& known = symbol->second;
     Category category = Category::Native;
-    if (symbols::is_libpypy(known.path)) category = known.component == symbols::component_name(symbols::Component::Gc) ? Category::Gc : Category::Interpreter;
+    if (symbols::is_libpypy(known.path))
+      category = known.component == symbols::component_name(symbols::Component::Gc) ? Category::Gc : Category::Interpreter;
     if (!known.source.empty()) {
       for (const bundle::SourceLocation& source : known.source)
         frames.push_back(frame_id({category, source.function.empty() ? known.name : source.function, known.path,
