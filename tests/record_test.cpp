@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -215,6 +218,52 @@ TEST_F(Record, StacksUnwindThroughJitFramesIntoTheInterpreterAndMain) {
   }
   EXPECT_GT(user_addresses, 1000u);
   if (kernel_addresses == 0) std::cout << "note: no sample of this run hit the kernel\n";
+}
+
+// libpypy is stripped: RPython's records name its functions and their
+// component. With a cold cache the names are computed while the program runs
+// and the libpypy addresses named when sampling ends.
+TEST_F(Record, LibpypyFramesAreNamedWithTheirComponent) {
+  const fs::path cache = dir_ / "cache";
+  const char* saved = std::getenv("XDG_CACHE_HOME");
+  const std::optional<std::string> saved_cache = saved ? std::optional<std::string>(saved) : std::nullopt;
+  ::setenv("XDG_CACHE_HOME", cache.c_str(), 1);
+  const std::string bundle = path("allocations.jprof");
+  const Result recorded =
+      record(bundle, {JITPROF_PYPY, std::string(JITPROF_SOURCE_DIR) + "/tests/programs/allocations.py", "200000"});
+  if (saved_cache) ::setenv("XDG_CACHE_HOME", saved_cache->c_str(), 1);
+  else ::unsetenv("XDG_CACHE_HOME");
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const fs::path cache_file = cache / "jitprof" / "libpypy-names";
+  EXPECT_NE(recorded.err.find("naming libpypy's functions (once per build; cached in " + cache_file.string()),
+            std::string::npos)
+      << recorded.err;
+  EXPECT_FALSE(fs::is_empty(cache_file));
+
+  const auto read = jitprof::bundle::read_bundle(bundle);
+  const auto table = jitprof::bundle::decode_samples(read.stream(jitprof::bundle::sections::kSamples));
+  ASSERT_FALSE(table.error);
+  const Places places(read);
+  std::map<std::uint64_t, jitprof::bundle::SymbolRecord> symbols;
+  for (auto& symbol : jitprof::bundle::read_symbols(read)) symbols[symbol.address] = std::move(symbol);
+  std::size_t in_libpypy = 0, unnamed = 0;
+  std::map<std::string, std::size_t> components;
+  for (const auto& row : table.rows) {
+    if (row.user_stack == jitprof::bundle::SampleTable::kNoStack) continue;
+    const std::uint64_t leaf = table.stacks[row.user_stack].front();
+    if (!places.at(leaf).ends_with("libpypy3.9-c.so")) continue;
+    ++in_libpypy;
+    ASSERT_TRUE(symbols.count(leaf)) << std::hex << leaf;
+    unnamed += symbols[leaf].name.empty();
+    ++components[symbols[leaf].component];
+  }
+  std::cout << in_libpypy << " of " << table.rows.size() << " samples innermost in libpypy, " << unnamed
+            << " unnamed (" << (in_libpypy ? 100.0 * double(unnamed) / double(in_libpypy) : 0.0) << "%); by component:";
+  for (const auto& [component, count] : components) std::cout << " " << (component.empty() ? "(none)" : component) << " " << count;
+  std::cout << "\n";
+  ASSERT_GT(in_libpypy, 100u);
+  EXPECT_LE(unnamed, in_libpypy / 10);
+  EXPECT_GT(components["gc"], 0u);
 }
 
 // PyPy's JIT code calls assembler helpers (allocation and write-barrier slow

@@ -50,10 +50,22 @@ TEST(Sections, LineSectionsComeBackAsWrittenAcrossFrames) {
             (std::vector{first, second}));
 
   const bundle::SymbolRecord named{4242, 0x7f0000001234, "/lib/libc.so.6", "ab12", "memset", 0x34,
-                                   {{"spin", "native_hot.c", 12}, {"mix", "native_hot.c", 5}}};
-  const bundle::SymbolRecord kernel{0, 0xffffffff81000000, "[kernel.kallsyms]", "", "do_syscall_64", 16, {}};
-  EXPECT_EQ(bundle::read_symbols(bundle_of(frames_of<bundle::SymbolRecord>({{named, kernel}}))),
-            (std::vector{named, kernel}));
+                                   {{"spin", "native_hot.c", 12}, {"mix", "native_hot.c", 5}}, ""};
+  const bundle::SymbolRecord kernel{0, 0xffffffff81000000, "[kernel.kallsyms]", "", "do_syscall_64", 16, {}, ""};
+  const bundle::SymbolRecord rpython{4242, 0x7f2000001000, "/usr/lib/libpypy3.9-c.so", "cd34",
+                                     "IncrementalMiniMarkGC_minor_collection", 0x10, {}, "gc"};
+  EXPECT_EQ(bundle::read_symbols(bundle_of(frames_of<bundle::SymbolRecord>({{named, kernel, rpython}}))),
+            (std::vector{named, kernel, rpython}));
+  // The component is written only when there is one; a bundle from before it reads with none.
+  std::string line;
+  bundle::encode(named, line);
+  EXPECT_EQ(line.find("component"), std::string::npos) << line;
+  const std::string older =
+      R"({"pid":1,"address":16,"path":"/usr/lib/libpypy3.9-c.so","build_id":"cd34","name":"f","offset":0})" "\n";
+  const auto read_older = bundle::read_symbols(bundle_of({{bundle::sections::kSymbols, older}}));
+  ASSERT_EQ(read_older.size(), 1u);
+  EXPECT_EQ(read_older[0].name, "f");
+  EXPECT_EQ(read_older[0].component, "");
 
   const bundle::JitCodeRecord code{4242, 0x7f1000000040, {0x48, 0x89, 0xe5, 0x00, 0xff}};
   EXPECT_EQ(bundle::read_jit_code(bundle_of(frames_of<bundle::JitCodeRecord>({{code}}))), std::vector{code});
@@ -114,7 +126,7 @@ TEST(Sections, TheCrashRecordComesBackWithItsRegistersAndFrames) {
   bundle::CrashRecord crash{11, "SIGSEGV", 1, 0, 4243, {{"rip", 0x7f1000000044}, {"rsp", 0x7ffd0000}}, {}};
   crash.frames.push_back({0x7f1000000044, true, std::nullopt});
   crash.frames.push_back({0x7f0000001234, false,
-                          bundle::SymbolRecord{4242, 0x7f0000001234, "/lib/libc.so.6", "ab12", "memset", 0x34, {}}});
+                          bundle::SymbolRecord{4242, 0x7f0000001234, "/lib/libc.so.6", "ab12", "memset", 0x34, {}, ""}});
   const auto read = bundle::read_crash(bundle_of({{bundle::sections::kCrash, bundle::encode(crash)}}));
   ASSERT_TRUE(read.has_value());
   // JSON objects come back by name: the registers in name order.

@@ -15,6 +15,7 @@
 #include "bundle/sections.h"
 #include "jitlog/resolver.h"
 #include "runtime_phases.h"
+#include "symbols/rpython_names.h"
 #include "symbols/symbols.h"
 #include "vmprof/profile.h"
 
@@ -139,18 +140,15 @@ namespace {
 
 using FrameIds = std::vector<std::uint32_t>;
 
-// TODO(merge): symbols::is_libpypy
-bool is_libpypy(const std::string& path) {
-  return std::filesystem::path(path).filename().string().starts_with("libpypy");
-}
-
-// A libpypy function's category, by its component (symbols::RuntimeComponent's names).
+// A libpypy function's category, by its component's name (as the bundle stores it).
 Category libpypy_category(std::string_view component) {
-  if (component == "gc") return Category::Gc;
-  if (component == "jit-optimizer") return Category::JitOptimizer;
-  if (component == "jit-backend") return Category::JitBackend;
-  if (component == "jit-metainterp") return Category::JitMetainterp;
-  if (component == "runtime") return Category::Runtime;
+  using symbols::Component;
+  for (const auto& [part, category] : {std::pair{Component::Gc, Category::Gc},
+                                       std::pair{Component::JitOptimizer, Category::JitOptimizer},
+                                       std::pair{Component::JitBackend, Category::JitBackend},
+                                       std::pair{Component::JitMetainterp, Category::JitMetainterp},
+                                       std::pair{Component::Runtime, Category::Runtime}})
+    if (component == symbols::component_name(part)) return category;
   return Category::Interpreter;
 }
 
@@ -183,8 +181,8 @@ class Builder {
  private:
   std::uint32_t frame_id(const Frame& frame) {
     const std::string key =
-        fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name, frame.file,
-                    frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0}, frame.source_file);
+        fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name, frame.file,
+                    frame.line, frame.trace ? *frame.trace : ~std::uint64_t{0}, frame.source_file, frame.component);
     auto [it, inserted] = frame_ids_.try_emplace(key, static_cast<std::uint32_t>(profile_.frames.size()));
     if (inserted) profile_.frames.push_back(frame);
     return it->second;
@@ -264,7 +262,7 @@ class Builder {
       if (frame.kind != vmprof::FrameKind::Interpreted && frame.kind != vmprof::FrameKind::Jitted) continue;
       if (previous == frame.value) continue;
       previous = frame.value;
-      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt, ""};
+      Frame python{Category::Python, fmt::format("<code {:#x}>", frame.value), "", 0, std::nullopt, "", ""};
       if (const vmprof::CodeName* name = vm.code_name(frame.value)) {
         python.name = name->function.empty() ? name->raw : name->function;
         python.file = name->file;
@@ -363,21 +361,22 @@ class Builder {
       // Unnamed: the mapping it is in, like an unnamed frame of a library; the address when in none.
       const std::string path = mapping_path(pid, address);
       const std::string name = path.empty() ? fmt::format("{:#x}", address) : std::filesystem::path(path).filename().string();
-      frames.push_back(frame_id({Category::Native, name, path, 0, std::nullopt, ""}));
+      frames.push_back(frame_id({Category::Native, name, path, 0, std::nullopt, "", ""}));
       return;
     }
     const bundle::SymbolRecord& known = symbol->second;
-    const Category category = is_libpypy(known.path) ? libpypy_category(known.component) : Category::Native;
+    const Category category = symbols::is_libpypy(known.path) ? libpypy_category(known.component) : Category::Native;
     if (!known.source.empty()) {
       for (const bundle::SourceLocation& source : known.source)
         frames.push_back(frame_id({category, source.function.empty() ? known.name : source.function, known.path,
-                                   source.line, std::nullopt, source.file}));
+                                   source.line, std::nullopt, source.file, known.component}));
       return;
     }
     // Unnamed frames collapse into their library, so that flame graphs of a
     // stripped libpypy stay readable.
     const std::string library = std::filesystem::path(known.path).filename().string();
-    frames.push_back(frame_id({category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt, ""}));
+    frames.push_back(
+        frame_id({category, known.name.empty() ? library : known.name, known.path, 0, std::nullopt, "", known.component}));
   }
 
   // Python frames of a trace at an op, outermost first, from its merge points
@@ -402,9 +401,9 @@ class Builder {
       // The trace's own function, then the functions inlined into it.
       for (auto it = innermost_first.rbegin(); it != innermost_first.rend(); ++it)
         chain.push_back(frame_id({(*it)->inline_depth == 0 ? Category::Python : Category::JitInlined,
-                                  (*it)->function, (*it)->file, (*it)->line, trace.id, ""}));
+                                  (*it)->function, (*it)->file, (*it)->line, trace.id, "", ""}));
     } else if (point) {
-      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id, ""}));
+      chain.push_back(frame_id({Category::Python, point->function, point->file, point->line, trace.id, "", ""}));
     }
     return chain;
   }
@@ -450,7 +449,7 @@ class Builder {
     if (!part.jit_index) {
       for (std::size_t i = 0; i < user.size(); ++i) {
         auto symbol = symbols_.find({row.pid, user[i]});
-        if (symbol != symbols_.end() && is_libpypy(symbol->second.path)) {
+        if (symbol != symbols_.end() && symbols::is_libpypy(symbol->second.path)) {
           native_end = i + 1;
           break;
         }
@@ -458,7 +457,7 @@ class Builder {
     }
     for (std::size_t i = 0; i < user.size() && !(part.jit_index && i >= *part.jit_index); ++i) {
       const auto symbol = symbols_.find({row.pid, user[i]});
-      if (symbol == symbols_.end() || !is_libpypy(symbol->second.path)) continue;
+      if (symbol == symbols_.end() || !symbols::is_libpypy(symbol->second.path)) continue;
       part.in_runtime = true;
       const Category category = libpypy_category(symbol->second.component);
       if (category != Category::Interpreter && category != Category::Runtime) {
@@ -473,7 +472,7 @@ class Builder {
       frames.push_back(frame_id({Category::Kernel,
                                  symbol != symbols_.end() && !symbol->second.name.empty() ? symbol->second.name
                                                                                          : fmt::format("{:#x}", *it),
-                                 "[kernel]", 0, std::nullopt, ""}));
+                                 "[kernel]", 0, std::nullopt, "", ""}));
     }
     part.frames = intern(std::move(frames), parts_, part_index_);
     auto& slot = native_parts_[key];
@@ -595,9 +594,9 @@ class Builder {
     if (!name) {
       unnamed = true;
       unnamed_codes_.insert({pid, unique_id});
-      return cached->second = frame_id({category, fmt::format("code #{}", unique_id), "", 0, std::nullopt, ""});
+      return cached->second = frame_id({category, fmt::format("code #{}", unique_id), "", 0, std::nullopt, "", ""});
     }
-    return cached->second = frame_id({category, name->name, name->file, name->line, std::nullopt, ""});
+    return cached->second = frame_id({category, name->name, name->file, name->line, std::nullopt, "", ""});
   }
 
   // The Python frames of a sample whose Python stack was read at the sample,
@@ -622,7 +621,7 @@ class Builder {
 
     FrameIds frames;
     if (row.python_status == bundle::PythonStackStatus::Truncated)
-      frames.push_back(frame_id({Category::Python, "[outer Python frames not read]", "", 0, std::nullopt, ""}));
+      frames.push_back(frame_id({Category::Python, "[outer Python frames not read]", "", 0, std::nullopt, "", ""}));
     bool unnamed = false;
     for (std::size_t i = entries.size(); i-- > 0;) {
       if (entries[i].kind == bundle::PythonFrame::Kind::Jitted) {
@@ -650,7 +649,7 @@ class Builder {
                         bool innermost, Sample& sample, FrameIds& frames, bool& unnamed,
                         std::optional<std::uint64_t> callee = std::nullopt) {
     if (!address) {
-      frames.push_back(frame_id({Category::JitAnonymous, "JIT code (not unwound)", "", 0, std::nullopt, ""}));
+      frames.push_back(frame_id({Category::JitAnonymous, "JIT code (not unwound)", "", 0, std::nullopt, "", ""}));
       return;
     }
     jitlog::TraceResolver::Hit hit;
@@ -667,7 +666,7 @@ class Builder {
           frames.push_back(code_frame(row.pid, (*ids)[level], unnamed, level == 0 ? Category::Python : Category::JitInlined));
       }
       frames.push_back(!read_.has(bundle::sections::kJitlog)
-                           ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
+                           ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, "", ""})
                            : helper_frame());
       return;
     }
@@ -726,7 +725,7 @@ class Builder {
   std::uint32_t trace_frame(const jitlog::Trace& trace) {
     const jitlog::MergePoint* source = trace.source();
     return frame_id({Category::JitTrace, fmt::format("trace {} ({})", trace.id, jitlog::trace_kind_name(trace.kind)),
-                     source ? source->file : "", source ? source->line : 0, trace.id, ""});
+                     source ? source->file : "", source ? source->line : 0, trace.id, "", ""});
   }
 
   // A JIT sample outside every trace: the Python stack at that time, then a
@@ -735,13 +734,13 @@ class Builder {
     FrameIds frames;
     if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
     frames.push_back(!read_.has(bundle::sections::kJitlog)
-                         ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, ""})
+                         ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, "", ""})
                          : helper_frame());
     return intern(std::move(frames), parts_, part_index_);
   }
 
   std::uint32_t helper_frame() {
-    return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, ""});
+    return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, "", ""});
   }
 
   struct CodeName {

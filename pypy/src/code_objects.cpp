@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "process_memory.h"
+#include "symbols/symbols.h"
 #include "pypy/thread_locals.h"
 
 namespace jitprof::pypy {
@@ -47,7 +48,7 @@ class IdFilter {
 bool worth_scanning(const MemoryRegion& region) {
   if (!region.readable() || !region.writable()) return false;
   return region.path.empty() || region.path == "[heap]" || region.path.starts_with("[anon:") ||
-         is_libpypy(region.path);
+         symbols::is_libpypy(region.path);
 }
 
 // Reads the regions chunk by chunk, each chunk with kReachWords words of the

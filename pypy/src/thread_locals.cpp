@@ -184,16 +184,6 @@ std::optional<std::size_t> learn_tid_offset(pid_t pid, const std::vector<std::ve
 
 }  // namespace
 
-bool is_libpypy(const std::filesystem::path& path) {
-  // libpypy3.9-c.so, or with a version after it: libpypy3.9-c.so.1.0
-  const std::string name = path.filename().string();
-  const std::size_t suffix = name.find("-c.so");
-  if (!name.starts_with("libpypy") || suffix == std::string::npos) return false;
-  const std::string version = name.substr(suffix + 5);
-  return version.empty() || (version.front() == '.' && version.back() != '.' &&
-                             version.find_first_not_of(".0123456789") == std::string::npos);
-}
-
 ThreadLocalLayout read_thread_local_layout(const std::filesystem::path& libpypy) {
   int error = 0;
   const auto image = ElfImage::open(libpypy, &error);
@@ -233,7 +223,7 @@ ThreadLocalLayout read_thread_local_layout(const std::filesystem::path& libpypy)
 
 std::optional<LoadedLibpypy> find_libpypy(pid_t pid) {
   for (const MemoryRegion& region : read_memory_regions(pid)) {
-    if (region.file_offset != 0 || !is_libpypy(region.path)) continue;
+    if (region.file_offset != 0 || !symbols::is_libpypy(region.path)) continue;
     // The path as the target sees it may name another file here (another
     // mount namespace): then go through the target's root or its mapping.
     std::filesystem::path path = region.path;

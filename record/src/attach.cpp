@@ -239,7 +239,7 @@ class Attacher {
     manifest.pypy_version = pypy_version;
     manifest.attach = attach_details();
     session_->write_manifest();
-    session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks);
+    session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks, options_.notice);
     if (options_.notice) {
       options_.notice(describe_start(target));
       if (options_.python_stacks)

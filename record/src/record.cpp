@@ -300,7 +300,7 @@ class Recorder {
     settings.python_stacks = pypy && options_.python_stacks;
     try {
       session_.start_sampling(sampler::Sampler::for_process_at_exec(child, settings), child, options_.children,
-                              options_.rate_hz, settings.python_stacks);
+                              options_.rate_hz, settings.python_stacks, options_.notice);
       session_.manifest().perf->children = options_.children;
       if (settings.python_stacks && options_.notice)
         if (const auto why = session_.python_stacks_unavailable())

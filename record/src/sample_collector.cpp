@@ -4,6 +4,7 @@
 
 #include "arch/x86_64.h"
 #include "symbols/elf_image.h"
+#include "symbols/rpython_names.h"
 
 namespace jitprof::record {
 namespace {
@@ -22,7 +23,7 @@ bundle::UnwindStop to_bundle(unwind::Stop stop) {
 
 // Kernel addresses go under pid 0.
 bundle::SymbolRecord symbol_record(std::uint32_t pid, std::uint64_t address, const symbols::Symbol& symbol) {
-  bundle::SymbolRecord record{pid, address, symbol.path, symbol.build_id, symbol.name, symbol.offset, {}};
+  bundle::SymbolRecord record{pid, address, symbol.path, symbol.build_id, symbol.name, symbol.offset, {}, symbol.component};
   for (const auto& frame : symbol.source) record.source.push_back({frame.function, frame.file, frame.line});
   return record;
 }
@@ -104,7 +105,11 @@ void SampleCollector::on_sample(const sampler::Sample& sample) {
 }
 
 void SampleCollector::on_mapping(const sampler::Mapping& mapping) {
-  spaces_[mapping.pid].add({mapping.start, mapping.length, mapping.file_offset, mapping.path, mapping.prot});
+  symbols::AddressSpace& space = spaces_[mapping.pid];
+  space.add({mapping.start, mapping.length, mapping.file_offset, mapping.path, mapping.prot});
+  // Loaded while the program runs, so that they are ready when sampling ends.
+  if (keeps(mapping.pid) && (mapping.prot & PROT_EXEC) && symbols::is_libpypy(mapping.path))
+    if (const auto* image = space.image_at(mapping.start)) libpypy_names_ready(image->elf);
   // Mappings of a running process (attach) come only this way.
   watch_libpypy(mapping);
   std::lock_guard lock(mutex_);
@@ -164,7 +169,7 @@ std::uint64_t SampleCollector::kept() const {
 void SampleCollector::on_mapping_read(const sampler::Mapping& mapping) { watch_libpypy(mapping); }
 
 void SampleCollector::watch_libpypy(const sampler::Mapping& mapping) {
-  if (!watch_ || !keeps(mapping.pid) || !(mapping.prot & PROT_EXEC) || !pypy::is_libpypy(mapping.path)) return;
+  if (!watch_ || !keeps(mapping.pid) || !(mapping.prot & PROT_EXEC) || !symbols::is_libpypy(mapping.path)) return;
   auto [layout, fresh] = layouts_.try_emplace(mapping.path);
   if (fresh) {
     try {
@@ -245,16 +250,56 @@ std::vector<bundle::CrashFrame> SampleCollector::unwind_fault(std::uint32_t pid,
 
 void SampleCollector::remember_symbols(std::uint32_t pid, const symbols::AddressSpace& space,
                                        const std::vector<std::uint64_t>& frames) {
+  if (!deferred_.empty() && symbols::RpythonNames::ready(*deferred_.front().image.elf)) name_deferred(false);
   std::vector<bundle::SymbolRecord> named;
   auto& seen = symbolized_[pid];
   for (std::size_t i = 0; i < frames.size(); ++i) {
     const std::uint64_t address = frames[i];
     if (!seen.insert(address).second) continue;
-    if (const auto symbol = space.symbolize(address, i > 0)) named.push_back(symbol_record(pid, address, *symbol));
+    const symbols::AddressSpace::Image* image = space.image_at(address);
+    if (image == nullptr) continue;
+    if (symbols::is_libpypy(image->elf->path()) && !libpypy_names_ready(image->elf)) {
+      deferred_.push_back({pid, address, i > 0, *image});
+      continue;
+    }
+    named.push_back(symbol_record(pid, address, symbols::AddressSpace::symbolize_in(*image, address, i > 0)));
   }
   if (named.empty()) return;
   std::lock_guard lock(mutex_);
   for (const auto& record : named) symbols_.add(record);
+}
+
+bool SampleCollector::libpypy_names_ready(const std::shared_ptr<const symbols::ElfImage>& libpypy) {
+  if (symbols::RpythonNames::ready(*libpypy)) return true;
+  symbols::RpythonNames::prepare(libpypy, [notices = notices_](const std::filesystem::path& cache_file) {
+    std::lock_guard lock(notices->mutex);
+    notices->lines.push_back(cache_file.empty()
+                                 ? std::string("naming libpypy's functions (its file has no build id: not cached)")
+                                 : fmt::format("naming libpypy's functions (once per build; cached in {})",
+                                               cache_file.string()));
+  });
+  return false;
+}
+
+void SampleCollector::name_deferred(bool wait) {
+  std::vector<bundle::SymbolRecord> named;
+  std::erase_if(deferred_, [&](const Deferred& deferred) {
+    if (!wait && !symbols::RpythonNames::ready(*deferred.image.elf)) return false;
+    named.push_back(symbol_record(deferred.pid, deferred.address,
+                                  symbols::AddressSpace::symbolize_in(deferred.image, deferred.address,
+                                                                      deferred.return_address)));
+    return true;
+  });
+  if (named.empty()) return;
+  std::lock_guard lock(mutex_);
+  for (const auto& record : named) symbols_.add(record);
+}
+
+void SampleCollector::name_libpypy_addresses() { name_deferred(true); }
+
+std::vector<std::string> SampleCollector::take_notices() {
+  std::lock_guard lock(notices_->mutex);
+  return std::exchange(notices_->lines, {});
 }
 
 }  // namespace jitprof::record

@@ -1,7 +1,11 @@
 // Turns the sampler's records into bundle sections: samples unwound and
 // encoded with their Python stacks, mappings, tasks, and a name for every
 // address seen. When a kept process maps libpypy, it asks the sampler to read
-// that process's Python stacks, with the layout read from that libpypy file.
+// that process's Python stacks, with the layout read from that libpypy file,
+// and starts loading libpypy's function names (symbols::RpythonNames) on a
+// thread of their own: computing them takes seconds the first time, so
+// libpypy addresses are named once they are loaded, at the latest when
+// sampling ends, never while the rings wait.
 #pragma once
 
 #include <sys/types.h>
@@ -62,6 +66,12 @@ class SampleCollector : public sampler::Listener {
   // Only once the sampler's reader thread has stopped: names the kernel
   // addresses seen; returns how many got a name.
   std::size_t name_kernel_addresses();
+  // Only once the sampler's reader thread has stopped: waits for libpypy's
+  // names and names the libpypy addresses that came before them.
+  void name_libpypy_addresses();
+  // One-line messages for the user since the last call (from any thread):
+  // that libpypy's names are being computed.
+  std::vector<std::string> take_notices();
   // Only once the sampler's reader thread has stopped: the faulting thread's
   // stack unwound like a sample, its native frames named.
   std::vector<bundle::CrashFrame> unwind_fault(std::uint32_t pid, const Fault& fault);
@@ -73,6 +83,22 @@ class SampleCollector : public sampler::Listener {
 
   bool keeps(std::uint32_t pid) const { return children_ || pid == static_cast<std::uint32_t>(target_); }
   void watch_libpypy(const sampler::Mapping& mapping);
+  // Starts loading a libpypy file's names; whether they are loaded.
+  bool libpypy_names_ready(const std::shared_ptr<const symbols::ElfImage>& libpypy);
+  // Names the deferred addresses whose libpypy names are loaded (all, when `wait`).
+  void name_deferred(bool wait);
+
+  // A libpypy address seen before its file's names were loaded.
+  struct Deferred {
+    std::uint32_t pid;
+    std::uint64_t address;
+    bool return_address;
+    symbols::AddressSpace::Image image;
+  };
+  struct Notices {
+    std::mutex mutex;
+    std::vector<std::string> lines;
+  };
 
   const pid_t target_;
   const bool children_;
@@ -82,6 +108,9 @@ class SampleCollector : public sampler::Listener {
   std::unordered_map<std::uint32_t, symbols::AddressSpace> spaces_;
   std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> symbolized_;
   std::unordered_set<std::uint64_t> kernel_addresses_;
+  std::vector<Deferred> deferred_;
+  // Shared with the threads that load libpypy's names, which may outlive a collector.
+  std::shared_ptr<Notices> notices_ = std::make_shared<Notices>();
   std::map<std::string, std::optional<pypy::ThreadLocalLayout>> layouts_;  // by libpypy path; nullopt: unreadable
   mutable std::mutex mutex_;
   bundle::SampleEncoder encoder_;

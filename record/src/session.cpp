@@ -68,9 +68,10 @@ Session::Session(const std::filesystem::path& output, std::optional<std::string>
 void Session::write_manifest() { writer_.append(bundle::sections::kManifest, bundle::encode(manifest_)); }
 
 void Session::start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz,
-                             bool python_stacks) {
+                             bool python_stacks, std::function<void(const std::string&)> notice) {
   sampler_ = std::move(sampler);
   python_stacks_asked_ = python_stacks;
+  notice_ = std::move(notice);
   SampleCollector::WatchPythonStacks watch;
   if (reads_python_stacks())
     watch = [sampler = sampler_.get()](pid_t pid, const sampler::ShadowStackLayout& layout) {
@@ -94,6 +95,15 @@ void Session::stop_sampling() {
   if (!sampler_) return;
   sampler_->stop();
   kernel_symbols_named_ = collector_->name_kernel_addresses();
+  pass_on_notices({});
+  collector_->name_libpypy_addresses();
+}
+
+void Session::pass_on_notices(const std::function<void(const std::string&)>& progress) {
+  const std::vector<std::string> lines = collector_->take_notices();
+  if (lines.empty() || !notice_) return;
+  if (progress) progress("");  // a line of its own, not after the status line
+  for (const std::string& line : lines) notice_(line);
 }
 
 void Session::add_jitlog(std::span<const std::uint8_t> bytes) {
@@ -130,6 +140,7 @@ void Session::tick(const std::function<void(const std::string&)>& progress, cons
     flush();
     last_flush_ = now;
   }
+  if (collector_) pass_on_notices(progress);
   if (!progress || now - last_progress_ < std::chrono::milliseconds(250)) return;
   last_progress_ = now;
   const double elapsed = std::chrono::duration<double>(now - started_).count();

@@ -59,8 +59,9 @@ class Session {
 
   // Samples the target from now on (and, with `children`, the processes it
   // starts); `python_stacks`: the sampler was asked to read Python stacks.
+  // `notice` gets the collector's messages (from the command's thread).
   void start_sampling(std::unique_ptr<sampler::Sampler> sampler, pid_t target, bool children, unsigned rate_hz,
-                      bool python_stacks);
+                      bool python_stacks, std::function<void(const std::string&)> notice);
   // Samples nothing: perf was switched off, or refused with `why`.
   void without_sampling(const std::optional<std::string>& refused);
   bool sampling() const { return sampler_ != nullptr; }
@@ -69,7 +70,8 @@ class Session {
   bool reads_python_stacks() const;
   std::optional<std::string> python_stacks_unavailable() const;
   SampleCollector& collector() { return *collector_; }
-  // Stops the sampler, draining what the kernel still holds, and names the kernel addresses seen.
+  // Stops the sampler, draining what the kernel still holds, and names the
+  // kernel addresses seen and the libpypy addresses (waiting for libpypy's names).
   void stop_sampling();
 
   // Bytes of PyPy's logs as they arrive; the jitlog's arrival time is kept.
@@ -98,10 +100,12 @@ class Session {
  private:
   using Clock = std::chrono::steady_clock;
   void note_python_stacks();  // the manifest's python_stacks
+  void pass_on_notices(const std::function<void(const std::string&)>& progress);
   bundle::BundleWriter writer_;
   bundle::Manifest manifest_;
   std::unique_ptr<sampler::Sampler> sampler_;
   bool python_stacks_asked_ = false;
+  std::function<void(const std::string&)> notice_;
   std::optional<SampleCollector> collector_;
   std::size_t kernel_symbols_named_ = 0;
   jitlog::JitlogReader live_jitlog_;  // parsed as it comes: traces for the progress line, their files at the end

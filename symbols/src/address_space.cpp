@@ -2,6 +2,7 @@
 
 #include "arch/x86_64.h"
 #include "symbols/elf_image.h"
+#include "symbols/rpython_names.h"
 #include "symbols/symbols.h"
 
 namespace jitprof::symbols {
@@ -9,6 +10,16 @@ namespace jitprof::symbols {
 bool is_jit_memory(std::string_view path, std::uint32_t prot) {
   const bool anonymous = path.empty() || path == "//anon" || path.starts_with("[anon");
   return anonymous && (prot & PROT_EXEC);
+}
+
+bool is_libpypy(std::string_view path) {
+  // libpypy3.9-c.so, or with a version after it: libpypy3.9-c.so.1.0
+  const std::string_view name = path.substr(path.rfind('/') + 1);
+  const std::size_t suffix = name.find("-c.so");
+  if (!name.starts_with("libpypy") || suffix == std::string_view::npos) return false;
+  const std::string_view version = name.substr(suffix + 5);
+  return version.empty() || (version.front() == '.' && version.back() != '.' &&
+                             version.find_first_not_of(".0123456789") == std::string_view::npos);
 }
 
 namespace {
@@ -73,14 +84,29 @@ const AddressSpace::Image* AddressSpace::image_at(std::uint64_t address) const {
 std::optional<Symbol> AddressSpace::symbolize(std::uint64_t address, bool return_address) const {
   const Image* image = image_at(address);
   if (image == nullptr) return std::nullopt;
-  const std::uint64_t vaddr = address - image->bias;
-  Symbol symbol{image->elf->path(), image->elf->build_id(), {}, address - image->low, {}};
+  return symbolize_in(*image, address, return_address);
+}
+
+Symbol AddressSpace::symbolize_in(const Image& image, std::uint64_t address, bool return_address) {
+  const std::uint64_t vaddr = address - image.bias;
+  Symbol symbol{image.elf->path(), image.elf->build_id(), {}, address - image.low, {}, {}};
   const std::uint64_t lookup = arch::lookup_address(vaddr, return_address);
-  if (auto found = image->elf->symbol_at(lookup)) {
-    symbol.name = std::move(found->first);
-    symbol.offset = vaddr - (lookup - found->second);
+  const auto exported = image.elf->symbol_at(lookup);
+  if (exported) {
+    symbol.name = exported->first;
+    symbol.offset = vaddr - (lookup - exported->second);
   }
-  symbol.source = image->elf->source_at(lookup);
+  // libpypy exports only its C API: the rest of its code is named by
+  // RPython's records, and the component comes from them.
+  if (is_libpypy(image.elf->path())) {
+    const auto function = RpythonNames::of(image.elf)->function_at(lookup);
+    if (function && function->component) symbol.component = component_name(*function->component);
+    if (!exported && function && !function->name.empty()) {
+      symbol.name = function->name;
+      symbol.offset = vaddr - function->start;
+    }
+  }
+  symbol.source = image.elf->source_at(lookup);
   return symbol;
 }
 

@@ -1,6 +1,7 @@
 #include "symbols/elf_image.h"
 
 #include <elf.h>
+#include <elfutils/libdw.h>
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
@@ -135,6 +137,64 @@ std::optional<std::uint64_t> ElfImage::exported_function(std::string_view name) 
 }
 
 const std::vector<ElfImage::Relocation>& ElfImage::relocations() const { return dynamic_tables().relocations; }
+
+const std::vector<ElfImage::RelativeRelocation>& ElfImage::relative_relocations() const {
+  std::call_once(relative_relocations_loaded_, [this] {
+    Elf* elf = libelf();
+    if (!elf || machine_ != EM_X86_64) return;
+    for (Elf_Scn* section : sections_of_type(elf, SHT_RELA)) {
+      Elf_Data* data = elf_getdata(section, nullptr);
+      GElf_Rela entry;
+      for (int index = 0; data && gelf_getrela(data, index, &entry); ++index)
+        if (GELF_R_TYPE(entry.r_info) == R_X86_64_RELATIVE)
+          relative_relocations_.push_back({entry.r_offset, static_cast<std::uint64_t>(entry.r_addend)});
+    }
+    std::sort(relative_relocations_.begin(), relative_relocations_.end(),
+              [](const RelativeRelocation& a, const RelativeRelocation& b) { return a.offset < b.offset; });
+  });
+  return relative_relocations_;
+}
+
+std::vector<ElfImage::AddressRange> ElfImage::function_ranges() const {
+  std::vector<AddressRange> ranges;
+  Elf* elf = libelf();
+  Dwarf_CFI* cfi = elf && fde_table_ ? dwarf_getcfi_elf(elf) : nullptr;
+  if (!cfi) return ranges;
+  // The table's entries are (initial location, FDE address) pairs, sdata4
+  // relative to the header, by location. libdw tells the rows of an FDE's
+  // CFI: the FDE ends where its last row does, which is where no FDE
+  // covers the next address, or where the next FDE starts.
+  std::uint64_t start = 0;
+  const auto location_of = [this, &start](std::uint64_t entry) {
+    std::int32_t location;
+    if (!read(fde_table_->table_vaddr + entry * 8, &location, sizeof location)) return false;
+    start = fde_table_->header_vaddr + static_cast<std::int64_t>(location);
+    return true;
+  };
+  const auto row_end = [cfi](std::uint64_t address) -> std::optional<std::uint64_t> {
+    Dwarf_Frame* frame = nullptr;
+    if (dwarf_cfi_addrframe(cfi, address, &frame) != 0) return std::nullopt;
+    Dwarf_Addr row_start = 0, end = 0;
+    const bool known = dwarf_frame_info(frame, &row_start, &end, nullptr) >= 0 && end > address;
+    std::free(frame);
+    return known ? std::optional<std::uint64_t>(end) : std::nullopt;
+  };
+  for (std::uint64_t entry = 0; entry < fde_table_->entries && location_of(entry); ++entry) {
+    const std::uint64_t function_start = start;
+    const std::uint64_t next_start = entry + 1 < fde_table_->entries && location_of(entry + 1) ? start : ~std::uint64_t{0};
+    std::optional<std::uint64_t> end = row_end(function_start);
+    if (!end) continue;
+    while (*end < next_start) {
+      const auto next_row = row_end(*end);
+      if (!next_row) break;
+      end = next_row;
+    }
+    ranges.push_back({function_start, std::min(*end, next_start)});
+  }
+  dwarf_cfi_end(cfi);
+  std::sort(ranges.begin(), ranges.end(), [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
+  return ranges;
+}
 
 std::optional<std::uint64_t> ElfImage::plt_stub(std::string_view function) const {
   const auto& stubs = dynamic_tables().plt_stubs;

@@ -31,7 +31,7 @@ std::optional<Symbol> KernelSymbols::symbolize(std::uint64_t address) const {
                                 [](std::uint64_t value, const auto& entry) { return value < entry.first; });
   if (after == names_.begin()) return std::nullopt;
   const auto& [start, name] = *std::prev(after);
-  return Symbol{"[kernel.kallsyms]", {}, name, address - start, {}};
+  return Symbol{"[kernel.kallsyms]", {}, name, address - start, {}, {}};
 }
 
 }  // namespace jitprof::symbols

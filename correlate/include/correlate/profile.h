@@ -57,7 +57,7 @@ enum class Category : std::uint8_t {
   JitTrace,     // a trace's machine code
   JitHelper,    // PyPy's assembler helpers in JIT memory (not in the jitlog)
   JitAnonymous, // JIT code of a bundle without a jitlog (attach to a process that writes none)
-  // libpypy, by the component its function belongs to (symbols::RuntimeComponent),
+  // libpypy, by the component its function belongs to (symbols::Component),
   // and the runtime's phases (PyPy's log sections) as frames of their own:
   Interpreter,   // PyPy's interpreter and object space; also libpypy code nothing names
   Runtime,       // the rest of RPython's runtime (rlib, rtyper: strings, dicts, I/O)
@@ -87,6 +87,7 @@ struct Frame {
   std::int64_t line = 0;  // Python line, or native source line (from DWARF)
   std::optional<std::uint64_t> trace;  // JitTrace, JitInlined
   std::string source_file;  // native frames of binaries with debug information
+  std::string component;    // libpypy frames: the part of PyPy ("gc", "jit-backend", ...), from the bundle's names
 };
 
 // One frame's name as flat views and formats show it, e.g. "g (inlined.py)",

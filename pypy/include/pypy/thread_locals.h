@@ -50,9 +50,6 @@ class LayoutError : public std::runtime_error {
   using runtime_error::runtime_error;
 };
 
-// By file name alone (libpypy*-c.so): cheap enough for every mmap record.
-bool is_libpypy(const std::filesystem::path& path);
-
 // Throws LayoutError, with one line naming what was not found, when `libpypy`
 // cannot be read or is not a PyPy library this code understands.
 ThreadLocalLayout read_thread_local_layout(const std::filesystem::path& libpypy);

@@ -2,7 +2,8 @@
 // reads ELF files. Its program headers, build id and the .eh_frame_hdr lookup
 // table the unwinder searches are read on open; function symbols, DWARF source
 // lines and the dynamic-linking tables (exported functions, relocations, PLT
-// stubs) only when first asked for, so the unwinder never pays for them.
+// stubs, the R_X86_64_RELATIVE relocations, the .eh_frame function ranges)
+// only when first asked for, so the unwinder never pays for them.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,15 @@ class ElfImage {
     std::uint32_t type;  // R_X86_64_*
     std::string symbol;
   };
+  // An R_X86_64_RELATIVE relocation: the word at `offset` holds load bias + `addend`.
+  struct RelativeRelocation {
+    std::uint64_t offset;
+    std::uint64_t addend;
+  };
+  // A function's code as an .eh_frame FDE covers it: [start, end), link-time.
+  struct AddressRange {
+    std::uint64_t start, end;
+  };
 
   // Nullptr when the file cannot be read or is not a 64-bit ELF file; then
   // `error`, when given, is the errno of the failed read, or 0 when the file
@@ -75,8 +85,8 @@ class ElfImage {
   std::uint64_t low() const { return low_; }
   std::uint64_t high() const { return high_; }
 
-  // The function symbol containing (or nearest below) a link-time address,
-  // with the address's offset from its start.
+  // The function symbol containing a link-time address (for a symbol without
+  // a size: the nearest below), with the address's offset from its start.
   std::optional<std::pair<std::string, std::uint64_t>> symbol_at(std::uint64_t vaddr) const;
   // DWARF source frames at a link-time address, outermost first (SourceLines).
   std::vector<SourceFrame> source_at(std::uint64_t vaddr) const;
@@ -88,6 +98,12 @@ class ElfImage {
   // R_X86_64_RELATIVE ones: they name nothing, and are most of a large
   // library's (700,000 of libpypy's), which would make reading them slow.
   const std::vector<Relocation>& relocations() const;
+  // The R_X86_64_RELATIVE relocations, by offset: read on their own first
+  // use, for the few callers that look for pointers stored in the data.
+  const std::vector<RelativeRelocation>& relative_relocations() const;
+  // The ranges of the FDEs .eh_frame_hdr lists (libdw's CFI), by start;
+  // empty without an .eh_frame_hdr. Not kept: its callers keep what they derive.
+  std::vector<AddressRange> function_ranges() const;
   // The PLT stub (in .plt, .plt.sec or .plt.got) that jumps to an imported
   // function, by its name; and the function a stub jumps to, by its address.
   std::optional<std::uint64_t> plt_stub(std::string_view function) const;
@@ -129,6 +145,8 @@ class ElfImage {
   mutable Elf* libelf_ = nullptr;
   mutable std::once_flag dynamic_tables_loaded_;
   mutable DynamicTables dynamic_tables_;
+  mutable std::once_flag relative_relocations_loaded_;
+  mutable std::vector<RelativeRelocation> relative_relocations_;
   std::vector<Segment> segments_;
   std::vector<ProgramHeader> program_headers_;
   std::uint16_t machine_ = 0;

@@ -1,6 +1,7 @@
 // Names for native addresses: which ELF file and function an address of a
 // process is in (with its build id, so a bundle reads on another machine),
-// the source line and inlined functions there when the file has DWARF, and
+// the source line and inlined functions there when the file has DWARF,
+// RPython's names and components in a stripped libpypy (rpython_names.h), and
 // kernel functions from /proc/kallsyms. One AddressSpace per process is the
 // code map both the unwinder and the symbolizer look addresses up in.
 #pragma once
@@ -30,6 +31,10 @@ struct Mapping {
 // names "//anon" (or "[anon:...]" when the process named it).
 bool is_jit_memory(std::string_view path, std::uint32_t prot);
 
+// PyPy's library, by file name alone (libpypy3.9-c.so, libpypy-c.so.1.0):
+// cheap enough for every mmap record.
+bool is_libpypy(std::string_view path);
+
 // A function and the source line an address is at, from DWARF.
 struct SourceFrame {
   std::string function;
@@ -41,8 +46,10 @@ struct SourceFrame {
 struct Symbol {
   std::string path;      // the ELF file
   std::string build_id;  // hex, empty when the file has none
-  std::string name;      // function symbol from .symtab or .dynsym; empty when unknown
+  std::string name;      // function symbol from .symtab or .dynsym (libpypy: RPython's name); empty when unknown
   std::uint64_t offset;  // from the symbol's start, or from the file's load address when unnamed
+  // libpypy's functions: the part of PyPy (component_name in rpython_names.h); empty elsewhere.
+  std::string component;
   // With debug information: the function, then the functions inlined into it,
   // outermost first, each at its line. Empty for stripped binaries.
   std::vector<SourceFrame> source;
@@ -72,8 +79,13 @@ class AddressSpace {
   // Changes whenever a mapping is added, so that cached unwind info can be dropped.
   std::uint64_t generation() const { return generation_; }
   // Nullopt for addresses outside any ELF image (JIT code, [vdso], unmapped).
-  // A return address is looked up at its call (arch::call_site).
+  // A return address is looked up at its call (arch::call_site). In libpypy,
+  // an exported function names the addresses inside it, RPython's records
+  // (rpython_names.h) the rest; waits for libpypy's names to be loaded
+  // (RpythonNames::ready says whether that would wait).
   std::optional<Symbol> symbolize(std::uint64_t address, bool return_address = false) const;
+  // The same, for an address in `image` (kept from an earlier image_at).
+  static Symbol symbolize_in(const Image& image, std::uint64_t address, bool return_address = false);
 
  private:
   std::map<std::uint64_t, Image> images_;  // by low
