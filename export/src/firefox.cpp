@@ -31,12 +31,14 @@ const std::vector<FirefoxCategory> kCategories = {
     {"Other", "grey", {"Other"}},
     {"Python", "blue", {"Other"}},
     {"JIT", "green", {"Other", "Trace", "Inlined Python", "Helper", "No jitlog"}},
-    {"Interpreter", "yellow", {"Other"}},
-    {"GC", "orange", {"Other"}},
+    {"Interpreter", "yellow", {"Other", "Interpreter", "Other runtime"}},
+    {"GC / CC", "orange", {"Other", "Minor collection", "Major collection", "Outside collections"}},
+    {"JIT compiler", "lightblue", {"Other", "Tracing", "Optimizer", "Backend", "Metainterp", "Guard failure / blackhole"}},
     {"Native", "purple", {"Other"}},
     {"Kernel", "red", {"Other"}},
 };
 
+// (category, subcategory) of a frame's category in kCategories.
 std::pair<int, int> category_of(Category category) {
   switch (category) {
     case Category::Python: return {1, 0};
@@ -44,10 +46,18 @@ std::pair<int, int> category_of(Category category) {
     case Category::JitInlined: return {2, 2};
     case Category::JitHelper: return {2, 3};
     case Category::JitAnonymous: return {2, 4};
-    case Category::Interpreter: return {3, 0};
-    case Category::Gc: return {4, 0};
-    case Category::Native: return {5, 0};
-    case Category::Kernel: return {6, 0};
+    case Category::Interpreter: return {3, 1};
+    case Category::Runtime: return {3, 2};
+    case Category::GcMinor: return {4, 1};
+    case Category::GcMajor: return {4, 2};
+    case Category::Gc: return {4, 3};
+    case Category::JitTracing: return {5, 1};
+    case Category::JitOptimizer: return {5, 2};
+    case Category::JitBackend: return {5, 3};
+    case Category::JitMetainterp: return {5, 4};
+    case Category::GuardFailure: return {5, 5};
+    case Category::Native: return {6, 0};
+    case Category::Kernel: return {7, 0};
   }
   return {0, 0};
 }
@@ -75,15 +85,14 @@ class Locations {
       case Category::JitInlined:
         return fmt::format("{} ({}:{})", frame.name, frame.file.empty() ? "<unknown>" : frame.file,
                            std::max<std::int64_t>(1, first_line_.at({frame.name, frame.file})));
-      case Category::Interpreter:
-      case Category::Gc:
-      case Category::Native:
-        if (frame.name.starts_with("0x")) return frame.name;  // an address without a symbol
-        return fmt::format("{} (in {})", frame.name, library.empty() ? "?" : library);
       case Category::Kernel: return fmt::format("{} (in kernel)", frame.name);
       case Category::JitTrace:
       case Category::JitHelper:
       case Category::JitAnonymous: break;
+      default:
+        if (correlate::is_runtime_phase(frame)) break;  // a label: "[GC minor]"
+        if (frame.name.starts_with("0x")) return frame.name;  // an address without a symbol
+        return fmt::format("{} (in {})", frame.name, library.empty() ? "?" : library);
     }
     return correlate::frame_label(frame);  // labels: "[jit] trace 4 (loop)"
   }
@@ -106,8 +115,13 @@ class ThreadTables {
     auto [it, fresh] = stack_of_profile_stack_.try_emplace(profile_stack, -1);
     if (!fresh) return it->second < 0 ? json(nullptr) : json(it->second);
     std::int64_t prefix = -1;
+    // What runs inside a runtime phase (GC, JIT compiler) is counted in the
+    // phase's category, so that the profiler's category graph shows the phase.
+    std::optional<Category> phase;
     for (std::uint32_t frame_id : profile_.stacks[profile_stack]) {
-      const std::int64_t frame = frame_index(frame_id);
+      const correlate::Frame& frame_data = profile_.frames[frame_id];
+      if (correlate::is_runtime_phase(frame_data)) phase = frame_data.category;
+      const std::int64_t frame = frame_index(frame_id, phase);
       auto [node, added] = stack_of_prefix_frame_.try_emplace({prefix, frame}, stacks_.size());
       if (added) stacks_.push_back(json::array({prefix < 0 ? json(nullptr) : json(prefix), frame}));
       prefix = static_cast<std::int64_t>(node->second);
@@ -137,11 +151,14 @@ class ThreadTables {
   }
 
  private:
-  std::int64_t frame_index(std::uint32_t frame_id) {
-    auto [it, fresh] = frame_of_profile_frame_.try_emplace(frame_id, frames_.size());
+  std::int64_t frame_index(std::uint32_t frame_id, std::optional<Category> phase) {
+    auto [it, fresh] = frame_of_profile_frame_.try_emplace({frame_id, phase ? int(*phase) : -1}, frames_.size());
     if (fresh) {
       const correlate::Frame& frame = profile_.frames[frame_id];
-      const auto [category, subcategory] = category_of(frame.category);
+      Category shown = phase.value_or(frame.category);
+      // Metainterp code outside tracing: a guard failed (when PyPy's log timed the tracing).
+      if (!phase && shown == Category::JitMetainterp && !profile_.phases.empty()) shown = Category::GuardFailure;
+      const auto [category, subcategory] = category_of(shown);
       frames_.push_back(json::array({string_index(locations_.location(frame)), false, nullptr, nullptr,
                                      frame.line > 0 ? json(frame.line) : json(nullptr), nullptr, category,
                                      subcategory}));
@@ -159,7 +176,7 @@ class ThreadTables {
   const Locations& locations_;
   json strings_ = json::array(), frames_ = json::array(), stacks_ = json::array();
   std::unordered_map<std::string, std::size_t> string_ids_;
-  std::unordered_map<std::uint32_t, std::size_t> frame_of_profile_frame_;
+  std::map<std::pair<std::uint32_t, int>, std::size_t> frame_of_profile_frame_;  // (frame, phase or -1)
   std::map<std::pair<std::int64_t, std::int64_t>, std::size_t> stack_of_prefix_frame_;
   std::unordered_map<std::uint32_t, std::int64_t> stack_of_profile_stack_;
 };

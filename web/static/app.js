@@ -336,6 +336,7 @@ async function profileView(ctx) {
     crash ? crashSummary(crash) : null,
     summary.attach ? attachBox(summary.attach) : null,
     categoryBar(summary),
+    runtimeCard(id, summary.runtime, summary.samples || 0),
     h("section", { class: "card" }, h("h2", {}, "Flame graph ", h("span", { class: "muted small" }, "root at the top, callees below; click a frame to zoom, a JIT trace frame to open it")), flameSlot),
     summary.has_samples || !summary.trace_count ? tracesCard(id, summary) : tracesByEntriesCard(ctx, id, summary),
     h("div", { class: "columns" }, functionsCard(ctx, id, summary, (name) => {
@@ -522,7 +523,46 @@ function attachBox(attach) {
   );
 }
 
-// Where the samples end: one bar split by the leaf frame's category.
+// "PyPy runtime": GC and JIT warm-up, timed by PyPy's own log sections or told by libpypy's function names.
+function runtimeCard(id, runtime, samples) {
+  if (!runtime || !runtime.phases_source) return null;
+  const c = runtime.categories || {};
+  const share = (...names) => pct(names.reduce((sum, name) => sum + (c[name] || 0), 0), samples);
+  const ms = (value) => `${value.toFixed(value < 10 ? 2 : 0)} ms`;
+  const durations = (d) =>
+    !d || !d.count ? "none" : `${fmtInt(d.count)} (p50 ${ms(d.p50_ms)}, p90 ${ms(d.p90_ms)}, p99 ${ms(d.p99_ms)}, max ${ms(d.max_ms)}; ${ms(d.total_ms)} in all)`;
+  const rows = [];
+  const row = (label, value, detail) => rows.push(h("tr", {}, h("th", {}, label), h("td", { class: "num" }, value), h("td", {}, detail || "")));
+  if (runtime.timed) {
+    row("GC", share("gc-minor", "gc-major"), `${ms(runtime.gc.time_ms)} in collections`);
+    row("· minor collections", share("gc-minor"), durations(runtime.gc.minor));
+    row("· major collections", share("gc-major"), `${fmtInt(runtime.gc.major_collections)} done, in steps: ${durations(runtime.gc.major_steps)}`);
+    row("JIT warm-up", share("jit-tracing", "jit-optimizer", "jit-backend"), `${ms(runtime.jit.warmup_ms)} compiling`);
+    row("· tracing", share("jit-tracing"), durations(runtime.jit.tracing));
+    row("· optimizer", share("jit-optimizer"), durations(runtime.jit.optimizer));
+    row("· backend", share("jit-backend"), durations(runtime.jit.backend));
+    const traces = runtime.jit.traces || {};
+    if (traces.tied && traces.traces.length)
+      row("· longest compilations", "", h("span", {}, traces.traces.map((t, i) => h("span", {}, i ? "; " : "", h("a", { href: `/p/${id}/trace/${t.id}`, "data-trace-id": String(t.id) }, `${t.type} ${t.id}`), ` ${ms(t.ms)}`))));
+    row("Guard failures / blackhole", share("guard-failure"));
+  } else {
+    row("GC", share("gc"));
+    row("JIT optimizer and backend", share("jit-optimizer", "jit-backend"));
+    row("JIT metainterp (tracing or guard failures)", share("jit-metainterp"));
+  }
+  row("Interpreter", share("interpreter"));
+  row("Other runtime", share("runtime"));
+  const source = runtime.timed ? "phases timed by PyPy's own log sections" : "phases told by libpypy's function names only";
+  return h(
+    "section",
+    { class: "card runtime" },
+    h("h2", {}, "PyPy runtime ", h("span", { class: "muted small" }, source)),
+    runtime.note ? h("p", { class: "muted" }, runtime.note) : null,
+    h("table", { class: "runtime-table" }, h("tbody", {}, rows)),
+  );
+}
+
+// Where the time goes: one bar split by each sample's category (its runtime phase, else its innermost frame).
 function categoryBar(summary) {
   const categories = Object.entries(summary.leaf_categories || {}).sort((a, b) => b[1] - a[1]);
   const total = categories.reduce((sum, [, n]) => sum + n, 0);
@@ -530,7 +570,7 @@ function categoryBar(summary) {
   return h(
     "section",
     { class: "card categories" },
-    h("h2", {}, "Where the time goes ", h("span", { class: "muted small" }, "by the innermost frame of each sample")),
+    h("h2", {}, "Where the time goes ", h("span", { class: "muted small" }, "by each sample's runtime phase, else its innermost frame")),
     h(
       "div",
       { class: "stacked-bar" },
