@@ -14,7 +14,7 @@
 #include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "jitlog/resolver.h"
-#include "runtime_phases.h"
+#include "correlate/runtime_phases.h"
 #include "symbols/rpython_names.h"
 #include "symbols/symbols.h"
 #include "vmprof/profile.h"

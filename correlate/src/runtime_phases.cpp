@@ -1,4 +1,4 @@
-#include "runtime_phases.h"
+#include "correlate/runtime_phases.h"
 
 #include <algorithm>
 #include <cmath>

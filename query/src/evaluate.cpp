@@ -83,7 +83,7 @@ StepRow number(const char* name, Metric (Evaluator::*build)(const Argument&)) {
 }
 
 // What samples.function(...), leaf(...) and category(...) test in a stack.
-enum class StackTest { Function, Leaf, Category };
+enum class StackTest { Function, Leaf };
 
 class Evaluator {
  public:
@@ -526,7 +526,11 @@ class Evaluator {
   }
   Predicate sample_function(const Argument& arg) { return sample_stacks(arg.text, StackTest::Function); }
   Predicate sample_leaf(const Argument& arg) { return sample_stacks(arg.text, StackTest::Leaf); }
-  Predicate sample_category(const Argument& arg) { return sample_stacks(arg.text, StackTest::Category); }
+  // The sample's own category: its runtime phase, else its innermost frame's.
+  Predicate sample_category(const Argument& arg) {
+    const correlate::Profile& profile = *data_.profile;
+    return [&profile, name = arg.text](std::size_t i) { return name == correlate::category_name(profile.samples[i].category); };
+  }
 
   // Decided once per distinct stack, then looked up per sample.
   Predicate sample_stacks(const std::string& pattern, StackTest test) {
@@ -538,8 +542,6 @@ class Evaluator {
       const correlate::Frame& leaf = profile.frames[stack.back()];
       if (test == StackTest::Leaf) {
         (*per_stack)[s] = glob_match(pattern, correlate::frame_label(leaf));
-      } else if (test == StackTest::Category) {
-        (*per_stack)[s] = pattern == correlate::category_name(leaf.category);
       } else {
         for (std::uint32_t id : stack) {
           const correlate::Frame& frame = profile.frames[id];

@@ -238,6 +238,12 @@ class Attacher {
     manifest.pypy_logs = false;
     manifest.pypy_version = pypy_version;
     manifest.attach = attach_details();
+    // PyPy's log can only be switched on when PyPy starts.
+    manifest.phases = bundle::Manifest::Phases{
+        "names",
+        "attach cannot time GC and JIT phases (PyPy's log is chosen when PyPy starts): they are told by the libpypy "
+        "function each sample is in; minor and major collections are not told apart",
+        std::nullopt, std::nullopt, std::nullopt};
     session_->write_manifest();
     session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks, options_.notice);
     if (options_.notice) {

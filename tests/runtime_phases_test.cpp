@@ -1,0 +1,143 @@
+// PyPy's log sections: read from the log as it arrives, stored (PYLG), dated
+// on the samples' clock and looked up at a sample's time.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bundle/pypy_log.h"
+#include "correlate/runtime_phases.h"
+#include "pypy/debug_log.h"
+
+namespace {
+
+using jitprof::bundle::PypyLogName;
+
+std::vector<std::uint8_t> bytes(const std::string& text) { return {text.begin(), text.end()}; }
+
+struct Closed {
+  std::string name;
+  std::uint64_t start, end;
+  friend bool operator==(const Closed&, const Closed&) = default;
+};
+
+std::vector<Closed> read_in_chunks(const std::string& log, std::size_t chunk) {
+  jitprof::pypy::DebugLogReader reader;
+  std::vector<Closed> closed;
+  const auto all = bytes(log);
+  for (std::size_t at = 0; at < all.size(); at += chunk)
+    reader.feed(std::span(all).subspan(at, std::min(chunk, all.size() - at)),
+                [&](const auto& section) { closed.push_back({std::string(section.name), section.start, section.end}); });
+  return closed;
+}
+
+const std::string kLog =
+    "[10] {jit-tracing\n"
+    "[12] {jit-optimize\n"
+    "[13] {gc-minor\n"
+    "minor collect, total memory used: 0\n"
+    "[14] gc-minor}\n"
+    "[15] jit-optimize}\n"
+    "[16] {jit-backend\n"
+    "[17] {jit-backend-dump\n" +
+    std::string(5000, 'A') + "\n"  // a dump line: long, skipped
+    "[18] jit-backend-dump}\n"
+    "[19] jit-backend}\n"
+    "[1a] jit-tracing}\n"
+    "[20] gc-collect-step}\n";  // opened before the log started: ignored
+
+TEST(DebugLogReader, SectionsCloseInnermostFirstWhateverTheChunksAndSkipEverythingElse) {
+  const std::vector<Closed> expected = {{"gc-minor", 0x13, 0x14},         {"jit-optimize", 0x12, 0x15},
+                                        {"jit-backend-dump", 0x17, 0x18}, {"jit-backend", 0x16, 0x19},
+                                        {"jit-tracing", 0x10, 0x1a}};
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{4096}, kLog.size()})
+    EXPECT_EQ(read_in_chunks(kLog, chunk), expected) << "chunks of " << chunk;
+}
+
+TEST(DebugLogReader, ASectionLeftOpenIsCounted) {
+  jitprof::pypy::DebugLogReader reader;
+  std::size_t closed = 0;
+  reader.feed(bytes("[1] {gc-collect-step\n[2] {gc-minor\n[3] gc-minor}\n"), [&](const auto&) { ++closed; });
+  EXPECT_EQ(closed, 1u);
+  EXPECT_EQ(reader.open_sections(), 1u);
+}
+
+TEST(PypyLogSection, RoundTripsThroughABundleAndACutRecordKeepsWhatCameBefore) {
+  const jitprof::bundle::PypyLogSection minor{PypyLogName::GcMinor, 81192403684557, 81192403784557};
+  const jitprof::bundle::TimestampPair pair{81192403000000, 5'000'000'000};
+  const auto path = std::filesystem::temp_directory_path() / ("jitprof-pylg-" + std::to_string(::getpid()));
+  {
+    jitprof::bundle::BundleWriter writer(path);
+    jitprof::bundle::PypyLogBuffer buffer;
+    buffer.add(pair);
+    buffer.add(minor);
+    buffer.flush_into(writer);
+    buffer.add(jitprof::bundle::PypyLogSection{PypyLogName::JitBackend, 7, 9});
+    buffer.flush_into(writer);
+    EXPECT_TRUE(buffer.empty());
+  }
+  const auto read = jitprof::bundle::read_bundle(path);
+  std::filesystem::remove(path);
+  jitprof::bundle::PypyLog log = jitprof::bundle::read_pypy_log(read);
+  ASSERT_FALSE(log.error);
+  ASSERT_EQ(log.clock.size(), 1u);
+  EXPECT_EQ(log.clock[0], pair);
+  ASSERT_EQ(log.sections.size(), 2u);
+  EXPECT_EQ(log.sections[0], minor);
+  EXPECT_EQ(log.sections[1].name, PypyLogName::JitBackend);
+
+  std::vector<std::uint8_t> stream = read.stream(jitprof::bundle::sections::kPypyLog);
+  stream.pop_back();
+  log = jitprof::bundle::decode_pypy_log(stream);
+  ASSERT_TRUE(log.error);
+  EXPECT_EQ(log.sections.size(), 1u);  // the minor collection before the cut record
+  stream[0] = 9;
+  EXPECT_TRUE(jitprof::bundle::decode_pypy_log(stream).error);
+  EXPECT_STREQ(jitprof::bundle::pypy_log_name(PypyLogName::GcCollectStep), "gc-collect-step");
+  EXPECT_EQ(jitprof::bundle::pypy_log_name_of("jit-optimize"), PypyLogName::JitOptimize);
+  EXPECT_FALSE(jitprof::bundle::pypy_log_name_of("jit-backend-dump"));
+}
+
+TEST(RuntimePhases, DatedByTheClockPairsAndFoundInnermostAtASampleTime) {
+  // 2.5 ticks per nanosecond, CLOCK_MONOTONIC 1 s when the counter read 1,000,000.
+  const auto tsc = [](std::uint64_t ns) { return 1'000'000 + (ns - 1'000'000'000) * 5 / 2; };
+  jitprof::bundle::PypyLog log;
+  log.clock = {{tsc(1'000'000'000), 1'000'000'000}, {tsc(1'500'000'000), 1'500'000'000}, {tsc(2'000'000'000), 2'000'000'000}};
+  const auto ns = [](std::uint64_t s_ms) { return 1'000'000'000 + s_ms * 1'000'000; };
+  // A tracing section (100-300 ms) holding an optimizer run (120-150) and a
+  // minor collection (200-210); a major step later (400-450).
+  log.sections = {{PypyLogName::JitOptimize, tsc(ns(120)), tsc(ns(150))},
+                  {PypyLogName::GcMinor, tsc(ns(200)), tsc(ns(210))},
+                  {PypyLogName::JitTracing, tsc(ns(100)), tsc(ns(300))},
+                  {PypyLogName::GcCollectStep, tsc(ns(400)), tsc(ns(450))}};
+  const auto phases = jitprof::correlate::date_runtime_phases(log);
+  ASSERT_EQ(phases.size(), 4u);
+  EXPECT_EQ(phases[0].name, PypyLogName::JitTracing);
+  EXPECT_EQ(phases[0].depth, 0u);
+  EXPECT_EQ(phases[1].depth, 1u);
+  EXPECT_NEAR(double(phases[0].start_ns), double(ns(100)), 2.0);
+  EXPECT_NEAR(double(phases[3].end_ns), double(ns(450)), 2.0);
+
+  const jitprof::correlate::RuntimePhaseLookup lookup(phases);
+  const auto at = [&](std::uint64_t ms) {
+    const auto* phase = lookup.innermost_at(ns(ms));
+    return phase ? std::string(jitprof::bundle::pypy_log_name(phase->name)) : std::string("none");
+  };
+  EXPECT_EQ(at(50), "none");
+  EXPECT_EQ(at(110), "jit-tracing");
+  EXPECT_EQ(at(130), "jit-optimize");
+  EXPECT_EQ(at(160), "jit-tracing");  // after the optimizer, still tracing
+  EXPECT_EQ(at(205), "gc-minor");
+  EXPECT_EQ(at(250), "jit-tracing");
+  EXPECT_EQ(at(350), "none");
+  EXPECT_EQ(at(420), "gc-collect-step");
+  EXPECT_EQ(at(500), "none");
+
+  log.clock.resize(1);  // one pair cannot date anything
+  EXPECT_TRUE(jitprof::correlate::date_runtime_phases(log).empty());
+}
+
+}  // namespace
