@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "common.h"
@@ -24,6 +26,20 @@ void print_tree(const json& children, double samples, int indent) {
   }
 }
 
+// "where the time goes: GC minor 51.2%, GC major 25.4%, ...": the largest sample categories.
+std::string categories_line(const correlate::Profile& profile) {
+  std::map<correlate::Category, std::uint64_t> counts;
+  for (const auto& sample : profile.samples) ++counts[sample.category];
+  std::vector<std::pair<std::uint64_t, correlate::Category>> ranked;
+  for (const auto& [category, count] : counts) ranked.emplace_back(count, category);
+  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::string line = "where the time goes:";
+  for (std::size_t i = 0; i < std::min<std::size_t>(ranked.size(), 8); ++i)
+    line += fmt::format("{} {} {}", i ? "," : "", correlate::category_label(ranked[i].second),
+                        percent(double(ranked[i].first), double(profile.samples.size())));
+  return line;
+}
+
 }  // namespace
 
 int run_top(const TopOptions& options) {
@@ -41,6 +57,7 @@ int run_top(const TopOptions& options) {
   }
   std::cout << fmt::format("{} samples; call tree to depth {}, branches under {}% left out\n", with_commas(root.total),
                            options.depth, options.min_percent);
+  if (!profile.samples.empty()) std::cout << categories_line(profile) << "\n";
   std::cout << fmt::format("{:>7} {:>7}  {}\n", "total", "self", "frame");
   print_tree(children, double(root.total), 0);
   return status;
