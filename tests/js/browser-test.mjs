@@ -172,6 +172,16 @@ async function checkProfile(page) {
     const hits = frames.filter((frame) => frame === name || frame.startsWith(`${name} (`));
     check(hits.length > 0, `flame graph contains the hot function ${name} (${hits[0] || "absent"})`);
 
+    // The PyPy runtime card says what PyPy's own log timed, as the API has it.
+    const runtime = (await apiGet(`/api/p/${bundle}`)).runtime;
+    const card = await page.$eval(".card.runtime", (element) => element.textContent.replace(/\s+/g, " "));
+    const tracing = new RegExp(`· tracing[0-9.]+%${runtime.jit.tracing.count} \\(p50`);
+    check(runtime.timed && card.includes("timed by PyPy's own log sections") && tracing.test(card),
+      `PyPy runtime card: phases timed, ${runtime.jit.tracing.count} tracing sections`, card.slice(0, 300));
+    const tracingSegment = await page.$(".stacked-bar .segment[data-category='jit-tracing']");
+    check(!runtime.categories["jit-tracing"] || tracingSegment !== null,
+      `where the time goes shows JIT tracing (${runtime.categories["jit-tracing"]} samples)`);
+
     await page.waitForSelector(".hot-traces table, .hot-traces .notice");
     const loops = await page.$$eval(".hot-traces tbody tr[data-type='loop']", (rows) =>
       rows.map((row) => ({ id: row.dataset.traceId, samples: Number(row.dataset.samples) })),
