@@ -115,11 +115,17 @@ del _jitprof_start
 
 class Pipe {
  public:
+  static constexpr int kPreferredPipeBytes = 16 << 20, kFallbackPipeBytes = 1 << 20;
   Pipe() {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) fail("cannot create a pipe: " + errno_text());
     read_end = fds[0];
     write_end = fds[1];
+    // PyPy blocks when a log's pipe is full: a large pipe lets it write
+    // through bursts (compiling hundreds of traces) while jitprof catches up.
+    // Root may exceed the system's pipe-max-size; others get what it allows.
+    for (int size : {kPreferredPipeBytes, kFallbackPipeBytes})
+      if (::fcntl(write_end, F_SETPIPE_SZ, size) >= 0) break;
   }
   ~Pipe() {
     close_read();
