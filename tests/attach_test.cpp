@@ -185,9 +185,16 @@ TEST_F(Attach, WithoutAJitlogTheHotJitCodeIsReadAndDisassembled) {
   EXPECT_GT(sampled_instructions, 3u);
   EXPECT_TRUE(modulus) << region["instructions"].dump();
 
+  // PyPy's log cannot be switched on in a running process: the phases come
+  // from libpypy's function names, and the report says so.
+  EXPECT_EQ(summary["runtime"]["phases_source"], "names");
+  EXPECT_FALSE(summary["runtime"]["timed"].get<bool>());
+
   const Result text = run({JITPROF_BIN, "report", bundle});
   EXPECT_NE(text.out.find("JIT code without a jitlog"), std::string::npos);
   EXPECT_NE(text.out.find("JIT code: anonymous code"), std::string::npos);
+  EXPECT_NE(text.out.find("PyPy runtime (phases told by libpypy's function names only)"), std::string::npos);
+  EXPECT_NE(text.out.find("attach cannot time GC and JIT phases"), std::string::npos);
   service.reset();  // ends the service
 }
 
