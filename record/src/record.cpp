@@ -258,7 +258,7 @@ class Recorder {
     if (!phases_through_pipe_) logs_[kPypyLog].open = false;
     watcher_.emplace(child);
     manifest.pid = child;
-    if (manifest.phases->source != "names") {
+    if (manifest.phases && manifest.phases->source != "names") {
       manifest.phases->pid = child;
       session_.date_pypy_log();
     }
@@ -421,7 +421,7 @@ class Recorder {
       manifest.exit->crash_thread = static_cast<std::uint32_t>(fault->tid);
     }
     if (user_pypy_log_) read_user_pypy_log();
-    if (manifest.phases->source != "names") manifest.phases->sections = session_.pypy_log_sections();
+    if (manifest.phases && manifest.phases->source != "names") manifest.phases->sections = session_.pypy_log_sections();
     outcome.jitlog_bytes = session_.jitlog_bytes();
     outcome.vmprof_bytes = session_.vmprof_bytes();
     outcome.samples = session_.samples();
