@@ -139,7 +139,9 @@ TEST_F(Attach, CtrlCAndSigtermEndTheAttachmentWithACompleteBundle) {
     const json manifest = json::parse(info.out)["manifest"];
     EXPECT_EQ(manifest["state"], "complete");
     EXPECT_EQ(manifest["target_exited"], false);
-    EXPECT_NEAR(manifest["duration_s"].get<double>(), 1.0, 0.5);
+    // Timed from before the notice, so at least the second the test waited; a busy machine may add to it.
+    EXPECT_GE(manifest["duration_s"].get<double>(), 1.0);
+    EXPECT_LT(manifest["duration_s"].get<double>(), 3.0);
     EXPECT_TRUE(service->running()) << "signal " << signal << " stays with jitprof";
   }
 }

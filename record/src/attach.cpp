@@ -246,16 +246,17 @@ class Attacher {
         std::nullopt, std::nullopt, std::nullopt};
     session_->write_manifest();
     session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks, options_.notice);
-    if (options_.notice) {
-      options_.notice(describe_start(target));
-      if (options_.python_stacks)
-        if (const auto why = session_->python_stacks_unavailable())
-          options_.notice(*why);
-    }
-
+    // Timed and stoppable from before the notice: whoever reacts to "attached to"
+    // gets a bundle that covers at least the time since.
     const auto started = Clock::now();
     {
       StopSignals signals;
+      if (options_.notice) {
+        options_.notice(describe_start(target));
+        if (options_.python_stacks)
+          if (const auto why = session_->python_stacks_unavailable())
+            options_.notice(*why);
+      }
       pump(started);
     }
     outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
