@@ -1,5 +1,6 @@
 // `jitprof jitlog FILE` and `jitprof trace FILE ID`.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <array>
@@ -150,7 +151,7 @@ void print_trace_header(const Forest& forest, const Trace& trace, const Stage& s
   if (trace.parent_guard) {
     const Trace* parent = forest.find(trace.parent_guard->trace_id);
     const Stage* parent_stage = parent ? parent->stage(StageKind::Asm) : nullptr;
-    std::string guard_name = parent_stage && trace.parent_guard->op_index < parent_stage->ops.size()
+    std::string_view guard_name = parent_stage && trace.parent_guard->op_index < parent_stage->ops.size()
                                  ? parent_stage->ops[trace.parent_guard->op_index].name
                                  : "guard";
     std::cout << fmt::format("leaves from: {} (op {}) of trace {}, descr {}\n", guard_name,
@@ -164,9 +165,7 @@ void print_trace_header(const Forest& forest, const Trace& trace, const Stage& s
   std::cout << fmt::format("stage {}: {} ops, {} merge points{}\n", jitlog::stage_name(kind), stage.ops.size(),
                            stage.merge_points.size(),
                            passes > 1 ? fmt::format(" (logged {} times; the last is shown)", passes) : "");
-  std::string inputs;
-  for (const auto& arg : stage.input_args) inputs += (inputs.empty() ? "" : ", ") + arg;
-  std::cout << fmt::format("inputs: [{}]\n", inputs);
+  std::cout << fmt::format("inputs: [{}]\n", fmt::join(stage.input_args, ", "));
 }
 
 // The ops with their merge points (source lines), links, counters, samples

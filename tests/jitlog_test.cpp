@@ -56,6 +56,9 @@ std::string hex(std::uint64_t value) {
 std::string guard_descr(std::uint64_t uid) { return "<ResumeGuardDescr object at " + hex(uid) + ">"; }
 std::string target_token(std::uint64_t uid) { return "TargetToken(" + std::to_string(uid) + ")"; }
 
+std::vector<std::string> texts(std::span<const std::string_view> views) { return {views.begin(), views.end()}; }
+Bytes bytes_in(std::span<const std::uint8_t> code) { return {code.begin(), code.end()}; }
+
 Bytes bytes_of(std::initializer_list<int> values) {
   Bytes out;
   for (int value : values) out.push_back(static_cast<std::uint8_t>(value));
@@ -354,7 +357,7 @@ TEST_P(JitlogVersions, WholeLogRoundTrips) {
   EXPECT_EQ(noopt_guard.name, "guard_true");
   EXPECT_EQ(noopt_guard.descr_number, guard);
   if (version >= 2) {
-    EXPECT_EQ(noopt_guard.failargs, (std::vector<std::string>{"p0", "i1"}));
+    EXPECT_EQ(texts(noopt_guard.failargs), (std::vector<std::string>{"p0", "i1"}));
   } else {
     EXPECT_TRUE(noopt_guard.failargs.empty());  // v1 writes no failargs
   }
@@ -367,7 +370,7 @@ TEST_P(JitlogVersions, WholeLogRoundTrips) {
   ASSERT_EQ(loop_asm.ops.size(), 3u);
   ASSERT_TRUE(loop_asm.ops[1].code);
   EXPECT_EQ(loop_asm.ops[1].code->offset, 0x42u);
-  EXPECT_EQ(loop_asm.ops[1].code->bytes, bytes_of({0x0f, 0x84, 0, 0, 0, 0}));
+  EXPECT_EQ(bytes_in(loop_asm.ops[1].code->bytes), bytes_of({0x0f, 0x84, 0, 0, 0, 0}));
 
   EXPECT_EQ(bridge.kind, TraceKind::Bridge);
   EXPECT_EQ(bridge.start_descr, guard);
@@ -442,18 +445,18 @@ TEST(JitlogVersion1, ResopDescrHasNoFailargsField) {
   const Forest forest = parse(writer);
   ASSERT_FALSE(forest.error) << diagnostics(forest);
   const Stage& stage = stage_of(trace_of(forest, 0xffaa), StageKind::NoOpt);
-  EXPECT_EQ(stage.input_args, (std::vector<std::string>{"i1", "i2"}));
+  EXPECT_EQ(texts(stage.input_args), (std::vector<std::string>{"i1", "i2"}));
   ASSERT_EQ(stage.ops.size(), 2u);
   // vmprof-python test_asm_positions: 'i3 = fire(i2, i1, @descr())' with core dump (4, DEADBEEF).
   EXPECT_EQ(stage.ops[0].result, "i3");
-  EXPECT_EQ(stage.ops[0].args, (std::vector<std::string>{"i2", "i1"}));
+  EXPECT_EQ(texts(stage.ops[0].args), (std::vector<std::string>{"i2", "i1"}));
   EXPECT_EQ(stage.ops[0].descr, "descr()");
   EXPECT_EQ(stage.ops[0].descr_number, 0u);
   ASSERT_TRUE(stage.ops[0].code);
   EXPECT_EQ(stage.ops[0].code->offset, 4u);
-  EXPECT_EQ(stage.ops[0].code->bytes, text_bytes("DEADBEEF"));
+  EXPECT_EQ(bytes_in(stage.ops[0].code->bytes), text_bytes("DEADBEEF"));
   EXPECT_EQ(stage.ops[1].name, "int_mul");
-  EXPECT_EQ(stage.ops[1].args, (std::vector<std::string>{"i3", "i3"}));
+  EXPECT_EQ(texts(stage.ops[1].args), (std::vector<std::string>{"i3", "i3"}));
 }
 
 // ===========================================================================
@@ -481,14 +484,14 @@ TEST_F(JitlogOps, ResultArgsAndDescrAreSplitAtTheFirstAndLastComma) {
   const Forest forest = parse(writer_);
   ASSERT_FALSE(forest.error) << diagnostics(forest);
   const Stage& stage = noopt(forest);
-  EXPECT_EQ(stage.input_args, (std::vector<std::string>{"p0", "p1", "i5"}));
+  EXPECT_EQ(texts(stage.input_args), (std::vector<std::string>{"p0", "p1", "i5"}));
   ASSERT_EQ(stage.ops.size(), 5u);
 
   const Operation& add = stage.ops[0];
   EXPECT_EQ(add.opnum, opnum::kIntAdd);
   EXPECT_EQ(add.name, "int_add");
   EXPECT_EQ(add.result, "i6");
-  EXPECT_EQ(add.args, (std::vector<std::string>{"i5", "4"}));
+  EXPECT_EQ(texts(add.args), (std::vector<std::string>{"i5", "4"}));
   EXPECT_EQ(add.descr, "");
   EXPECT_FALSE(add.descr_number);
   EXPECT_TRUE(add.failargs.empty());
@@ -496,10 +499,10 @@ TEST_F(JitlogOps, ResultArgsAndDescrAreSplitAtTheFirstAndLastComma) {
 
   const Operation& guard = stage.ops[1];
   EXPECT_EQ(guard.result, "?");
-  EXPECT_EQ(guard.args, (std::vector<std::string>{"i6"}));
+  EXPECT_EQ(texts(guard.args), (std::vector<std::string>{"i6"}));
   EXPECT_EQ(guard.descr, "<ResumeGuardDescr object at 0x7f1ac49e0da0>");
   EXPECT_EQ(guard.descr_number, 0x7f1ac49e0da0u);
-  EXPECT_EQ(guard.failargs, (std::vector<std::string>{"p0", "i5", "-"}));
+  EXPECT_EQ(texts(guard.failargs), (std::vector<std::string>{"p0", "i5", "-"}));
   EXPECT_TRUE(guard.is_guard());
 
   const Operation& label = stage.ops[2];
@@ -510,12 +513,12 @@ TEST_F(JitlogOps, ResultArgsAndDescrAreSplitAtTheFirstAndLastComma) {
 
   const Operation& call = stage.ops[3];
   EXPECT_EQ(call.result, "i7");
-  EXPECT_EQ(call.args, (std::vector<std::string>{"p0", "p1"}));
+  EXPECT_EQ(texts(call.args), (std::vector<std::string>{"p0", "p1"}));
   EXPECT_EQ(call.descr, "<Calli 8 ii EF=0 OS=14>");  // spaces inside the descr are kept
   EXPECT_TRUE(call.is_call_assembler());
 
   const Operation& jump = stage.ops[4];
-  EXPECT_EQ(jump.args, (std::vector<std::string>{"p0", "p1", "ConstPtr(null)"}));
+  EXPECT_EQ(texts(jump.args), (std::vector<std::string>{"p0", "p1", "ConstPtr(null)"}));
   EXPECT_EQ(jump.descr, "");  // a RESOP, not a RESOP_DESCR: the last field is an argument
 }
 
@@ -553,7 +556,7 @@ TEST_F(JitlogOps, UnknownOpnumIsNamedByNumberWithOneWarning) {
   EXPECT_EQ(stage.ops[1].name, "#300");
   EXPECT_EQ(stage.ops[2].name, "#300");
   EXPECT_EQ(stage.ops[3].name, "#301");
-  EXPECT_EQ(stage.ops[1].args, (std::vector<std::string>{"i6"}));
+  EXPECT_EQ(texts(stage.ops[1].args), (std::vector<std::string>{"i6"}));
   // One warning per distinct unknown opnum, at the record that first used it.
   ASSERT_EQ(forest.warnings.size(), 2u) << diagnostics(forest);
   EXPECT_EQ(forest.warnings[0].offset, first_unknown);
@@ -830,7 +833,7 @@ TEST(JitlogMachineCode, AsmAttachesToThePrecedingOpAndOpsWithoutAsmHaveNoCode) {
   EXPECT_EQ(ops[1].code->offset, 280u);
   EXPECT_TRUE(ops[1].code->bytes.empty());
   ASSERT_TRUE(ops[2].code);
-  EXPECT_EQ(ops[2].code->bytes, bytes_of({0x0f, 0x8d, 1, 2, 3, 4}));
+  EXPECT_EQ(bytes_in(ops[2].code->bytes), bytes_of({0x0f, 0x8d, 1, 2, 3, 4}));
   EXPECT_FALSE(ops[3].code);
 }
 

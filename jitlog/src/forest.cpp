@@ -106,7 +106,7 @@ std::vector<const MergePoint*> op_sources(const Trace& trace, const Stage& stage
 
 StageDiff diff_stages(const Stage& before, const Stage& after) {
   StageDiff diff;
-  std::map<std::string, std::ptrdiff_t> balance;
+  std::map<std::string_view, std::ptrdiff_t> balance;
   for (const Operation& op : before.ops) {
     --balance[op.name];
     diff.guards_before += op.is_guard();
@@ -118,8 +118,8 @@ StageDiff diff_stages(const Stage& before, const Stage& after) {
   diff.ops_before = before.ops.size();
   diff.ops_after = after.ops.size();
   for (const auto& [name, change] : balance) {
-    if (change < 0) diff.removed[name] = static_cast<std::size_t>(-change);
-    if (change > 0) diff.added[name] = static_cast<std::size_t>(change);
+    if (change < 0) diff.removed[std::string(name)] = static_cast<std::size_t>(-change);
+    if (change > 0) diff.added[std::string(name)] = static_cast<std::size_t>(change);
   }
   return diff;
 }

@@ -2,11 +2,27 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
+#include <memory_resource>
+#include <unordered_set>
 
 #include "jitlog/jitlog.h"
 #include "link.h"
 
 namespace jitprof::jitlog {
+
+// One arena: the forest's texts live as long as the forest and its copies.
+struct ForestText {
+  std::pmr::monotonic_buffer_resource arena{std::size_t{1} << 20};
+
+  std::string_view copy(std::string_view text) {
+    if (text.empty()) return {};
+    auto* data = static_cast<char*>(arena.allocate(text.size(), 1));
+    std::memcpy(data, text.data(), text.size());
+    return {data, text.size()};
+  }
+};
+
 namespace {
 
 enum Mark : std::uint8_t {
@@ -72,24 +88,60 @@ struct MergeSlot {
   std::string prefix;  // COMMON_PREFIX state of this slot
 };
 
-std::vector<std::string> split_commas(std::string_view text) {
-  std::vector<std::string> parts;
-  if (text.empty()) return parts;
-  std::size_t begin = 0;
-  for (;;) {
-    const std::size_t comma = text.find(',', begin);
-    parts.emplace_back(text.substr(begin, comma - begin));
-    if (comma == std::string_view::npos) break;
-    begin = comma + 1;
+// Stores each distinct text and comma-separated list once in a ForestText.
+class Interner {
+ public:
+  explicit Interner(ForestText& text) : text_(text) {}
+
+  std::string_view text(std::string_view value) {
+    if (value.empty()) return {};
+    auto found = texts_.find(value);
+    if (found != texts_.end()) return *found;
+    return *texts_.insert(text_.copy(value)).first;
   }
-  return parts;
-}
+
+  // "a,b,c" -> {"a", "b", "c"}; "" -> {}.
+  std::span<const std::string_view> list(std::string_view joined) {
+    if (joined.empty()) return {};
+    auto found = lists_.find(joined);
+    if (found != lists_.end()) return found->second;
+    const auto count = static_cast<std::size_t>(std::count(joined.begin(), joined.end(), ',')) + 1;
+    auto* items = static_cast<std::string_view*>(
+        text_.arena.allocate(count * sizeof(std::string_view), alignof(std::string_view)));
+    std::size_t begin = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t comma = std::min(joined.find(',', begin), joined.size());
+      new (&items[i]) std::string_view(text(joined.substr(begin, comma - begin)));
+      begin = comma + 1;
+    }
+    const std::span<const std::string_view> parts(items, count);
+    lists_.emplace(text(joined), parts);
+    return parts;
+  }
+
+ private:
+  ForestText& text_;
+  std::unordered_set<std::string_view> texts_;
+  std::unordered_map<std::string_view, std::span<const std::string_view>> lists_;
+};
+
+// The fields of a RESOP line, cached by line: most lines repeat.
+struct OpLine {
+  std::string_view result;
+  std::span<const std::string_view> args;
+  std::string_view descr;
+};
 
 }  // namespace
 
 struct JitlogReader::State {
   binio::RecordBuffer buffer;
   Forest forest;
+  std::shared_ptr<ForestText> text = std::make_shared<ForestText>();
+  Interner interner{*text};
+  std::vector<std::optional<std::string_view>> op_names;  // by opnum
+  std::unordered_map<std::string_view, OpLine> lines[2];   // by has_descr
+  ForestText line_keys;  // the keys of `lines`, dropped with the reader
   bool stopped = false;
   bool saw_header = false;
   std::uint8_t last_mark = 0;
@@ -103,14 +155,22 @@ struct JitlogReader::State {
   unsigned inline_depth = 0;
   std::uint64_t last_code_offset = 0;
   std::vector<std::uint16_t> unknown_opnums;
+  // The open stage's ops and merge points, copied into it at its end: one
+  // allocation of the exact size per stage instead of a growing vector's slack.
+  std::vector<Operation> ops;
+  std::vector<MergePoint> points;
 
-  std::string read_string(binio::ByteCursor& in) {
+  // A view into the input: valid while the record is being decoded.
+  std::string_view read_text(binio::ByteCursor& in) {
     const std::uint64_t at = in.offset();
     const std::uint32_t length = in.u32le();
     if (length > kMaxStringBytes)
       in.fail_at(at, fmt::format("string length {} exceeds the limit of {} bytes", length, kMaxStringBytes));
-    return in.string(length);
+    const auto bytes = in.bytes(length);
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
   }
+
+  std::string read_string(binio::ByteCursor& in) { return std::string(read_text(in)); }
 
   std::uint64_t read_addr(binio::ByteCursor& in) { return in.uint_le(forest.header.word_size); }
 
@@ -126,8 +186,8 @@ struct JitlogReader::State {
       case kTraceOpt: parse_stage(in, at, StageKind::Opt); break;
       case kTraceAsm: parse_stage(in, at, StageKind::Asm); break;
       case kInputArgs: {
-        auto text = read_string(in);
-        current_stage(in, at, mark).input_args = split_commas(text);
+        const std::string_view args = read_text(in);
+        current_stage(in, at, mark).input_args = interner.list(args);
         break;
       }
       case kResop: parse_op(in, at, false); break;
@@ -203,6 +263,11 @@ struct JitlogReader::State {
     header.word_size = is_32bit ? 4 : 8;
     header.machine = std::move(machine);
     for (auto& [opnum, name] : names) header.op_names[opnum] = std::move(name);
+    op_names.clear();
+    for (const auto& [opnum, name] : header.op_names) {
+      if (opnum >= op_names.size()) op_names.resize(opnum + 1);
+      op_names[opnum] = interner.text(name);
+    }
     ++header.header_count;
     saw_header = true;
   }
@@ -223,6 +288,7 @@ struct JitlogReader::State {
     trace.logged_as_bridge = kind == "bridge";
     trace.kind = trace.logged_as_bridge ? TraceKind::Bridge : TraceKind::Loop;
     trace.file_offset = at;
+    close_stage();
     trace_index = forest.traces.size();
     trace_by_id[trace.id] = *trace_index;
     forest.traces.push_back(std::move(trace));
@@ -234,6 +300,7 @@ struct JitlogReader::State {
     const auto found = trace_by_id.find(id);
     if (found == trace_by_id.end())
       in.fail_at(at, fmt::format("{} stage of trace {} that no START_TRACE opened", stage_name(kind), id));
+    close_stage();
     trace_index = found->second;
     Stage& opened = forest.traces[*trace_index].stages.emplace_back();
     opened.kind = kind;
@@ -249,42 +316,65 @@ struct JitlogReader::State {
     return forest.traces[*trace_index].stages.back();
   }
 
-  void parse_op(binio::ByteCursor& in, std::uint64_t at, bool has_descr) {
-    Operation op;
-    op.opnum = in.u16le();
-    const std::string line = read_string(in);
-    if (has_descr) op.descr_number = read_addr(in);
-    std::string failargs;
-    if (forest.header.version >= 2) failargs = read_string(in);
-    Stage& target = current_stage(in, at, has_descr ? kResopDescr : kResop);
+  // Done before another stage opens and whenever the forest is handed out.
+  void close_stage() {
+    if (!stage_open) return;
+    Stage& stage = forest.traces[*trace_index].stages.back();
+    stage.ops.assign(ops.begin(), ops.end());
+    stage.merge_points.assign(std::make_move_iterator(points.begin()), std::make_move_iterator(points.end()));
+    ops.clear();
+    points.clear();
+    stage_open = false;
+  }
 
-    auto name = forest.header.op_names.find(op.opnum);
-    if (name != forest.header.op_names.end()) {
-      op.name = name->second;
-    } else {
-      op.name = fmt::format("#{}", op.opnum);
-      if (std::find(unknown_opnums.begin(), unknown_opnums.end(), op.opnum) == unknown_opnums.end()) {
-        unknown_opnums.push_back(op.opnum);
-        forest.warnings.push_back({at, fmt::format("opnum {} is not in the header's op table", op.opnum)});
-      }
+  std::string_view op_name(std::uint16_t opnum, std::uint64_t at) {
+    if (opnum < op_names.size() && op_names[opnum]) return *op_names[opnum];
+    if (std::find(unknown_opnums.begin(), unknown_opnums.end(), opnum) == unknown_opnums.end()) {
+      unknown_opnums.push_back(opnum);
+      forest.warnings.push_back({at, fmt::format("opnum {} is not in the header's op table", opnum)});
     }
-    // "res,arg0,...,argN[,descr]": descr texts may contain spaces but, in all
-    // PyPy output seen, no comma, so the descr is what follows the last comma.
+    return interner.text(fmt::format("#{}", opnum));
+  }
+
+  // "res,arg0,...,argN[,descr]": descr texts may contain spaces but, in all
+  // PyPy output seen, no comma, so the descr is what follows the last comma.
+  const OpLine& op_line(std::string_view line, bool has_descr) {
+    auto& cache = lines[has_descr];
+    auto found = cache.find(line);
+    if (found != cache.end()) return found->second;
+    OpLine parsed;
     std::string_view text = line;
-    std::size_t comma = text.find(',');
-    op.result = std::string(text.substr(0, comma));
+    const std::size_t comma = text.find(',');
+    parsed.result = interner.text(text.substr(0, comma));
     text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
     if (has_descr) {
       const std::size_t last = text.rfind(',');
-      op.descr = std::string(last == std::string_view::npos ? text : text.substr(last + 1));
+      parsed.descr = interner.text(last == std::string_view::npos ? text : text.substr(last + 1));
       text = last == std::string_view::npos ? std::string_view{} : text.substr(0, last);
     }
-    op.args = split_commas(text);
-    op.failargs = split_commas(failargs);
+    parsed.args = interner.list(text);
+    return cache.emplace(line_keys.copy(line), parsed).first->second;
+  }
+
+  void parse_op(binio::ByteCursor& in, std::uint64_t at, bool has_descr) {
+    Operation op;
+    op.opnum = in.u16le();
+    const std::string_view line = read_text(in);
+    if (has_descr) op.descr_number = read_addr(in);
+    std::string_view failargs;
+    if (forest.header.version >= 2) failargs = read_text(in);
+    current_stage(in, at, has_descr ? kResopDescr : kResop);
+
+    op.name = op_name(op.opnum, at);
+    const OpLine& fields = op_line(line, has_descr);
+    op.result = fields.result;
+    op.args = fields.args;
+    op.descr = fields.descr;
+    op.failargs = interner.list(failargs);
 
     if (op.name == "enter_portal_frame") ++inline_depth;
     if (op.name == "leave_portal_frame" && inline_depth > 0) --inline_depth;
-    target.ops.push_back(std::move(op));
+    ops.push_back(op);
   }
 
   void parse_asm_addr(binio::ByteCursor& in, std::uint64_t at) {
@@ -301,15 +391,16 @@ struct JitlogReader::State {
 
   void parse_asm(binio::ByteCursor& in, std::uint64_t at) {
     const std::uint16_t offset16 = in.u16le();
-    const std::string bytes = read_string(in);
-    Stage& target = current_stage(in, at, kAsm);
-    if (target.ops.empty()) in.fail_at(at, "ASM record before any operation of its stage");
+    const std::string_view input = read_text(in);
+    current_stage(in, at, kAsm);
+    if (ops.empty()) in.fail_at(at, "ASM record before any operation of its stage");
+    const std::string_view bytes = text->copy(input);
     // The offset is written as 16 bits; ops are laid out in order, so the real
     // offset is the first value >= the previous op's with the same low bits.
     std::uint64_t offset = (last_code_offset & ~std::uint64_t{0xffff}) | offset16;
     if (offset < last_code_offset) offset += 0x10000;
     last_code_offset = offset;
-    target.ops.back().code = MachineCode{offset, std::vector<std::uint8_t>(bytes.begin(), bytes.end())};
+    ops.back().code = MachineCode{offset, {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}};
   }
 
   void parse_init_merge_point(binio::ByteCursor& in, std::uint64_t at) {
@@ -355,7 +446,7 @@ struct JitlogReader::State {
       } else if (tag == 0xef) {
         text = slot.prefix;
       } else if (tag == 0x00) {
-        text = slot.prefix + read_string(in);
+        text.assign(slot.prefix).append(read_text(in));
       } else {
         in.fail_at(value_at, fmt::format("string merge point value tagged 0x{:02x}", tag));
       }
@@ -368,10 +459,10 @@ struct JitlogReader::State {
         default: break;  // generic values of other jitdrivers carry no known meaning
       }
     }
-    Stage& target = current_stage(in, at, kMergePoint);
-    point.op_index = target.ops.size();
+    current_stage(in, at, kMergePoint);
+    point.op_index = ops.size();
     point.inline_depth = inline_depth;
-    target.merge_points.push_back(std::move(point));
+    points.push_back(std::move(point));
   }
 
   void parse_source_code(binio::ByteCursor& in) {
@@ -403,6 +494,7 @@ bool JitlogReader::feed(std::span<const std::uint8_t> bytes) {
   } catch (const binio::ParseError& error) {
     s.forest.error = Diagnostic{error.offset(), error.detail()};
     s.stopped = true;
+    s.close_stage();
   }
   return !s.stopped;
 }
@@ -420,11 +512,13 @@ Forest JitlogReader::finish() {
                          "everything before it was read",
                          at, s.buffer.pending_size())});
   }
+  s.close_stage();
+  forest.text = s.text;
   if (!s.saw_header && !forest.error)
     forest.error = Diagnostic{0, forest.bytes_read == 0 ? "empty file: no jitlog header" : "no complete jitlog header"};
   link_forest(forest, s.stitches, s.aborted);
   Forest result = std::move(forest);
-  *state_ = State{};
+  state_ = std::make_unique<State>();
   return result;
 }
 

@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <optional>
 
@@ -16,16 +17,11 @@ using jitlog::Trace;
 using nlohmann::json;
 
 std::string op_text(const Operation& op) {
-  std::string args;
-  for (const auto& arg : op.args) args += (args.empty() ? "" : ", ") + arg;
-  if (!op.descr.empty()) args += (args.empty() ? "descr=" : ", descr=") + op.descr;
+  std::string args = fmt::format("{}", fmt::join(op.args, ", "));
+  if (!op.descr.empty()) args += fmt::format("{}descr={}", args.empty() ? "" : ", ", op.descr);
   std::string text = op.result == "?" ? fmt::format("{}({})", op.name, args)
                                       : fmt::format("{} = {}({})", op.result, op.name, args);
-  if (!op.failargs.empty()) {
-    std::string failargs;
-    for (const auto& arg : op.failargs) failargs += (failargs.empty() ? "" : ", ") + arg;
-    text += fmt::format(" [{}]", failargs);
-  }
+  if (!op.failargs.empty()) text += fmt::format(" [{}]", fmt::join(op.failargs, ", "));
   return text;
 }
 

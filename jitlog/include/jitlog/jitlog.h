@@ -7,6 +7,10 @@
 // counters are resolved when the reader finishes. Trace ids are unique (PyPy
 // numbers traces from one counter): a START_TRACE that repeats an id is
 // malformed input, and the reader stops there.
+//
+// The texts of ops (names, args, descrs, failargs) and their machine code are
+// views into storage the forest owns and shares with its copies: PyPy repeats
+// the same descrs and argument lists many times, so each is stored once.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -35,17 +40,17 @@ const char* trace_kind_name(TraceKind kind);
 // Machine code of one operation: bytes from its offset up to the next op's.
 struct MachineCode {
   std::uint64_t offset;  // from the trace's code start (the u16 on disk, unwrapped)
-  std::vector<std::uint8_t> bytes;
+  std::span<const std::uint8_t> bytes;
 };
 
 struct Operation {
   std::uint16_t opnum = 0;
-  std::string name;
-  std::string result;  // "i5", "p3", "f1"; "?" for ops without a result
-  std::vector<std::string> args;
-  std::string descr;  // descr text, e.g. "<Guard0x...>", "TargetToken(...)"; empty if none
+  std::string_view name;
+  std::string_view result;  // "i5", "p3", "f1"; "?" for ops without a result
+  std::span<const std::string_view> args;
+  std::string_view descr;  // descr text, e.g. "<Guard0x...>", "TargetToken(...)"; empty if none
   std::optional<std::uint64_t> descr_number;
-  std::vector<std::string> failargs;
+  std::span<const std::string_view> failargs;
   std::optional<MachineCode> code;  // asm stage only
 
   // Resolved links and counters.
@@ -70,7 +75,7 @@ struct MergePoint {
 
 struct Stage {
   StageKind kind = StageKind::NoOpt;
-  std::vector<std::string> input_args;
+  std::span<const std::string_view> input_args;
   std::vector<Operation> ops;
   std::vector<MergePoint> merge_points;
   std::uint64_t file_offset = 0;
@@ -151,7 +156,10 @@ struct Header {
   unsigned header_count = 0;  // _jitlog.enable() called twice writes two headers
 };
 
+struct ForestText;  // the bytes an Operation's views point into
+
 struct Forest {
+  std::shared_ptr<const ForestText> text;
   Header header;
   std::vector<Trace> traces;  // in START_TRACE order
   std::vector<Counter> counters;
