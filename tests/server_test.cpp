@@ -245,6 +245,66 @@ TEST_F(Server, InfoAndJitlogViewsAreTheCommandLinesOwn) {
   EXPECT_GE(expected["loops"].get<int>(), 1);
 }
 
+// An upload is indexed with the views of the hot traces its summary lists
+// only: any other trace's view is computed when first asked for, then
+// answered from the index, the same after a restart, and is what
+// `jitprof trace --json` prints.
+TEST_F(Server, TraceViewsOutsideTheHotListAreComputedWhenFirstAskedFor) {
+  start();
+  const fs::path many = dir_ / "many.jprof";
+  const Result recorded =
+      run({JITPROF_BIN, "record", "-q", "-o", many.string(), "--", JITPROF_PYPY, kPrograms + "many_traces.py", "100"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const std::string id = upload(many);
+  const auto views_stored = [&](const std::string& trace) {
+    const Result counted = run({"sqlite3", (dir_ / "data" / "index.sqlite").string(),
+                                "SELECT COUNT(*) FROM views WHERE upload = '" + id + "' AND name LIKE 'trace/" + trace + "/%'"});
+    EXPECT_EQ(counted.status, 0) << counted.err;
+    return std::atoi(counted.out.c_str());
+  };
+  const std::size_t total = get_json("/api/p/" + id + "/traces?limit=1")["total"].get<std::size_t>();
+  ASSERT_GT(total, 51u);  // more than the summary's 50 hot traces
+  for (const json& hot : get_json("/api/p/" + id)["traces"]) {
+    const std::string hot_id = std::to_string(hot["id"].get<std::uint64_t>());
+    const int stored_at_upload = views_stored(hot_id);
+    EXPECT_EQ(stored_at_upload, static_cast<int>(get_json("/api/p/" + id + "/trace/" + hot_id)["stages"].size()));
+  }
+  const json coldest =
+      get_json("/api/p/" + id + "/traces?limit=1&sort=samples&offset=" + std::to_string(total - 1))["traces"][0];
+  const std::string trace_id = std::to_string(coldest["id"].get<std::uint64_t>());
+  EXPECT_EQ(views_stored(trace_id), 0);
+
+  const std::string path = "/api/p/" + id + "/trace/" + trace_id;
+  int asked = 0;
+  for (const std::string stage : {"noopt", "opt", "asm"}) {
+    const bool listed = std::find(coldest["stages"].begin(), coldest["stages"].end(), stage) != coldest["stages"].end();
+    if (!listed) {
+      EXPECT_EQ(request("GET", path + "?stage=" + stage).status, 404) << stage;
+      continue;
+    }
+    const json first = get_json(path + "?stage=" + stage);
+    EXPECT_EQ(views_stored(trace_id), ++asked);
+    EXPECT_EQ(get_json(path + "?stage=" + stage), first) << stage;
+    EXPECT_EQ(views_stored(trace_id), asked);
+
+    std::vector<std::string> argv = {JITPROF_BIN, "trace", "--json", "--stage", stage, many.string(), trace_id};
+    if (stage == "asm") argv.push_back("--asm");
+    const Result cli = run(argv);
+    ASSERT_EQ(cli.status, 0) << cli.err;
+    json expected = json::parse(cli.out);
+    expected.erase("warnings");
+    expected.erase("error");
+    EXPECT_EQ(first, expected) << stage;
+  }
+  EXPECT_GT(asked, 0);
+  EXPECT_EQ(request("GET", "/api/p/" + id + "/trace/99999999").status, 404);
+
+  const json asm_view = get_json(path);
+  start();  // the same data directory: computed views stay stored
+  EXPECT_EQ(get_json(path), asm_view);
+  EXPECT_EQ(views_stored(trace_id), asked);
+}
+
 TEST_F(Server, UploadsNeedAValidTokenWhenTheServerHasATokenFile) {
   std::ofstream(dir_ / "tokens") << "# one token a line\nsecret-one\nsecret-two\n";
   start({"--token-file", (dir_ / "tokens").string()});

@@ -157,7 +157,7 @@ class Builder {
   Builder(const bundle::Bundle& read, Profile& profile) : read_(read), profile_(profile) {}
 
   void run() {
-    profile_.forest = jitlog::parse_jitlog(read_.stream(bundle::sections::kJitlog));
+    load_jitlog();
     load_manifest();
     load_phases();
     load_symbols();
@@ -197,6 +197,14 @@ class Builder {
   }
 
   std::uint32_t stack_id(FrameIds ids) { return intern(std::move(ids), profile_.stacks, stack_ids_); }
+
+  // Frame by frame: a copy of the whole section would double what the jitlog takes.
+  void load_jitlog() {
+    jitlog::JitlogReader reader;
+    for (const bundle::Frame& frame : read_.frames)
+      if (frame.type == bundle::sections::kJitlog && !reader.feed(frame.data)) break;
+    profile_.forest = reader.finish();
+  }
 
   void load_manifest() {
     const bundle::ManifestRead read = bundle::read_manifest(read_);

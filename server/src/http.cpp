@@ -193,9 +193,17 @@ class App {
   }
 
   // Requests that read a whole bundle or file: they run on the heavy pool.
-  static bool is_heavy(http::verb method, const Target& target) {
-    if (method == http::verb::get || method == http::verb::head)
-      return target.is({"api", "p", "*", "query"}) && target.segments.size() == 4;
+  // A trace view is one until it was computed once.
+  bool is_heavy(http::verb method, const Target& target) {
+    if (method == http::verb::get || method == http::verb::head) {
+      if (target.is({"api", "p", "*", "query"}) && target.segments.size() == 4) return true;
+      try {
+        const auto view = trace_view_of(target);
+        return view && !store_.has_view(checked_id(target.segments[2]), view->name());
+      } catch (const std::exception&) {
+        return false;  // handle() answers with the error right away
+      }
+    }
     return takes_file(method, target) || (target.is({"api", "runtime", "*", "freeze"}) && target.segments.size() == 4);
   }
 
@@ -271,17 +279,18 @@ class App {
       if (what == "functions" && parts.size() == 4)
         return json_response(http::status::ok, store_.functions(id, target.number("offset", 0, SIZE_MAX),
                                                                 target.number("limit", 50, 500), target.text("q")));
-      if (what == "trace" && parts.size() == 5) {
-        std::uint64_t trace = 0;
-        const std::string& text = parts[4];
-        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), trace);
-        if (text.empty() || error != std::errc() || end != text.data() + text.size())
-          throw BadRequest("a trace id is a number below 2^64");
-        std::string stage = target.text("stage");
-        if (stage.empty()) stage = "asm";
-        if (stage != "noopt" && stage != "opt" && stage != "asm") throw BadRequest("stage must be noopt, opt or asm");
-        return cached(json_response(http::status::ok, store_.view(id, fmt::format("trace/{}/{}", trace, stage))));
-      }
+      if (const auto view = trace_view_of(target))
+        return cached(json_response(http::status::ok, store_.trace_view(id, view->trace, view->stage, [&] {
+          const auto loaded = queries_.get(id, store_.bundle_path(id));
+          const jitlog::Trace* trace = loaded->profile.forest.find(view->trace);
+          if (trace == nullptr) throw NotFound("no trace " + std::to_string(view->trace));
+          const jitlog::StageKind kind = view->stage == "noopt" ? jitlog::StageKind::NoOpt
+                                         : view->stage == "opt" ? jitlog::StageKind::Opt
+                                                                : jitlog::StageKind::Asm;
+          const auto heat = loaded->heats.find(view->trace);
+          return views::trace_json(loaded->profile.forest, *trace, kind, heat == loaded->heats.end() ? nullptr : &heat->second,
+                                   kind == jitlog::StageKind::Asm, &loaded->files);
+        })));
       if (what == "query" && parts.size() == 4) {
         // The same engine as `jitprof query --json`.
         const auto loaded = queries_.get(id, store_.bundle_path(id));
@@ -333,6 +342,25 @@ class App {
                                               {"url", fmt::format("{}/p/{}", base_url(request), bundle)}});
     }
     throw NotFound("no such API");
+  }
+
+  struct TraceView {
+    std::uint64_t trace;
+    std::string stage;
+    std::string name() const { return fmt::format("trace/{}/{}", trace, stage); }
+  };
+  // GET /api/p/ID/trace/TRACE?stage=STAGE (asm when not given); BadRequest when malformed.
+  static std::optional<TraceView> trace_view_of(const Target& target) {
+    if (!target.is({"api", "p", "*", "trace"}) || target.segments.size() != 5) return std::nullopt;
+    TraceView view{0, target.text("stage")};
+    const std::string& text = target.segments[4];
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), view.trace);
+    if (text.empty() || error != std::errc() || end != text.data() + text.size())
+      throw BadRequest("a trace id is a number below 2^64");
+    if (view.stage.empty()) view.stage = "asm";
+    if (view.stage != "noopt" && view.stage != "opt" && view.stage != "asm")
+      throw BadRequest("stage must be noopt, opt or asm");
+    return view;
   }
 
   static Response cached(Response response) {
@@ -453,7 +481,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void respond(const http::request_header<>& request, const std::optional<fs::path>& file) {
     static const std::string kNoBody;
     const std::string& body = small_parser_ ? small_parser_->get().body() : kNoBody;
-    if (!App::is_heavy(request.method(), *target_)) return answer(app_.handle(request, *target_, body, file));
+    if (!app_.is_heavy(request.method(), *target_)) return answer(app_.handle(request, *target_, body, file));
     const bool queued = app_.heavy().try_post(peer_, [self = shared_from_this(), &request, &body, file] {
       Response response = self->app_.handle(request, *self->target_, body, file);
       net::post(self->stream_.get_executor(),

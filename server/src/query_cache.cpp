@@ -25,6 +25,8 @@ std::shared_ptr<const QueryCache::Loaded> QueryCache::get(const std::string& id,
     loaded->bundle = read_bundle_within(path, max_inflated_, loaded->lease);
     loaded->profile = correlate::correlate(loaded->bundle);
     loaded->model = std::make_unique<query::Model>(loaded->profile, loaded->bundle);
+    loaded->heats = views::heat_of_traces(loaded->profile);
+    loaded->files = views::source_files(loaded->bundle, loaded->profile.forest);
     keep(id, loaded);
     loading.set_value(loaded);
     return loaded;

@@ -1,6 +1,6 @@
-// Queries need a bundle's whole model (every op of every trace), which the
-// index does not hold: the models of the bundles queried last stay in
-// memory, up to a number of bytes (their bundles' inflated size), taken from
+// Queries and trace views need a bundle's whole model (every op of every
+// trace), which the index does not hold: the models of the bundles queried
+// last stay in memory, up to a number of bytes (their bundles' inflated size), taken from
 // the server's memory budget for as long as they stay.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include "correlate/profile.h"
 #include "memory_budget.h"
 #include "query/query.h"
+#include "views/views.h"
 
 namespace jitprof::server {
 
@@ -30,6 +31,8 @@ class QueryCache {
     bundle::Bundle bundle;
     correlate::Profile profile;
     std::unique_ptr<query::Model> model;
+    std::map<std::uint64_t, views::TraceHeat> heats;  // by trace id
+    views::SourceFiles files;
   };
   // The model of the bundle stored at `path` under `id`, loaded on first use
   // (queries asking meanwhile wait for that load). Throws ServerBusy when the

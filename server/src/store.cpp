@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <unistd.h>
+#include <malloc.h>
 #include <zlib.h>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -293,10 +295,15 @@ Store::Added Store::add_bundle(const fs::path& received, const std::string& sour
   }
   // Checked before anything becomes visible; the file is in place before its
   // index rows, and a restart indexes a file whose rows never got written.
-  const auto indexed = compute_index(received);
-  const std::uint64_t size = fs::file_size(received);
-  publish(received, target);
-  write_index(id, *indexed, source, size);
+  {
+    const auto indexed = compute_index(received);
+    const std::uint64_t size = fs::file_size(received);
+    publish(received, target);
+    write_index(id, *indexed, source, size);
+  }
+  // Reading the bundle freed hundreds of megabytes in small pieces: give them
+  // back to the system, not keep them for a next upload that may never come.
+  ::malloc_trim(0);
   return {id, false};
 }
 
@@ -354,7 +361,10 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   const json flame = {{"samples", tree.root.total},
                       {"children", views::call_tree_json(tree.root, 256, std::max<std::uint64_t>(1, tree.root.total / 5000))}};
 
-  // Every trace: a row for lists and queries, and each stage as a view.
+  // Every trace: a row for lists and queries. The views (each stage's ops,
+  // machine code and samples) of the hot traces the summary lists are
+  // computed now, so that the traces most opened open at once; the rest's
+  // when first asked for (trace_view).
   const auto heats = views::heat_of_traces(profile);
   const views::SourceFiles files = views::source_files(read, profile.forest);
   auto store_view = [&](std::string name, const json& view) {
@@ -368,6 +378,9 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   std::map<std::uint64_t, std::size_t> bridges;
   for (const jitlog::Trace& trace : profile.forest.traces)
     if (trace.parent_guard) ++bridges[trace.parent_guard->trace_id];
+  std::set<std::uint64_t> listed;
+  for (const json& hot : summary["traces"])
+    if (hot.contains("type")) listed.insert(hot["id"].get<std::uint64_t>());
   for (const jitlog::Trace& trace : profile.forest.traces) {
     const auto heat = heats.find(trace.id);
     const views::TraceHeat* trace_heat = heat == heats.end() ? nullptr : &heat->second;
@@ -376,8 +389,9 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
       if (trace.stage(kind) == nullptr) continue;
       const std::string stage = jitlog::stage_name(kind);
       stages.push_back(stage);
-      store_view(fmt::format("trace/{}/{}", trace.id, stage),
-                 views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm, &files));
+      if (listed.contains(trace.id))
+        store_view(fmt::format("trace/{}/{}", trace.id, stage),
+                   views::trace_json(profile.forest, trace, kind, trace_heat, kind == jitlog::StageKind::Asm, &files));
     }
     const jitlog::MergePoint* point = trace.source();
     indexed->traces.push_back({trace.id, trace_heat ? trace_heat->total : 0, trace.entry_count,
@@ -483,13 +497,49 @@ json Store::list(const std::string& query, std::size_t offset, std::size_t limit
 }
 
 json Store::view(const std::string& id, const std::string& name) {
+  auto stored = stored_view(id, name);
+  if (!stored) throw NotFound(fmt::format("no {} for upload {}", name, id));
+  return std::move(*stored);
+}
+
+std::optional<json> Store::stored_view(const std::string& id, const std::string& name) {
   std::string text;
   {
     std::lock_guard lock(mutex_);
     Statement query(db_, "SELECT size, body FROM views WHERE upload = ? AND name = ?");
-    if (!query.bind(1, id).bind(2, name).step()) throw NotFound(fmt::format("no {} for upload {}", name, id));
+    if (!query.bind(1, id).bind(2, name).step()) return std::nullopt;
     const auto [data, size] = query.blob(1);
     text = inflate_text(data, size, static_cast<std::size_t>(query.integer(0)));
+  }
+  return json::parse(text);
+}
+
+bool Store::has_view(const std::string& id, const std::string& name) {
+  std::lock_guard lock(mutex_);
+  Statement query(db_, "SELECT 1 FROM views WHERE upload = ? AND name = ?");
+  return query.bind(1, id).bind(2, name).step();
+}
+
+json Store::trace_view(const std::string& id, std::uint64_t trace, const std::string& stage,
+                       const std::function<json()>& compute) {
+  const std::string name = fmt::format("trace/{}/{}", trace, stage);
+  if (auto stored = stored_view(id, name)) return std::move(*stored);
+  {
+    std::lock_guard lock(mutex_);
+    Statement query(db_, "SELECT stages FROM traces WHERE upload = ? AND id = ?");
+    bool known = false;
+    if (query.bind(1, id).bind(2, static_cast<std::int64_t>(trace)).step()) {
+      const json stages = json::parse(query.text(0), nullptr, false);
+      known = stages.is_array() && std::find(stages.begin(), stages.end(), stage) != stages.end();
+    }
+    if (!known) throw NotFound(fmt::format("no {} for upload {}", name, id));
+  }
+  // Stored as text and answered from that text, as the views computed at upload are.
+  const std::string text = bundle::json_text(compute());
+  {
+    std::lock_guard lock(mutex_);
+    Statement insert(db_, "INSERT OR IGNORE INTO views(upload, name, size, body) VALUES(?, ?, ?, ?)");
+    insert.bind(1, id).bind(2, name).bind(3, static_cast<std::int64_t>(text.size())).bind_blob(4, deflate_text(text)).run();
   }
   return json::parse(text);
 }

@@ -1,6 +1,7 @@
 // Where `jitprof serve` keeps uploads: bundles content-addressed on disk
 // (DIR/bundles/ab/<sha256>.jprof), and an SQLite index of the uploads with
-// the views the web viewer asks for, computed once when a bundle arrives.
+// the views the web viewer asks for, computed once: when a bundle arrives,
+// or for trace views when first asked for.
 #pragma once
 
 #include <sqlite3.h>
@@ -60,8 +61,15 @@ class Store {
 
   // Uploads, newest first, whose command line, id or PyPy version contains `query`.
   nlohmann::json list(const std::string& query, std::size_t offset, std::size_t limit);
-  // A stored view: "summary", "flame", or "trace/ID/STAGE". NotFound otherwise.
+  // A stored view: "summary", "flame", "info", "jitlog", or a trace view
+  // computed before. NotFound otherwise.
   nlohmann::json view(const std::string& id, const std::string& name);
+  bool has_view(const std::string& id, const std::string& name);
+  // A trace at a stage ("noopt", "opt", "asm"): computed by `compute` when
+  // first asked for, then stored with the upload's other views. NotFound when
+  // the upload has no such trace or the trace no such stage.
+  nlohmann::json trace_view(const std::string& id, std::uint64_t trace, const std::string& stage,
+                            const std::function<nlohmann::json()>& compute);
   nlohmann::json traces(const std::string& id, std::size_t offset, std::size_t limit, const std::string& sort,
                         const std::string& query);
   nlohmann::json functions(const std::string& id, std::size_t offset, std::size_t limit, const std::string& query);
@@ -79,6 +87,7 @@ class Store {
   // Checks and reads a bundle into its index rows and views (BadRequest when malformed).
   std::unique_ptr<Indexed> compute_index(const std::filesystem::path& bundle);
   void write_index(const std::string& id, const Indexed& indexed, const std::string& source, std::uint64_t size);
+  std::optional<nlohmann::json> stored_view(const std::string& id, const std::string& name);
   void reconcile(const std::function<void(const std::string&)>& notice);
   // Whether `id` is indexed; the caller holds mutex_.
   bool is_indexed(const std::string& id);
