@@ -1,6 +1,7 @@
 // The bundle container: frames round-trip, streams concatenate, and a file
 // cut short or corrupted reads up to the damage with its offset named.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -77,6 +78,63 @@ TEST_F(BundleFile, CompressibleDataIsStoredCompressed) {
   EXPECT_LT(fs::file_size(path_), 20000u);
   const auto read = bundle::read_bundle(path_);
   EXPECT_EQ(read.stream(bundle::sections::kJitlog), std::vector<std::uint8_t>(1 << 20, 'x'));
+}
+
+void put_le(std::vector<std::uint8_t>& out, std::uint64_t value, std::size_t width) {
+  for (std::size_t i = 0; i < width; ++i) out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
+}
+
+// A frame as format 1 wrote it: zlib-compressed.
+void append_zlib_frame(std::vector<std::uint8_t>& file, SectionType type, const std::vector<std::uint8_t>& data) {
+  std::vector<std::uint8_t> stored(compressBound(static_cast<uLong>(data.size())));
+  uLongf stored_size = static_cast<uLongf>(stored.size());
+  ASSERT_EQ(compress2(stored.data(), &stored_size, data.data(), static_cast<uLong>(data.size()), 6), Z_OK);
+  stored.resize(stored_size);
+  put_le(file, type.code, 4);
+  put_le(file, 1, 4);  // zlib
+  put_le(file, data.size(), 8);
+  put_le(file, stored.size(), 8);
+  put_le(file, crc32(0, stored.data(), static_cast<uInt>(stored.size())), 4);
+  file.insert(file.end(), stored.begin(), stored.end());
+}
+
+TEST(Bundle, AFormatOneBundleOfZlibFramesStillReads) {
+  std::vector<std::uint8_t> file{0x89, 'J', 'P', 'R', 'O', 'F', '\r', '\n'};
+  put_le(file, 1, 2);
+  const auto part1 = pattern(50000, 5), part2 = pattern(700, 6);
+  append_zlib_frame(file, bundle::sections::kJitlog, part1);
+  append_zlib_frame(file, bundle::sections::kJitlog, part2);
+  const auto read = bundle::parse_bundle(file);
+  ASSERT_FALSE(read.error) << read.error->message;
+  EXPECT_EQ(read.version, 1);
+  auto expected = part1;
+  expected.insert(expected.end(), part2.begin(), part2.end());
+  EXPECT_EQ(read.stream(bundle::sections::kJitlog), expected);
+}
+
+TEST(Bundle, AFutureFormatIsRefusedByName) {
+  std::vector<std::uint8_t> file{0x89, 'J', 'P', 'R', 'O', 'F', '\r', '\n'};
+  put_le(file, bundle::kFormatVersion + 1, 2);
+  const auto read = bundle::parse_bundle(file);
+  ASSERT_TRUE(read.error);
+  EXPECT_NE(read.error->message.find("format version 3 is not supported"), std::string::npos) << read.error->message;
+}
+
+TEST_F(BundleFile, ACompressedFrameCutByACrashIsLeftOutAndTheFramesBeforeItRead) {
+  {
+    bundle::BundleWriter writer(path_);
+    writer.append(bundle::sections::kJitlog, std::vector<std::uint8_t>(100000, 'x'));
+    writer.append(bundle::sections::kJitlog, pattern(100000, 8));
+  }
+  const auto whole = file_bytes(path_);
+  const std::uint64_t second = bundle::parse_bundle(whole).frames.at(1).file_offset;
+  // Stored compressed, then cut in the middle of the second frame's compressed bytes.
+  ASSERT_LT(whole.size() - second, 100000u);
+  const auto cut = bundle::parse_bundle(std::span(whole).first(second + (whole.size() - second) / 2));
+  ASSERT_FALSE(cut.error);
+  ASSERT_EQ(cut.warnings.size(), 1u);
+  EXPECT_EQ(cut.warnings[0].offset, second);
+  EXPECT_EQ(cut.stream(bundle::sections::kJitlog), std::vector<std::uint8_t>(100000, 'x'));
 }
 
 TEST_F(BundleFile, ADecompressionBombStopsAtTheInflatedLimit) {

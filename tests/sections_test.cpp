@@ -45,10 +45,6 @@ TEST(Sections, LineSectionsComeBackAsWrittenAcrossFrames) {
   const bundle::TaskRecord fork{bundle::TaskRecord::Kind::Fork, 6, 4242, 4244, 4242, 4242, ""};
   EXPECT_EQ(bundle::read_tasks(bundle_of(frames_of<bundle::TaskRecord>({{comm, fork}}))), (std::vector{comm, fork}));
 
-  const bundle::JitlogArrival first{0, 1000}, second{4096, 2000};
-  EXPECT_EQ(bundle::read_jitlog_arrivals(bundle_of(frames_of<bundle::JitlogArrival>({{first}, {second}}))),
-            (std::vector{first, second}));
-
   const bundle::SymbolRecord named{4242, 0x7f0000001234, "/lib/libc.so.6", "ab12", "memset", 0x34,
                                    {{"spin", "native_hot.c", 12}, {"mix", "native_hot.c", 5}}, ""};
   const bundle::SymbolRecord kernel{0, 0xffffffff81000000, "[kernel.kallsyms]", "", "do_syscall_64", 16, {}, ""};
@@ -82,16 +78,49 @@ TEST(Sections, LineSectionsComeBackAsWrittenAcrossFrames) {
             (std::vector{inlined, none}));
 }
 
-TEST(Sections, MalformedLinesAreSkippedAndALineCutShortIsDropped) {
-  std::string text;
-  bundle::encode(bundle::JitlogArrival{1, 10}, text);
-  text += "not json\n[1, 2]\n";
-  bundle::encode(bundle::JitlogArrival{2, 20}, text);
-  std::string cut;
-  bundle::encode(bundle::JitlogArrival{3, 30}, cut);
-  text += cut.substr(0, cut.size() / 2);  // a recording killed mid-line
+// A JLTM frame as the writer stores it.
+std::string jitlog_clock_frame(const std::vector<bundle::JitlogArrival>& arrivals) {
+  const std::vector<std::uint8_t> bytes = bundle::encode_jitlog_arrivals(arrivals);
+  return {bytes.begin(), bytes.end()};
+}
+
+TEST(Sections, JitlogArrivalsComeBackAsWrittenAcrossFrames) {
+  // Pipe reads a few bytes and microseconds apart, a clock that steps back, and the extremes.
+  const std::vector<bundle::JitlogArrival> first{{0, 41953596987824}, {4345, 41953749069007}, {4383, 41953749330783}};
+  const std::vector<bundle::JitlogArrival> second{{4392, 41953749403431}, {4392, 5}, {UINT64_MAX, UINT64_MAX}, {0, 0}};
+  std::vector<bundle::JitlogArrival> both = first;
+  both.insert(both.end(), second.begin(), second.end());
+  EXPECT_EQ(bundle::read_jitlog_arrivals(bundle_of({{bundle::sections::kJitlogClock, jitlog_clock_frame(first)},
+                                                    {bundle::sections::kJitlogClock, jitlog_clock_frame(second)}})),
+            both);
+  // The format byte, then a few bytes an arrival (offset and time steps), not the 35 of a JSON line.
+  EXPECT_EQ(jitlog_clock_frame(first).size(), 1u + (1 + 7) + (2 + 4) + (1 + 3));
+  EXPECT_TRUE(bundle::decode_jitlog_arrivals(bundle::encode_jitlog_arrivals({})).empty());
+}
+
+TEST(Sections, AJitlogClockFrameCutShortReadsUpToItsLastWholeArrival) {
+  const std::vector<bundle::JitlogArrival> arrivals{{0, 1000}, {300, 1'000'000'000'000}, {70000, 1'000'000'250'000}};
+  const std::vector<std::uint8_t> whole = bundle::encode_jitlog_arrivals(arrivals);
+  std::size_t previous = 0;
+  for (std::size_t cut = 0; cut <= whole.size(); ++cut) {
+    const auto read = bundle::decode_jitlog_arrivals(std::span(whole).first(cut));
+    ASSERT_LE(read.size(), arrivals.size());
+    EXPECT_GE(read.size(), previous) << "cut at " << cut;
+    EXPECT_EQ(read, std::vector(arrivals.begin(), arrivals.begin() + std::ptrdiff_t(read.size()))) << "cut at " << cut;
+    previous = read.size();
+  }
+  EXPECT_EQ(previous, arrivals.size());
+  // A frame of a format this version does not know gives nothing rather than a misreading.
+  EXPECT_TRUE(bundle::decode_jitlog_arrivals(std::vector<std::uint8_t>{0x7f, 1, 2}).empty());
+}
+
+TEST(Sections, JitlogArrivalsOfFormatOneReadAndMalformedLinesAreSkipped) {
+  const std::string text = "{\"offset\":1,\"t\":10}\nnot json\n[1, 2]\n{\"offset\":2,\"t\":20}\n{\"offset\":3,\"t\":";
   const auto arrivals = bundle::read_jitlog_arrivals(bundle_of({{bundle::sections::kJitlogClock, text}}));
   EXPECT_EQ(arrivals, (std::vector<bundle::JitlogArrival>{{1, 10}, {2, 20}}));
+}
+
+TEST(Sections, ATaskOfAnUnknownKindIsSkipped) {
   // A task of a kind this version does not know is skipped, not misread.
   const auto tasks = bundle::read_tasks(bundle_of({{bundle::sections::kTasks, R"({"kind":"teleport","pid":1})"
                                                                               "\n"}}));

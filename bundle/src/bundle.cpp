@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include <array>
 #include <cerrno>
@@ -14,7 +15,10 @@ namespace jitprof::bundle {
 namespace {
 
 constexpr std::array<std::uint8_t, 8> kMagic = {0x89, 'J', 'P', 'R', 'O', 'F', '\r', '\n'};
+// Each frame says how its bytes are stored: zlib in bundles of format 1, zstd since.
 constexpr std::uint32_t kFlagZlib = 1;
+constexpr std::uint32_t kFlagZstd = 2;
+constexpr std::uint32_t kKnownFlags = kFlagZlib | kFlagZstd;
 constexpr std::size_t kFrameHeaderBytes = 4 + 4 + 8 + 8 + 4;
 
 void put_le(std::vector<std::uint8_t>& out, std::uint64_t value, std::size_t width) {
@@ -82,13 +86,12 @@ BundleWriter::~BundleWriter() {
 }
 
 void BundleWriter::append(SectionType type, std::span<const std::uint8_t> data) {
-  std::vector<std::uint8_t> stored(compressBound(static_cast<uLong>(data.size())));
-  uLongf stored_size = static_cast<uLongf>(stored.size());
+  std::vector<std::uint8_t> stored(ZSTD_compressBound(data.size()));
+  const std::size_t stored_size = ZSTD_compress(stored.data(), stored.size(), data.data(), data.size(), level_);
   std::uint32_t flags = 0;
-  if (compress2(stored.data(), &stored_size, data.data(), static_cast<uLong>(data.size()), level_) == Z_OK &&
-      stored_size < data.size()) {
+  if (!ZSTD_isError(stored_size) && stored_size < data.size()) {
     stored.resize(stored_size);
-    flags = kFlagZlib;
+    flags = kFlagZstd;
   } else {
     stored.assign(data.begin(), data.end());
   }
@@ -133,13 +136,14 @@ class FrameParser {
     const std::uint64_t size = in.u64le();
     const std::uint64_t stored_size = in.u64le();
     const std::uint32_t crc = in.u32le();
-    if (flags & ~kFlagZlib) in.fail_at(at + 4, fmt::format("unknown frame flags 0x{:x}", flags));
+    if ((flags & ~kKnownFlags) || flags == kKnownFlags)
+      in.fail_at(at + 4, fmt::format("unknown frame flags 0x{:x}", flags));
     if (size > kMaxFrameBytes || stored_size > kMaxFrameBytes)
       in.fail_at(at + 8, fmt::format("frame of {} bytes exceeds the limit of {}", std::max(size, stored_size),
                                      kMaxFrameBytes));
     if (size > max_inflated_ - inflated_)
       in.fail_at(at + 8, fmt::format("the frames inflate past the limit of {} bytes", max_inflated_));
-    if (!(flags & kFlagZlib) && size != stored_size)
+    if (flags == 0 && size != stored_size)
       in.fail_at(at + 8, fmt::format("uncompressed frame declares {} bytes but stores {}", size, stored_size));
     // Counted once the whole frame is here: a frame that needs more input is
     // parsed again when it arrives.
@@ -148,26 +152,36 @@ class FrameParser {
       in.fail_at(at, fmt::format("{} frame is corrupt (CRC mismatch)", frame.type.name()));
     inflated_ += size;
     if (before_inflating_) before_inflating_(size);
-    if (flags & kFlagZlib) {
-      frame.data.resize(size);
-      uLongf inflated = static_cast<uLongf>(size);
-      if (uncompress(frame.data.data(), &inflated, stored.data(), static_cast<uLong>(stored.size())) != Z_OK ||
-          inflated != size)
-        in.fail_at(at, fmt::format("{} frame does not inflate to its declared {} bytes", frame.type.name(), size));
-    } else {
+    if (flags == 0) {
       frame.data.assign(stored.begin(), stored.end());
+    } else {
+      frame.data.resize(size);
+      if (!inflate(flags, stored, frame.data))
+        in.fail_at(at, fmt::format("{} frame does not inflate to its declared {} bytes", frame.type.name(), size));
     }
     bundle_.frames.push_back(std::move(frame));
   }
 
  private:
+  // Fills `data` (sized as the frame declares) from the stored bytes; false
+  // when they do not decompress to exactly that many.
+  static bool inflate(std::uint32_t flags, std::span<const std::uint8_t> stored, std::vector<std::uint8_t>& data) {
+    if (flags == kFlagZstd) {
+      const std::size_t inflated = ZSTD_decompress(data.data(), data.size(), stored.data(), stored.size());
+      return !ZSTD_isError(inflated) && inflated == data.size();
+    }
+    uLongf inflated = static_cast<uLongf>(data.size());
+    return uncompress(data.data(), &inflated, stored.data(), static_cast<uLong>(stored.size())) == Z_OK &&
+           inflated == data.size();
+  }
+
   void parse_file_header(binio::ByteCursor& in) {
     const auto magic = in.bytes(kMagic.size());
     if (!std::equal(magic.begin(), magic.end(), kMagic.begin())) in.fail_at(0, "not a jitprof bundle (bad magic)");
     bundle_.version = in.u16le();
-    if (bundle_.version != kFormatVersion)
-      in.fail_at(8, fmt::format("bundle format version {} is not supported (this jitprof reads {})",
-                                bundle_.version, kFormatVersion));
+    if (bundle_.version < kOldestFormatVersion || bundle_.version > kFormatVersion)
+      in.fail_at(8, fmt::format("bundle format version {} is not supported (this jitprof reads {} to {})",
+                                bundle_.version, kOldestFormatVersion, kFormatVersion));
     saw_header_ = true;
   }
 

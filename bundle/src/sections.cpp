@@ -128,16 +128,6 @@ std::vector<TaskRecord> read_tasks(const Bundle& bundle) {
   return tasks;
 }
 
-void encode(const JitlogArrival& record, std::string& frame) {
-  append_line({{"offset", record.offset}, {"t", record.time_ns}}, frame);
-}
-
-std::vector<JitlogArrival> read_jitlog_arrivals(const Bundle& bundle) {
-  return read_lines<JitlogArrival>(bundle, JitlogArrival::kSection, [](const json& line) {
-    return JitlogArrival{field<std::uint64_t>(line, "offset"), field<std::uint64_t>(line, "t")};
-  });
-}
-
 void encode(const SymbolRecord& record, std::string& frame) { append_line(symbol_json(record), frame); }
 
 std::vector<SymbolRecord> read_symbols(const Bundle& bundle) {

@@ -2,15 +2,17 @@
 // only place that knows how a section's bytes look. Writers build a frame with
 // SectionBuffer (or encode() for document sections); readers call read_*().
 //
-// Line sections (MAPS, TASK, JLTM, SYMS, JCOD, SRCS, PYCN, PYJC) hold one JSON object a
+// Line sections (MAPS, TASK, SYMS, JCOD, SRCS, PYCN, PYJC) hold one JSON object a
 // line; a reader skips lines that are not JSON objects and takes absent or
 // mistyped fields as their defaults, so a bundle cut anywhere still reads.
-// The samples (SMPL) have their own dense codec in bundle/samples.h, the
-// manifest (MANI) in bundle/manifest.h; JLOG and VMPF hold PyPy's own bytes.
+// The jitlog's arrival times (JLTM) are binary, as below; the samples (SMPL)
+// have their own dense codec in bundle/samples.h, the manifest (MANI) in
+// bundle/manifest.h; JLOG and VMPF hold PyPy's own bytes.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -128,7 +130,6 @@ struct CrashRecord {
 // One line of a line section (appended to `frame`, newline included).
 void encode(const MappingRecord& record, std::string& frame);
 void encode(const TaskRecord& record, std::string& frame);
-void encode(const JitlogArrival& record, std::string& frame);
 void encode(const SymbolRecord& record, std::string& frame);
 void encode(const JitCodeRecord& record, std::string& frame);
 void encode(const SourceFileRecord& record, std::string& frame);
@@ -139,6 +140,7 @@ std::string encode(const CrashRecord& record);
 
 std::vector<MappingRecord> read_mappings(const Bundle& bundle);
 std::vector<TaskRecord> read_tasks(const Bundle& bundle);
+// Frames of format 1 (JSON lines) read too.
 std::vector<JitlogArrival> read_jitlog_arrivals(const Bundle& bundle);
 std::vector<SymbolRecord> read_symbols(const Bundle& bundle);
 std::vector<JitCodeRecord> read_jit_code(const Bundle& bundle);
@@ -165,6 +167,29 @@ class SectionBuffer {
 
  private:
   std::string pending_;
+};
+
+// A JLTM frame: a format byte, then for each arrival two varints, its offset
+// and time less the arrival's before (the first's less zero). The jitlog is
+// read a pipe buffer at a time, so there are many arrivals, close together.
+std::vector<std::uint8_t> encode_jitlog_arrivals(std::span<const JitlogArrival> arrivals);
+// One JLTM frame, binary or JSON lines (format 1); a frame cut short gives the
+// arrivals before the cut, a frame of an unknown format none.
+std::vector<JitlogArrival> decode_jitlog_arrivals(std::span<const std::uint8_t> frame);
+
+template <>
+class SectionBuffer<JitlogArrival> {
+ public:
+  void add(const JitlogArrival& arrival) { pending_.push_back(arrival); }
+  bool empty() const { return pending_.empty(); }
+  void flush_into(BundleWriter& writer) {
+    if (pending_.empty()) return;
+    writer.append(JitlogArrival::kSection, encode_jitlog_arrivals(pending_));
+    pending_.clear();
+  }
+
+ private:
+  std::vector<JitlogArrival> pending_;
 };
 
 }  // namespace jitprof::bundle
