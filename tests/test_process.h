@@ -78,6 +78,9 @@ class Background {
              const std::vector<std::string>& environment = {})
       : out_(scratch / (name + ".out")), err_(scratch / (name + ".err")) {
     std::fflush(nullptr);  // or the child's freopen writes out the test's buffered output again
+    // Emptied before the child starts: a process started under a name used
+    // before must not show the earlier one's output to a test reading at once.
+    for (const auto& file : {out_, err_}) std::ofstream(file, std::ios::trunc);
     pid_ = ::fork();
     if (pid_ != 0) return;
     for (const auto& assignment : environment) ::putenv(const_cast<char*>(assignment.c_str()));
