@@ -800,6 +800,43 @@ TEST_F(JitlogMergePoints, BadValueTagIsAnErrorAtTheTag) {
 // 5. Machine code
 // ===========================================================================
 
+TEST(JitlogOutline, KeepsTracesStagesAndTheFilesMergePointsNameButNoOps) {
+  JitlogWriter writer;
+  writer.header()
+      .start_trace(1, "loop", 0)
+      .trace_opt(1)
+      .init_merge_point()
+      .merge_point(pypy_point("/src/a.py", 3, "f", 0, "LOAD_FAST"))
+      .resop(opnum::kIntAdd, "i1,i0,1")
+      .merge_point(pypy_point("/src/b.py", 9, "g", 2, "LOAD_FAST"))
+      .trace_asm(1)
+      .asm_addr(0x7f0000001000, 0x7f0000001200)
+      .resop(opnum::kIntAdd, "i1,i0,1")
+      .machine_code(0, bytes_of({0x48, 0x01, 0xc0}))
+      .start_trace(2, "loop", 0)
+      .trace_opt(2)
+      .init_merge_point()
+      .merge_point(pypy_point("/src/a.py", 7, "h", 0, "LOAD_FAST"));
+  const Forest full = parse(writer);
+  jl::JitlogReader outline_reader(jl::Detail::Outline);
+  outline_reader.feed(writer.bytes());
+  const Forest outline = outline_reader.finish();
+  ASSERT_FALSE(outline.error) << diagnostics(outline);
+
+  EXPECT_EQ(outline.merge_point_files, (std::set<std::string>{"/src/a.py", "/src/b.py"}));
+  EXPECT_EQ(outline.merge_point_files, full.merge_point_files);
+  ASSERT_EQ(outline.traces.size(), 2u);
+  const Trace& first = trace_of(outline, 1);
+  ASSERT_TRUE(first.code);
+  EXPECT_EQ(first.code->start, 0x7f0000001000u);
+  EXPECT_EQ(first.stages.size(), 2u);
+  for (const Stage& stage : first.stages) {
+    EXPECT_TRUE(stage.ops.empty());
+    EXPECT_TRUE(stage.merge_points.empty());
+  }
+  EXPECT_EQ(stage_of(trace_of(full, 1), StageKind::Opt).merge_points.size(), 2u);
+}
+
 TEST(JitlogMachineCode, AsmAttachesToThePrecedingOpAndOpsWithoutAsmHaveNoCode) {
   JitlogWriter writer;
   writer.header()

@@ -445,7 +445,7 @@ TEST_F(PyPy, CodemapNamesTheFunctionsOfJitCodeAsTheJitlogDoes) {
         std::string seen;
         for (std::uint64_t id : frames) seen += " " + name_of(id);
         std::printf("  trace %llu asm op %zu %s at +%llu%s: the codemap says%s\n",
-                    static_cast<unsigned long long>(trace.id), i, op.name.c_str(),
+                    static_cast<unsigned long long>(trace.id), i, std::string(op.name).c_str(),
                     static_cast<unsigned long long>(op.code->offset),
                     portal_depth > 0 ? "" : " (after leave_portal_frame)", seen.c_str());
       }

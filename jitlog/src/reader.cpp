@@ -135,12 +135,15 @@ struct OpLine {
 }  // namespace
 
 struct JitlogReader::State {
+  explicit State(Detail kept) : detail(kept) {}
+
+  Detail detail;
   binio::RecordBuffer buffer;
   Forest forest;
-  std::shared_ptr<ForestText> text = std::make_shared<ForestText>();
-  Interner interner{*text};
+  std::shared_ptr<ForestText> storage = std::make_shared<ForestText>();
+  Interner interner{*storage};
   std::vector<std::optional<std::string_view>> op_names;  // by opnum
-  std::unordered_map<std::string_view, OpLine> lines[2];   // by has_descr
+  std::unordered_map<std::string_view, OpLine> op_lines[2];  // by has_descr
   ForestText line_keys;  // the keys of `lines`, dropped with the reader
   bool stopped = false;
   bool saw_header = false;
@@ -319,9 +322,11 @@ struct JitlogReader::State {
   // Done before another stage opens and whenever the forest is handed out.
   void close_stage() {
     if (!stage_open) return;
-    Stage& stage = forest.traces[*trace_index].stages.back();
-    stage.ops.assign(ops.begin(), ops.end());
-    stage.merge_points.assign(std::make_move_iterator(points.begin()), std::make_move_iterator(points.end()));
+    if (detail == Detail::Full) {
+      Stage& stage = forest.traces[*trace_index].stages.back();
+      stage.ops.assign(ops.begin(), ops.end());
+      stage.merge_points.assign(std::make_move_iterator(points.begin()), std::make_move_iterator(points.end()));
+    }
     ops.clear();
     points.clear();
     stage_open = false;
@@ -339,7 +344,7 @@ struct JitlogReader::State {
   // "res,arg0,...,argN[,descr]": descr texts may contain spaces but, in all
   // PyPy output seen, no comma, so the descr is what follows the last comma.
   const OpLine& op_line(std::string_view line, bool has_descr) {
-    auto& cache = lines[has_descr];
+    auto& cache = op_lines[has_descr];
     auto found = cache.find(line);
     if (found != cache.end()) return found->second;
     OpLine parsed;
@@ -366,11 +371,13 @@ struct JitlogReader::State {
     current_stage(in, at, has_descr ? kResopDescr : kResop);
 
     op.name = op_name(op.opnum, at);
-    const OpLine& fields = op_line(line, has_descr);
-    op.result = fields.result;
-    op.args = fields.args;
-    op.descr = fields.descr;
-    op.failargs = interner.list(failargs);
+    if (detail == Detail::Full) {
+      const OpLine& fields = op_line(line, has_descr);
+      op.result = fields.result;
+      op.args = fields.args;
+      op.descr = fields.descr;
+      op.failargs = interner.list(failargs);
+    }
 
     if (op.name == "enter_portal_frame") ++inline_depth;
     if (op.name == "leave_portal_frame" && inline_depth > 0) --inline_depth;
@@ -394,7 +401,7 @@ struct JitlogReader::State {
     const std::string_view input = read_text(in);
     current_stage(in, at, kAsm);
     if (ops.empty()) in.fail_at(at, "ASM record before any operation of its stage");
-    const std::string_view bytes = text->copy(input);
+    const std::string_view bytes = detail == Detail::Full ? storage->copy(input) : std::string_view{};
     // The offset is written as 16 bits; ops are laid out in order, so the real
     // offset is the first value >= the previous op's with the same low bits.
     std::uint64_t offset = (last_code_offset & ~std::uint64_t{0xffff}) | offset16;
@@ -460,6 +467,7 @@ struct JitlogReader::State {
       }
     }
     current_stage(in, at, kMergePoint);
+    if (!point.file.empty()) forest.merge_point_files.insert(point.file);
     point.op_index = ops.size();
     point.inline_depth = inline_depth;
     points.push_back(std::move(point));
@@ -482,7 +490,7 @@ struct JitlogReader::State {
   std::vector<std::uint64_t> aborted;
 };
 
-JitlogReader::JitlogReader() : state_(std::make_unique<State>()) {}
+JitlogReader::JitlogReader(Detail detail) : state_(std::make_unique<State>(detail)) {}
 JitlogReader::~JitlogReader() = default;
 
 bool JitlogReader::feed(std::span<const std::uint8_t> bytes) {
@@ -513,12 +521,12 @@ Forest JitlogReader::finish() {
                          at, s.buffer.pending_size())});
   }
   s.close_stage();
-  forest.text = s.text;
+  forest.text = s.storage;
   if (!s.saw_header && !forest.error)
     forest.error = Diagnostic{0, forest.bytes_read == 0 ? "empty file: no jitlog header" : "no complete jitlog header"};
   link_forest(forest, s.stitches, s.aborted);
   Forest result = std::move(forest);
-  state_ = std::make_unique<State>();
+  state_ = std::make_unique<State>(state_->detail);
   return result;
 }
 

@@ -108,7 +108,8 @@ class Session {
   std::function<void(const std::string&)> notice_;
   std::optional<SampleCollector> collector_;
   std::size_t kernel_symbols_named_ = 0;
-  jitlog::JitlogReader live_jitlog_;  // parsed as it comes: traces for the progress line, their files at the end
+  // Outlined as it comes (no ops kept): traces for the progress line, their files at the end.
+  jitlog::JitlogReader live_jitlog_{jitlog::Detail::Outline};
   std::vector<std::uint8_t> jitlog_pending_, vmprof_pending_;
   bundle::SectionBuffer<bundle::JitlogArrival> jitlog_arrivals_;
   pypy::DebugLogReader pypy_log_;

@@ -3,19 +3,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <set>
 
 namespace jitprof::record {
 
 std::vector<bundle::SourceFileRecord> source_files(const jitlog::Forest& forest) {
   constexpr std::uintmax_t kMaxFile = 1 << 20, kMaxTotal = 32 << 20;
-  std::set<std::string> files;
-  for (const jitlog::Trace& trace : forest.traces)
-    for (const jitlog::Stage& stage : trace.stages)
-      for (const jitlog::MergePoint& point : stage.merge_points) files.insert(point.file);
   std::vector<bundle::SourceFileRecord> sources;
   std::uintmax_t total = 0;
-  for (const std::string& file : files) {
+  for (const std::string& file : forest.merge_point_files) {
     std::error_code error;
     const std::uintmax_t size = std::filesystem::file_size(file, error);
     if (error || size > kMaxFile || total + size > kMaxTotal || !std::filesystem::is_regular_file(file, error)) continue;

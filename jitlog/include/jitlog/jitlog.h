@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -170,6 +171,7 @@ struct Forest {
   std::uint64_t records = 0;
   std::vector<Diagnostic> warnings;  // e.g. truncation: everything before it is kept
   std::optional<Diagnostic> error;   // malformed input: reading stopped there
+  std::set<std::string> merge_point_files;  // every co_filename a merge point names
 
   // Addresses are named by jitlog::TraceResolver (jitlog/resolver.h).
   const Trace* find(std::uint64_t id) const;
@@ -201,9 +203,15 @@ Forest parse_jitlog(std::span<const std::uint8_t> bytes);
 Forest read_jitlog(const std::filesystem::path& path);
 
 // Incremental reader: feed bytes as they arrive (a file, a pipe), then finish.
+// How much of each trace a reader keeps. Outline: the traces and their
+// stages without ops, machine code or merge points (merge_point_files is still
+// filled), for a recording that only needs trace counts and source files
+// while the log grows.
+enum class Detail { Full, Outline };
+
 class JitlogReader {
  public:
-  JitlogReader();
+  explicit JitlogReader(Detail detail = Detail::Full);
   ~JitlogReader();
 
   // Returns false once the reader stopped at malformed input.
