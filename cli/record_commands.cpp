@@ -147,6 +147,9 @@ void print_manifest(const bundle::Manifest& manifest, const json& info) {
     std::cout << "state: INCOMPLETE (the recording did not finish; what was written before is below)\n";
   else
     std::cout << fmt::format("duration: {:.3f} s\n", manifest.duration_s.value_or(0.0));
+  if (manifest.recorder_cpu_s && manifest.recorder_peak_rss_kib)
+    std::cout << fmt::format("jitprof itself: {:.3f} s of CPU, peak memory {:.1f} MiB\n", *manifest.recorder_cpu_s,
+                             double(*manifest.recorder_peak_rss_kib) / 1024);
   print_sampling(manifest, info);
   if (const auto& exit = manifest.exit) {
     if (exit->signal)

@@ -80,6 +80,41 @@ TEST_F(BundleFile, CompressibleDataIsStoredCompressed) {
   EXPECT_EQ(read.stream(bundle::sections::kJitlog), std::vector<std::uint8_t>(1 << 20, 'x'));
 }
 
+TEST_F(BundleFile, TheJitlogIsOneStreamSoWhatRepeatsAcrossItsFramesIsStoredOnce) {
+  // PyPy repeats itself across pipe reads; noise does not compress on its own.
+  const auto noise = pattern(8192, 9);
+  const std::vector<std::uint8_t> repeated(noise.begin() + 4096, noise.end());
+  bundle::BundleWriter writer(path_);
+  for (int i = 0; i < 100; ++i) writer.append(bundle::sections::kJitlog, repeated);
+  const std::uint64_t jitlog_bytes = writer.bytes_written();
+  for (int i = 0; i < 100; ++i) writer.append(kNotes, repeated);
+  const std::uint64_t notes_bytes = writer.bytes_written() - jitlog_bytes;
+  EXPECT_LT(jitlog_bytes, 4096u + 100 * 64);
+  EXPECT_GE(notes_bytes, 100u * 4096);
+
+  const bundle::Bundle read = bundle::read_bundle(path_);
+  ASSERT_FALSE(read.error) << read.error->message;
+  ASSERT_EQ(read.frames.size(), 200u);
+  for (const bundle::Frame& frame : read.frames) EXPECT_EQ(frame.data, repeated);
+}
+
+TEST_F(BundleFile, AJitlogFrameWithoutTheFramesBeforeItIsAnErrorAtItsOffset) {
+  const auto noise = pattern(8192, 10);
+  const std::vector<std::uint8_t> repeated(noise.begin() + 4096, noise.end());
+  bundle::BundleWriter writer(path_);
+  writer.append(bundle::sections::kJitlog, repeated);
+  const std::uint64_t second = writer.bytes_written();
+  writer.append(bundle::sections::kJitlog, repeated);
+  auto whole = file_bytes(path_);
+  // The file header, then the second frame alone: it refers to bytes of the first.
+  std::vector<std::uint8_t> cut(whole.begin(), whole.begin() + 10);
+  cut.insert(cut.end(), whole.begin() + static_cast<std::ptrdiff_t>(second), whole.end());
+  const bundle::Bundle read = bundle::parse_bundle(cut);
+  ASSERT_TRUE(read.error);
+  EXPECT_EQ(read.error->offset, 10u);
+  EXPECT_NE(read.error->message.find("JLOG frame does not inflate"), std::string::npos) << read.error->message;
+}
+
 void put_le(std::vector<std::uint8_t>& out, std::uint64_t value, std::size_t width) {
   for (std::size_t i = 0; i < width; ++i) out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
 }

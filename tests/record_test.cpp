@@ -131,6 +131,9 @@ TEST_F(Record, PerfSamplesFollowCpuTimeAndJitSamplesLandInsideTraces) {
   const auto samples = summary["samples"]["count"].get<double>();
   EXPECT_NEAR(samples, expected, 0.1 * expected);
   EXPECT_EQ(samples, perf["samples"].get<double>());
+  // What recording cost jitprof itself: some CPU, and at least its rings in memory.
+  EXPECT_GT(summary["manifest"]["recorder_cpu_s"].get<double>(), 0.0);
+  EXPECT_GT(summary["manifest"]["recorder_peak_rss_kib"].get<std::uint64_t>(), 1024u);
 
   // The hot loop runs in JIT code: those samples carry their exact IP, and each
   // lies inside the machine code of a trace the jitlog describes, except in

@@ -189,6 +189,8 @@ bundle::Manifest recorded_manifest() {
   manifest.sections = bundle::Manifest::SectionBytes{1000, 2000, std::nullopt};
   manifest.duration_s = 1.5;
   manifest.target_cpu_s = 0.9;
+  manifest.recorder_cpu_s = 0.05;
+  manifest.recorder_peak_rss_kib = 41000;
   return manifest;
 }
 
@@ -203,6 +205,7 @@ TEST(Manifest, ComesBackAsWrittenAndTheNewestFrameWins) {
   EXPECT_EQ(bundle::to_json(*read.manifest), bundle::to_json(complete));
   EXPECT_EQ(read.manifest->exit->signal_name, "SIGSEGV");
   EXPECT_EQ(read.manifest->perf->achieved_hz, 981.5);
+  EXPECT_EQ(read.manifest->recorder_peak_rss_kib, 41000u);
 }
 
 TEST(Manifest, ArgumentsThatAreNotUtf8AreStoredExactlyAndShownReplaced) {

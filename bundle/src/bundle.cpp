@@ -10,15 +10,21 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <memory>
 
 namespace jitprof::bundle {
 namespace {
 
 constexpr std::array<std::uint8_t, 8> kMagic = {0x89, 'J', 'P', 'R', 'O', 'F', '\r', '\n'};
-// Each frame says how its bytes are stored: zlib in bundles of format 1, zstd since.
+// Each frame says how its bytes are stored: zlib in bundles of format 1, zstd
+// since, on its own or continuing its section's stream. One flag at most.
 constexpr std::uint32_t kFlagZlib = 1;
 constexpr std::uint32_t kFlagZstd = 2;
-constexpr std::uint32_t kKnownFlags = kFlagZlib | kFlagZstd;
+constexpr std::uint32_t kFlagZstdStream = 4;
+// A stream's window: what the writer uses at level 9, and the most a reader
+// takes, so that a crafted stream cannot make it allocate more.
+constexpr int kStreamWindowLog = 22;
 constexpr std::size_t kFrameHeaderBytes = 4 + 4 + 8 + 8 + 4;
 
 void put_le(std::vector<std::uint8_t>& out, std::uint64_t value, std::size_t width) {
@@ -81,20 +87,63 @@ BundleWriter::BundleWriter(const std::filesystem::path& path, int compression_le
   offset_ = header.size();
 }
 
+struct BundleWriter::SectionStream {
+  struct Free {
+    void operator()(ZSTD_CCtx* context) const { ZSTD_freeCCtx(context); }
+  };
+  std::unique_ptr<ZSTD_CCtx, Free> context;
+
+  explicit SectionStream(int level) : context(ZSTD_createCCtx()) {
+    if (!context) throw std::bad_alloc();
+    ZSTD_CCtx_setParameter(context.get(), ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(context.get(), ZSTD_c_windowLog, kStreamWindowLog);
+  }
+
+  // Everything given so far, flushed: the reader can inflate it at once.
+  std::vector<std::uint8_t> compress(std::span<const std::uint8_t> data) {
+    std::vector<std::uint8_t> stored(ZSTD_compressBound(data.size()) + ZSTD_CStreamOutSize());
+    ZSTD_inBuffer in{data.data(), data.size(), 0};
+    ZSTD_outBuffer out{stored.data(), stored.size(), 0};
+    for (;;) {
+      const std::size_t left = ZSTD_compressStream2(context.get(), &out, &in, ZSTD_e_flush);
+      if (ZSTD_isError(left)) throw binio::InputError(fmt::format("zstd: {}", ZSTD_getErrorName(left)));
+      if (left == 0) break;
+      stored.resize(stored.size() * 2);
+      out.dst = stored.data();
+      out.size = stored.size();
+    }
+    stored.resize(out.pos);
+    return stored;
+  }
+};
+
 BundleWriter::~BundleWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void BundleWriter::append(SectionType type, std::span<const std::uint8_t> data) {
+std::vector<std::uint8_t> BundleWriter::compress_frame(SectionType type, std::span<const std::uint8_t> data,
+                                                       std::uint32_t& flags) {
+  // Always the stream's bytes, even when larger: the stream's history must
+  // stay the same on both sides.
+  if (type == sections::kJitlog) {
+    if (!jitlog_stream_) jitlog_stream_ = std::make_unique<SectionStream>(level_);
+    flags = kFlagZstdStream;
+    return jitlog_stream_->compress(data);
+  }
   std::vector<std::uint8_t> stored(ZSTD_compressBound(data.size()));
   const std::size_t stored_size = ZSTD_compress(stored.data(), stored.size(), data.data(), data.size(), level_);
-  std::uint32_t flags = 0;
   if (!ZSTD_isError(stored_size) && stored_size < data.size()) {
     stored.resize(stored_size);
     flags = kFlagZstd;
-  } else {
-    stored.assign(data.begin(), data.end());
+    return stored;
   }
+  flags = 0;
+  return {data.begin(), data.end()};
+}
+
+void BundleWriter::append(SectionType type, std::span<const std::uint8_t> data) {
+  std::uint32_t flags = 0;
+  const std::vector<std::uint8_t> stored = compress_frame(type, data, flags);
   // Header and payload go out in one buffer: a frame is never half-announced.
   std::vector<std::uint8_t> frame;
   frame.reserve(kFrameHeaderBytes + stored.size());
@@ -136,7 +185,7 @@ class FrameParser {
     const std::uint64_t size = in.u64le();
     const std::uint64_t stored_size = in.u64le();
     const std::uint32_t crc = in.u32le();
-    if ((flags & ~kKnownFlags) || flags == kKnownFlags)
+    if (flags != 0 && flags != kFlagZlib && flags != kFlagZstd && flags != kFlagZstdStream)
       in.fail_at(at + 4, fmt::format("unknown frame flags 0x{:x}", flags));
     if (size > kMaxFrameBytes || stored_size > kMaxFrameBytes)
       in.fail_at(at + 8, fmt::format("frame of {} bytes exceeds the limit of {}", std::max(size, stored_size),
@@ -156,16 +205,23 @@ class FrameParser {
       frame.data.assign(stored.begin(), stored.end());
     } else {
       frame.data.resize(size);
-      if (!inflate(flags, stored, frame.data))
+      if (!inflate(flags, frame.type, stored, frame.data))
         in.fail_at(at, fmt::format("{} frame does not inflate to its declared {} bytes", frame.type.name(), size));
     }
     bundle_.frames.push_back(std::move(frame));
   }
 
  private:
+  struct FreeStream {
+    void operator()(ZSTD_DCtx* context) const { ZSTD_freeDCtx(context); }
+  };
+  using Stream = std::unique_ptr<ZSTD_DCtx, FreeStream>;
+
   // Fills `data` (sized as the frame declares) from the stored bytes; false
   // when they do not decompress to exactly that many.
-  static bool inflate(std::uint32_t flags, std::span<const std::uint8_t> stored, std::vector<std::uint8_t>& data) {
+  bool inflate(std::uint32_t flags, SectionType type, std::span<const std::uint8_t> stored,
+               std::vector<std::uint8_t>& data) {
+    if (flags == kFlagZstdStream) return inflate_stream(stream_of(type), stored, data);
     if (flags == kFlagZstd) {
       const std::size_t inflated = ZSTD_decompress(data.data(), data.size(), stored.data(), stored.size());
       return !ZSTD_isError(inflated) && inflated == data.size();
@@ -173,6 +229,34 @@ class FrameParser {
     uLongf inflated = static_cast<uLongf>(data.size());
     return uncompress(data.data(), &inflated, stored.data(), static_cast<uLong>(stored.size())) == Z_OK &&
            inflated == data.size();
+  }
+
+  ZSTD_DCtx* stream_of(SectionType type) {
+    Stream& stream = streams_[type.code];
+    if (!stream) {
+      stream.reset(ZSTD_createDCtx());
+      if (!stream) throw std::bad_alloc();
+      ZSTD_DCtx_setParameter(stream.get(), ZSTD_d_windowLogMax, kStreamWindowLog);
+    }
+    return stream.get();
+  }
+
+  // The next part of a section's stream: exactly `data.size()` bytes, and all
+  // of the stored bytes taken.
+  static bool inflate_stream(ZSTD_DCtx* stream, std::span<const std::uint8_t> stored, std::vector<std::uint8_t>& data) {
+    ZSTD_inBuffer in{stored.data(), stored.size(), 0};
+    ZSTD_outBuffer out{data.data(), data.size(), 0};
+    while (in.pos < in.size) {
+      const std::size_t before = in.pos + out.pos;
+      if (ZSTD_isError(ZSTD_decompressStream(stream, &out, &in))) return false;
+      if (in.pos + out.pos == before) return false;  // more output than declared
+    }
+    // A flushed block can leave output the decoder still holds.
+    while (out.pos < out.size) {
+      const std::size_t before = out.pos;
+      if (ZSTD_isError(ZSTD_decompressStream(stream, &out, &in)) || out.pos == before) break;
+    }
+    return out.pos == out.size;
   }
 
   void parse_file_header(binio::ByteCursor& in) {
@@ -186,6 +270,7 @@ class FrameParser {
   }
 
   Bundle& bundle_;
+  std::map<std::uint32_t, Stream> streams_;  // by section type
   bool saw_header_ = false;
   const std::uint64_t max_inflated_;
   const BeforeInflating before_inflating_;

@@ -69,7 +69,8 @@ constexpr auto phases_fields = [](auto& phases, auto& visit) {
 constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
   visit_fields(visit, "jitprof_version", manifest.jitprof_version, "mode", manifest.mode, "command", manifest.command,
                "pid", manifest.pid, "start_time", manifest.start_time, "end_time", manifest.end_time, "duration_s",
-               manifest.duration_s, "target_cpu_s", manifest.target_cpu_s, "pypy_logs", manifest.pypy_logs,
+               manifest.duration_s, "target_cpu_s", manifest.target_cpu_s, "recorder_cpu_s", manifest.recorder_cpu_s,
+               "recorder_peak_rss_kib", manifest.recorder_peak_rss_kib, "pypy_logs", manifest.pypy_logs,
                "pypy_version", manifest.pypy_version, "vm", manifest.vm, "state", manifest.state, "target_exited",
                manifest.target_exited);
   visit_objects(visit, "host", manifest.host, host_fields, "clock", manifest.clock, clock_fields, "vmprof",

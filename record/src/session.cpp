@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <sys/resource.h>
 #include <sys/utsname.h>
 
 #include <fmt/format.h>
@@ -204,6 +205,11 @@ void Session::finish(std::optional<double> target_cpu_s) {
   manifest_.state = "complete";
   manifest_.end_time = unix_now();
   manifest_.target_cpu_s = target_cpu_s;
+  if (rusage self{}; ::getrusage(RUSAGE_SELF, &self) == 0) {
+    const auto seconds = [](const timeval& time) { return double(time.tv_sec) + double(time.tv_usec) / 1e6; };
+    manifest_.recorder_cpu_s = seconds(self.ru_utime) + seconds(self.ru_stime);
+    manifest_.recorder_peak_rss_kib = static_cast<std::uint64_t>(self.ru_maxrss);
+  }
   if (sampler_) {
     const sampler::Stats stats = sampler_->stats();
     bundle::Manifest::Perf& perf = *manifest_.perf;

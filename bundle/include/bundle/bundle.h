@@ -6,8 +6,11 @@
 // after the other:
 //   u32 section type (four characters), u32 flags, u64 data length,
 //   u64 stored length, u32 CRC-32 of the stored bytes, stored bytes.
-// The flags say how the stored bytes are compressed, frame by frame: zstd
-// (format 2), zlib (format 1, still read), or not at all.
+// The flags say how the stored bytes are compressed: each frame on its own in
+// zstd (format 2) or zlib (format 1, still read), not at all, or (format 2)
+// as the next part of its section's one zstd stream, for PyPy's jitlog, which
+// arrives a pipe buffer at a time: such a frame inflates only after the
+// section's frames before it, as a reader reads them anyway.
 // A section is a stream: all frames of one type, concatenated in file order,
 // so the jitlog can be appended as PyPy writes it. Every frame is written
 // whole and flushed, so a bundle cut short by a crash reads up to its last
@@ -17,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -105,8 +109,12 @@ class BundleWriter {
   std::uint64_t bytes_written() const { return offset_; }
 
  private:
+  struct SectionStream;  // a section compressed as one zstd stream
+  std::vector<std::uint8_t> compress_frame(SectionType type, std::span<const std::uint8_t> data, std::uint32_t& flags);
+
   int fd_ = -1;
   int level_;
+  std::unique_ptr<SectionStream> jitlog_stream_;
   std::uint64_t offset_ = 0;
   std::filesystem::path path_;
 };

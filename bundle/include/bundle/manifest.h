@@ -107,6 +107,10 @@ struct Manifest {
   std::vector<std::string> command;
   std::optional<std::int64_t> pid;
   std::optional<double> start_time, end_time, duration_s, target_cpu_s;  // unix seconds; seconds
+  // What recording cost jitprof itself: CPU seconds (all its threads) and its
+  // peak resident memory, rings included.
+  std::optional<double> recorder_cpu_s;
+  std::optional<std::uint64_t> recorder_peak_rss_kib;
   std::optional<Host> host;
   std::optional<bool> pypy_logs;
   std::optional<std::string> pypy_version;
