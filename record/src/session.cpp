@@ -109,8 +109,14 @@ void Session::pass_on_notices(const std::function<void(const std::string&)>& pro
 
 void Session::add_jitlog(std::span<const std::uint8_t> bytes) {
   // JIT code ranges are reused after frees: when each part of the jitlog
-  // arrived tells which trace owned an address at a sample's time.
-  jitlog_arrivals_.add({jitlog_bytes_, monotonic_ns()});
+  // arrived tells which trace owned an address at a sample's time. PyPy writes
+  // a few hundred bytes at a time; one arrival a millisecond is exact enough
+  // (the parts after it count as arrived then) and keeps JLTM small.
+  const std::uint64_t now = monotonic_ns();
+  if (jitlog_bytes_ == 0 || now - last_jitlog_arrival_ns_ >= kJitlogArrivalStepNs) {
+    jitlog_arrivals_.add({jitlog_bytes_, now});
+    last_jitlog_arrival_ns_ = now;
+  }
   jitlog_pending_.insert(jitlog_pending_.end(), bytes.begin(), bytes.end());
   jitlog_bytes_ += bytes.size();
   live_jitlog_.feed(bytes);

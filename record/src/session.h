@@ -112,6 +112,8 @@ class Session {
   jitlog::JitlogReader live_jitlog_{jitlog::Detail::Outline};
   std::vector<std::uint8_t> jitlog_pending_, vmprof_pending_;
   bundle::SectionBuffer<bundle::JitlogArrival> jitlog_arrivals_;
+  static constexpr std::uint64_t kJitlogArrivalStepNs = 1'000'000;
+  std::uint64_t last_jitlog_arrival_ns_ = 0;
   pypy::DebugLogReader pypy_log_;
   bundle::PypyLogBuffer pypy_log_pending_;
   bool dating_pypy_log_ = false;
