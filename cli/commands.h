@@ -49,6 +49,7 @@ struct RecordOptions {
   bool no_perf = false;
   bool no_bpf = false;
   bool no_phases = false;
+  std::string jit = "full";  // full | ranges
   bool children = false;
   std::string web;    // upload the bundle to this server at the end
   std::string token;  // for --web

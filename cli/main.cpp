@@ -80,6 +80,12 @@ int main(int argc, char** argv) {
   record_cmd->add_flag("--no-phases", record_options.no_phases,
                        "do not time GC and JIT phases with PyPy's own log (PYPYLOG); tell them from libpypy's "
                        "function names only");
+  record_cmd->add_option("--jit", record_options.jit,
+                         "full: PyPy's jitlog (every trace's IR, machine code and guard counts; its counters slow hot "
+                         "loops down); ranges: only the names and code ranges of loops and bridges, from PyPy's log, "
+                         "at no cost to the loops (for production)")
+      ->check(CLI::IsMember({"full", "ranges"}))
+      ->capture_default_str();
   record_cmd->add_flag("--children", record_options.children, "also keep samples of child processes");
   record_cmd->add_option("--web", record_options.web,
                          "upload the bundle to this jitprof server at the end and print its link");

@@ -32,6 +32,7 @@ int run_record(const RecordOptions& options) {
   settings.perf = !options.no_perf;
   settings.python_stacks = !options.no_bpf;
   settings.phases = !options.no_phases;
+  settings.jitlog = options.jit == "full";
   settings.children = options.children;
   settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::Outcome outcome = record::record(settings);

@@ -127,6 +127,7 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
   std::cout << fmt::format("JIT code: {} samples; {} inside a trace, {} ({}) attributed to an IR op\n",
                            count(jit["samples"]), count(jit["in_traces"]), count(jit["on_ops"]),
                            percent(jit["on_ops"].get<double>(), jit["samples"].get<double>()));
+  if (jit.contains("names_from")) std::cout << fmt::format("  (JIT code named from {})\n", jit["names_from"].get<std::string>());
 
   std::cout << python_stacks_line(report["python_stacks"], report["samples"].get<std::uint64_t>()) << "\n";
 
@@ -142,9 +143,13 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
   style.title("Hot traces");
   for (const auto& trace : report["traces"]) {
     if (!trace.contains("type")) continue;
-    std::cout << fmt::format("{:>7} {:>8}  {} {}  entries {}  label passes {}  {}\n", share(trace["samples"]),
-                             count(trace["samples"]), trace["type"].get<std::string>(), trace["id"].get<std::uint64_t>(),
-                             count(trace["entries"]), count(trace["label_passes"]), source_text(trace["source"]));
+    // Without a jitlog (record --jit ranges) there are no counters to show.
+    const std::string counts = jit.contains("names_from") ? ""
+                                                          : fmt::format("  entries {}  label passes {}",
+                                                                        count(trace["entries"]), count(trace["label_passes"]));
+    std::cout << fmt::format("{:>7} {:>8}  {} {}{}  {}\n", share(trace["samples"]), count(trace["samples"]),
+                             trace["type"].get<std::string>(), trace["id"].get<std::uint64_t>(), counts,
+                             source_text(trace["source"]));
     for (const auto& guard : trace["failing_guards"]) {
       std::cout << fmt::format("                  guard op {} {} fails {} times", guard["op_index"].get<std::size_t>(),
                                guard["op"].get<std::string>(), count(guard["failures"]));

@@ -91,6 +91,44 @@ TEST_F(Record, HotLoopBundleHoldsBothLogsAndNamesF) {
   EXPECT_EQ(json::parse(report.out)["functions"][0]["name"], "f");
 }
 
+TEST_F(Record, JitRangesNamesTheHotLoopFromPyPysLogWithoutAJitlog) {
+  const std::string bundle = path("ranges.jprof");
+  const Result recorded =
+      run({JITPROF_BIN, "record", "-q", "--jit", "ranges", "-o", bundle, "--", JITPROF_PYPY, kHotLoop, "20000000"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+  const json summary = info(bundle);
+  EXPECT_EQ(summary["manifest"]["jit"], "ranges");
+  EXPECT_EQ(summary["manifest"]["sections"]["jitlog_bytes"].get<std::uint64_t>(), 0u);
+
+  const Result report = run({JITPROF_BIN, "report", "--json", bundle});
+  ASSERT_EQ(report.status, 0) << report.err;
+  const json profile = json::parse(report.out);
+  EXPECT_EQ(profile["functions"][0]["name"], "f");
+  // The hot loop's samples land in the loop PyPy's log named: f at the line of its loop.
+  const json& jit = profile["jit"];
+  EXPECT_GT(jit["samples"].get<double>(), 0.5 * profile["samples"].get<double>());
+  EXPECT_GT(jit["in_traces"].get<double>(), 0.9 * jit["samples"].get<double>());
+  EXPECT_EQ(jit["on_ops"], 0);
+  EXPECT_NE(jit["names_from"].get<std::string>().find("no IR"), std::string::npos);
+  const json& hottest = profile["traces"][0];
+  EXPECT_EQ(hottest["type"], "loop");
+  EXPECT_EQ(hottest["source"]["function"], "f");
+  EXPECT_EQ(hottest["source"]["line"], 12);
+  EXPECT_NE(hottest["source"]["file"].get<std::string>().find("hotloop.py"), std::string::npos);
+
+  const Result text = run({JITPROF_BIN, "report", bundle});
+  EXPECT_NE(text.out.find("JIT code named from PyPy's log (record --jit ranges)"), std::string::npos) << text.out;
+  EXPECT_EQ(text.out.find("label passes"), std::string::npos) << "no counters without a jitlog:\n" << text.out;
+}
+
+TEST_F(Record, JitRangesWithoutPyPysLogIsAClearError) {
+  const Result recorded = run({JITPROF_BIN, "record", "-q", "--jit", "ranges", "--no-phases", "-o",
+                               path("no.jprof"), "--", JITPROF_PYPY, kHotLoop, "1000"});
+  EXPECT_NE(recorded.status, 0);
+  EXPECT_NE(recorded.err.find("--jit ranges reads the JIT code's names from PyPy's log"), std::string::npos)
+      << recorded.err;
+}
+
 // Where each address of a recording lies: a file from the MAPS section or JIT code.
 class Places {
  public:

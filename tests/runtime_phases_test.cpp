@@ -101,6 +101,80 @@ TEST(PypyLogSection, RoundTripsThroughABundleAndACutRecordKeepsWhatCameBefore) {
   EXPECT_FALSE(jitprof::bundle::pypy_log_name_of("jit-backend-dump"));
 }
 
+// What pypy3 7.3.11 wrote here for tests/programs/hotloop.py (PYPYLOG=jit-backend-addr:FILE).
+const std::string kBackendAddr =
+    "[b6095672aa7b] {jit-backend-addr\n"
+    "Loop 1 (f;/work/main/tests/programs/hotloop.py:10-12~#12 FOR_ITER) has address 0x7f570f9afa5b to "
+    "0x7f570f9afc20 (bootstrap 0x7f570f9af9d0)\n"
+    "       gc table: 0x7f570f9af950\n"
+    "       function: 0x7f570f9af9d0\n"
+    "         resops: 0x7f570f9afa5b\n"
+    "       failures: 0x7f570f9afc20\n"
+    "            end: 0x7f570f9afdd7\n"
+    "[b60956751c04] jit-backend-addr}\n"
+    "[b60956ad05b5] {jit-backend-addr\n"
+    "bridge out of Guard 0x7f570fb8ce60 has address 0x7f570f9afee0 to 0x7f570f9affb0\n"
+    "       gc table: 0x7f570f9afe90\n"
+    "    jump target: 0x7f570f9afee0\n"
+    "         resops: 0x7f570f9afeee\n"
+    "       failures: 0x7f570f9affb0\n"
+    "            end: 0x7f570f9b00cf\n"
+    "[b60956ad2d78] jit-backend-addr}\n";
+
+TEST(DebugLogReader, KeepsTheTextOfTheSectionsAskedForAndTellsWhereLoopsAndBridgesAre) {
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{13}, kBackendAddr.size()}) {
+    jitprof::pypy::DebugLogReader reader({"jit-backend-addr"});
+    std::vector<jitprof::pypy::BackendAddress> found;
+    const auto all = bytes(kBackendAddr);
+    for (std::size_t at = 0; at < all.size(); at += chunk)
+      reader.feed(std::span(all).subspan(at, std::min(chunk, all.size() - at)), [&](const auto& section) {
+        if (auto code = jitprof::pypy::parse_backend_address(section.text)) found.push_back(*code);
+      });
+    ASSERT_EQ(found.size(), 2u) << "chunks of " << chunk;
+    EXPECT_FALSE(found[0].bridge);
+    EXPECT_EQ(found[0].number, 1u);
+    EXPECT_EQ(found[0].name, "f;/work/main/tests/programs/hotloop.py:10-12~#12 FOR_ITER");
+    EXPECT_EQ(found[0].start, 0x7f570f9af950u);  // the gc table, before the code
+    EXPECT_EQ(found[0].end, 0x7f570f9afdd7u);
+    EXPECT_TRUE(found[1].bridge);
+    EXPECT_EQ(found[1].number, 0x7f570fb8ce60u);
+    EXPECT_EQ(found[1].start, 0x7f570f9afe90u);
+    EXPECT_EQ(found[1].end, 0x7f570f9b00cfu);
+  }
+  // Without asking, the text is not kept.
+  jitprof::pypy::DebugLogReader plain;
+  plain.feed(bytes(kBackendAddr), [](const auto& section) { EXPECT_TRUE(section.text.empty()); });
+  EXPECT_FALSE(jitprof::pypy::parse_backend_address("Loop x (f) has address 0x1 to 0x2\n   end: 0x3\n"));
+  EXPECT_FALSE(jitprof::pypy::parse_backend_address("bridge out of Guard 0x10 has address 0x20 to 0x30\n"));
+}
+
+TEST(PypyLogJitCode, RoundTripsAndACutRecordIsAnError) {
+  const jitprof::bundle::PypyLogJitCode loop{jitprof::bundle::PypyLogJitCode::Kind::Loop, 1, 0x7f570f9af950,
+                                             0x7f570f9afdd7, 0xb60956751c04, "f;/t/hotloop.py:10-12~#12 FOR_ITER"};
+  const jitprof::bundle::PypyLogJitCode bridge{jitprof::bundle::PypyLogJitCode::Kind::Bridge, 0x7f570fb8ce60,
+                                               0x7f570f9afe90, 0x7f570f9b00cf, 0xb60956ad2d78, ""};
+  const auto path = std::filesystem::temp_directory_path() / ("jitprof-pylg-code-" + std::to_string(::getpid()));
+  {
+    jitprof::bundle::BundleWriter writer(path);
+    jitprof::bundle::PypyLogBuffer buffer;
+    buffer.add(loop);
+    buffer.add(bridge);
+    buffer.flush_into(writer);
+  }
+  const auto read = jitprof::bundle::read_bundle(path);
+  std::filesystem::remove(path);
+  const jitprof::bundle::PypyLog log = jitprof::bundle::read_pypy_log(read);
+  ASSERT_FALSE(log.error);
+  ASSERT_EQ(log.jit_code.size(), 2u);
+  EXPECT_EQ(log.jit_code[0], loop);
+  EXPECT_EQ(log.jit_code[1], bridge);
+  std::vector<std::uint8_t> stream = read.stream(jitprof::bundle::sections::kPypyLog);
+  stream.resize(stream.size() - 3);
+  const auto cut = jitprof::bundle::decode_pypy_log(stream);
+  ASSERT_TRUE(cut.error);
+  EXPECT_EQ(cut.jit_code.size(), 1u);
+}
+
 TEST(RuntimePhases, DatedByTheClockPairsAndFoundInnermostAtASampleTime) {
   // 2.5 ticks per nanosecond, CLOCK_MONOTONIC 1 s when the counter read 1,000,000.
   const auto tsc = [](std::uint64_t ns) { return 1'000'000 + (ns - 1'000'000'000) * 5 / 2; };

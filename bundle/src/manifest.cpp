@@ -71,7 +71,7 @@ constexpr auto manifest_fields = [](auto& manifest, auto& visit) {
                "pid", manifest.pid, "start_time", manifest.start_time, "end_time", manifest.end_time, "duration_s",
                manifest.duration_s, "target_cpu_s", manifest.target_cpu_s, "recorder_cpu_s", manifest.recorder_cpu_s,
                "recorder_peak_rss_kib", manifest.recorder_peak_rss_kib, "pypy_logs", manifest.pypy_logs,
-               "pypy_version", manifest.pypy_version, "vm", manifest.vm, "state", manifest.state, "target_exited",
+               "pypy_version", manifest.pypy_version, "vm", manifest.vm, "jit", manifest.jit, "state", manifest.state, "target_exited",
                manifest.target_exited);
   visit_objects(visit, "host", manifest.host, host_fields, "clock", manifest.clock, clock_fields, "vmprof",
                 manifest.vmprof, vmprof_fields, "crash_capture", manifest.crash_capture, crash_capture_fields, "exit",

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 
 #include "varint.h"
@@ -11,6 +12,8 @@ namespace {
 
 constexpr std::uint8_t kTagSection = 1;
 constexpr std::uint8_t kTagClock = 2;
+constexpr std::uint8_t kTagJitCode = 3;
+constexpr std::uint64_t kMaxJitCodeName = 4096;
 
 constexpr std::array<const char*, 6> kNames = {"gc-minor",    "gc-collect-step", "gc-collect-done",
                                                "jit-tracing", "jit-optimize",    "jit-backend"};
@@ -41,6 +44,18 @@ void PypyLogBuffer::add(const TimestampPair& pair) {
   pending_.push_back(kTagClock);
   put_varint(pending_, pair.tsc);
   put_varint(pending_, pair.monotonic_ns);
+}
+
+void PypyLogBuffer::add(const PypyLogJitCode& code) {
+  pending_.push_back(kTagJitCode);
+  pending_.push_back(static_cast<std::uint8_t>(code.kind));
+  put_varint(pending_, code.number);
+  put_varint(pending_, code.start);
+  put_varint(pending_, code.end - code.start);
+  put_varint(pending_, code.logged_tsc);
+  const std::size_t length = std::min<std::size_t>(code.name.size(), kMaxJitCodeName);
+  put_varint(pending_, length);
+  pending_.insert(pending_.end(), code.name.begin(), code.name.begin() + static_cast<std::ptrdiff_t>(length));
 }
 
 void PypyLogBuffer::flush_into(BundleWriter& writer) {
@@ -76,6 +91,20 @@ PypyLog decode_pypy_log(std::span<const std::uint8_t> stream) {
       if (read_varint(p, end, first) != VarintRead::Ok || read_varint(p, end, second) != VarintRead::Ok)
         return stop(record, "clock record cut short");
       log.clock.push_back({first, second});
+    } else if (tag == kTagJitCode) {
+      if (p == end || (*p != 1 && *p != 2)) return stop(record, "JIT code record cut short or of an unknown kind");
+      PypyLogJitCode code;
+      code.kind = static_cast<PypyLogJitCode::Kind>(*p++);
+      std::uint64_t size = 0, length = 0;
+      if (read_varint(p, end, code.number) != VarintRead::Ok || read_varint(p, end, code.start) != VarintRead::Ok ||
+          read_varint(p, end, size) != VarintRead::Ok || read_varint(p, end, code.logged_tsc) != VarintRead::Ok ||
+          read_varint(p, end, length) != VarintRead::Ok || code.start + size < code.start || length > kMaxJitCodeName ||
+          length > static_cast<std::uint64_t>(end - p))
+        return stop(record, "JIT code record cut short or out of range");
+      code.end = code.start + size;
+      code.name.assign(reinterpret_cast<const char*>(p), length);
+      p += length;
+      log.jit_code.push_back(std::move(code));
     } else {
       return stop(record, fmt::format("unknown record tag {}", tag));
     }

@@ -14,6 +14,7 @@
 #include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "jitlog/resolver.h"
+#include "code_ranges.h"
 #include "correlate/runtime_phases.h"
 #include "symbols/rpython_names.h"
 #include "symbols/symbols.h"
@@ -200,6 +201,10 @@ class Builder {
 
   // Frame by frame: a copy of the whole section would double what the jitlog takes.
   void load_jitlog() {
+    if (!read_.has(bundle::sections::kJitlog)) {
+      profile_.forest = traces_of_code_ranges(bundle::read_pypy_log(read_)).forest;
+      return;
+    }
     jitlog::JitlogReader reader;
     for (const bundle::Frame& frame : read_.frames)
       if (frame.type == bundle::sections::kJitlog && !reader.feed(frame.data)) break;
@@ -673,7 +678,7 @@ class Builder {
         for (std::size_t level = 0; level < shown; ++level)
           frames.push_back(code_frame(row.pid, (*ids)[level], unnamed, level == 0 ? Category::Python : Category::JitInlined));
       }
-      frames.push_back(!read_.has(bundle::sections::kJitlog)
+      frames.push_back(jit_code_unnamed()
                            ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, "", ""})
                            : helper_frame());
       return;
@@ -741,11 +746,14 @@ class Builder {
   std::uint32_t helper_part(std::uint64_t time_ns) {
     FrameIds frames;
     if (auto vmprof = vmprof_stack_at(time_ns)) frames = parts_[*vmprof];
-    frames.push_back(!read_.has(bundle::sections::kJitlog)
+    frames.push_back(jit_code_unnamed()
                          ? frame_id({Category::JitAnonymous, "JIT code (no jitlog)", "", 0, std::nullopt, "", ""})
                          : helper_frame());
     return intern(std::move(frames), parts_, part_index_);
   }
+
+  // Neither a jitlog nor PyPy's log (record --jit ranges) named the JIT code.
+  bool jit_code_unnamed() const { return !read_.has(bundle::sections::kJitlog) && profile_.forest.traces.empty(); }
 
   std::uint32_t helper_frame() {
     return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, "", ""});
@@ -803,6 +811,8 @@ class Builder {
 }  // namespace
 
 jitlog::TraceResolver trace_resolver(const bundle::Bundle& bundle, const jitlog::Forest& forest) {
+  if (!bundle.has(bundle::sections::kJitlog))
+    return jitlog::TraceResolver(forest, traces_of_code_ranges(bundle::read_pypy_log(bundle)).arrivals);
   std::vector<jitlog::Arrival> arrivals;
   for (const bundle::JitlogArrival& arrival : bundle::read_jitlog_arrivals(bundle))
     arrivals.push_back({arrival.offset, arrival.time_ns});

@@ -10,29 +10,40 @@ constexpr std::size_t kNone = ~std::size_t{0};
 
 }  // namespace
 
-std::vector<RuntimePhase> date_runtime_phases(const bundle::PypyLog& log) {
-  if (log.clock.size() < 2 || log.sections.empty()) return {};
-  // Least squares, centred on the first pair so that doubles keep the nanoseconds.
-  const double tsc0 = double(log.clock.front().tsc), ns0 = double(log.clock.front().monotonic_ns);
+std::optional<TscClock> TscClock::fit(const std::vector<bundle::TimestampPair>& pairs) {
+  if (pairs.size() < 2) return std::nullopt;
+  // Least squares, centred on the first pair, then on the mean, so that doubles keep the nanoseconds.
+  const double tsc0 = double(pairs.front().tsc), ns0 = double(pairs.front().monotonic_ns);
   double mean_x = 0, mean_y = 0;
-  for (const auto& pair : log.clock) {
+  for (const auto& pair : pairs) {
     mean_x += double(pair.tsc) - tsc0;
     mean_y += double(pair.monotonic_ns) - ns0;
   }
-  mean_x /= double(log.clock.size());
-  mean_y /= double(log.clock.size());
+  mean_x /= double(pairs.size());
+  mean_y /= double(pairs.size());
   double covariance = 0, variance = 0;
-  for (const auto& pair : log.clock) {
+  for (const auto& pair : pairs) {
     const double x = double(pair.tsc) - tsc0 - mean_x;
     covariance += x * (double(pair.monotonic_ns) - ns0 - mean_y);
     variance += x * x;
   }
-  if (variance <= 0) return {};
-  const double ns_per_tick = covariance / variance;
-  auto to_ns = [&](std::uint64_t tsc) {
-    const double ns = ns0 + mean_y + (double(tsc) - tsc0 - mean_x) * ns_per_tick;
-    return ns <= 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(std::llround(ns));
-  };
+  if (variance <= 0) return std::nullopt;
+  TscClock clock;
+  clock.tsc0_ = tsc0 + mean_x;
+  clock.ns0_ = ns0 + mean_y;
+  clock.ns_per_tick_ = covariance / variance;
+  return clock;
+}
+
+std::uint64_t TscClock::ns(std::uint64_t tsc) const {
+  const double ns = ns0_ + (double(tsc) - tsc0_) * ns_per_tick_;
+  return ns <= 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(std::llround(ns));
+}
+
+std::vector<RuntimePhase> date_runtime_phases(const bundle::PypyLog& log) {
+  const auto clock = TscClock::fit(log.clock);
+  if (!clock || log.sections.empty()) return {};
+  auto to_ns = [&](std::uint64_t tsc) { return clock->ns(tsc); };
 
   std::vector<RuntimePhase> phases;
   phases.reserve(log.sections.size());

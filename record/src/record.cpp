@@ -40,7 +40,8 @@ import sys
 
 def _jitprof_start():
     env = os.environ
-    jitlog_fd = int(env.pop("JITPROF_JITLOG_FD"))
+    jitlog_fd = env.pop("JITPROF_JITLOG_FD", None)  # none with record --jit ranges
+    jitlog_fd = None if jitlog_fd is None else int(jitlog_fd)
     vmprof_fd = int(env.pop("JITPROF_VMPROF_FD"))
     period = float(env.pop("JITPROF_VMPROF_PERIOD"))
     # Off when jitprof reads the Python stacks itself: vmprof then only names code objects.
@@ -63,14 +64,18 @@ def _jitprof_start():
     import _jitlog
     import _vmprof
     import atexit
-    _jitlog.enable(jitlog_fd)  # PyPy flushes the trace counters into it at exit
+    def jitlog_on():
+        if jitlog_fd is not None:
+            _jitlog.enable(jitlog_fd)  # PyPy flushes the trace counters into it at exit
+    jitlog_on()
     def vmprof_on():
         _vmprof.enable(vmprof_fd, period, 0, 0, native, 0)
         if not sampling:
             _vmprof.stop_sampling()
     vmprof_on()
     # A program this one execs gets neither pipe.
-    os.set_inheritable(jitlog_fd, False)
+    if jitlog_fd is not None:
+        os.set_inheritable(jitlog_fd, False)
     os.set_inheritable(vmprof_fd, False)
 
     def stop():
@@ -85,11 +90,12 @@ def _jitprof_start():
     def logs_off_around(exec_function):
         def exec_without_logs(*args, **kwargs):
             _vmprof.disable()
-            _jitlog.disable()
+            if jitlog_fd is not None:
+                _jitlog.disable()
             try:
                 return exec_function(*args, **kwargs)
             except BaseException:
-                _jitlog.enable(jitlog_fd)
+                jitlog_on()
                 vmprof_on()
                 raise
         return exec_without_logs
@@ -235,6 +241,12 @@ class Recorder {
     std::optional<SiteDir> site;
     if (pypy) {
       choose_phases();
+      if (!options_.jitlog) {
+        if (!phases_through_pipe_)
+          fail("--jit ranges reads the JIT code's names from PyPy's log through jitprof's pipe: drop --no-phases "
+               "and unset PYPYLOG, or record with --jit full");
+        manifest.jit = "ranges";
+      }
       native_ = libunwind_loads();
       manifest.vmprof = bundle::Manifest::Vmprof{options_.rate_hz, native_};
       manifest.pypy_version = interpreter_version(options_.command.front());
@@ -256,6 +268,7 @@ class Recorder {
     go.close_read();
     for (LogPipe& log : logs_) log.pipe.close_write();
     if (!phases_through_pipe_) logs_[kPypyLog].open = false;
+    if (!options_.jitlog) logs_[kJitlog].open = false;
     watcher_.emplace(child);
     manifest.pid = child;
     if (manifest.phases && manifest.phases->source != "names") {
@@ -323,10 +336,12 @@ class Recorder {
     if (pypy) {
       const int jitlog_fd = logs_[kJitlog].pipe.write_end;
       const int vmprof_fd = logs_[kVmprof].pipe.write_end;
-      // Only the two write ends cross exec.
-      ::fcntl(jitlog_fd, F_SETFD, 0);
+      // Only the log pipes' write ends cross exec.
+      if (options_.jitlog) {
+        ::fcntl(jitlog_fd, F_SETFD, 0);
+        ::setenv("JITPROF_JITLOG_FD", std::to_string(jitlog_fd).c_str(), 1);
+      }
       ::fcntl(vmprof_fd, F_SETFD, 0);
-      ::setenv("JITPROF_JITLOG_FD", std::to_string(jitlog_fd).c_str(), 1);
       ::setenv("JITPROF_VMPROF_FD", std::to_string(vmprof_fd).c_str(), 1);
       ::setenv("JITPROF_VMPROF_PERIOD", fmt::format("{:.9f}", 1.0 / options_.rate_hz).c_str(), 1);
       ::setenv("JITPROF_VMPROF_NATIVE", native_ ? "1" : "0", 1);

@@ -129,6 +129,13 @@ void Session::date_pypy_log() {
 
 void Session::add_pypy_log(std::span<const std::uint8_t> bytes) {
   pypy_log_.feed(bytes, [this](const pypy::DebugLogReader::Section& section) {
+    if (section.name == "jit-backend-addr") {
+      if (const auto code = pypy::parse_backend_address(section.text))
+        pypy_log_pending_.add(bundle::PypyLogJitCode{
+            code->bridge ? bundle::PypyLogJitCode::Kind::Bridge : bundle::PypyLogJitCode::Kind::Loop, code->number,
+            code->start, code->end, section.end, code->name});
+      return;
+    }
     const auto name = bundle::pypy_log_name_of(section.name);
     if (!name) return;  // jit-backend-dump and the like
     pypy_log_pending_.add(bundle::PypyLogSection{*name, section.start, section.end});

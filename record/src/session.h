@@ -114,7 +114,8 @@ class Session {
   bundle::SectionBuffer<bundle::JitlogArrival> jitlog_arrivals_;
   static constexpr std::uint64_t kJitlogArrivalStepNs = 1'000'000;
   std::uint64_t last_jitlog_arrival_ns_ = 0;
-  pypy::DebugLogReader pypy_log_;
+  // jit-backend-addr's text names JIT code when there is no jitlog (record --jit ranges).
+  pypy::DebugLogReader pypy_log_{{"jit-backend-addr"}};
   bundle::PypyLogBuffer pypy_log_pending_;
   bool dating_pypy_log_ = false;
   std::uint64_t pypy_log_sections_ = 0;

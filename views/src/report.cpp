@@ -276,6 +276,10 @@ json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size
     out["threads"].push_back(std::move(thread));
   }
   out["attach"] = attach_json(bundle);
+  if (const auto manifest = bundle::read_manifest(bundle).manifest; manifest && manifest->jit == "ranges")
+    out["jit"]["names_from"] =
+        "PyPy's log (record --jit ranges): loops and bridges by name and code range; no IR, ops, machine code or "
+        "guard counts";
   out["anonymous_jit_code"] = json::array();
   auto regions = correlate::anonymous_jit_code(bundle, profile);
   if (regions.size() > top) regions.resize(top);

@@ -115,6 +115,9 @@ struct Manifest {
   std::optional<bool> pypy_logs;
   std::optional<std::string> pypy_version;
   std::optional<std::string> vm;  // vmprof upload: the interpreter the client named
+  // "ranges": recorded with --jit ranges, JIT code named from PyPy's log
+  // (PYLG) without a jitlog; absent: the jitlog, when PyPy wrote one.
+  std::optional<std::string> jit;
   std::optional<Clock> clock;
   std::string state;  // "recording", then "complete"
   std::optional<Vmprof> vmprof;

@@ -2,6 +2,7 @@
 // innermost one open at a moment.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -9,6 +10,18 @@
 #include "correlate/profile.h"
 
 namespace jitprof::correlate {
+
+// PyPy's log timestamps (the CPU's counter) on the samples' clock: a straight
+// line fitted through the (timestamp counter, CLOCK_MONOTONIC) pairs jitprof
+// read while recording. None without two distinct pairs.
+class TscClock {
+ public:
+  static std::optional<TscClock> fit(const std::vector<bundle::TimestampPair>& pairs);
+  std::uint64_t ns(std::uint64_t tsc) const;
+
+ private:
+  double tsc0_ = 0, ns0_ = 0, ns_per_tick_ = 0;  // centred on the pairs' mean so doubles keep the nanoseconds
+};
 
 // The sections dated with a straight line fitted through the (timestamp
 // counter, CLOCK_MONOTONIC) pairs jitprof read while recording, in start

@@ -28,6 +28,11 @@ struct Options {
   // Time the runtime's phases (GC minor/major, JIT tracing/optimizer/backend)
   // with PyPy's own log sections (PYPYLOG); else only libpypy's function names tell them.
   bool phases = true;
+  // PyPy's jitlog (every trace's IR, machine code and counters; PyPy's
+  // counters slow hot loops down), or only the names and code ranges of
+  // loops and bridges from PyPy's log (section jit-backend-addr), which cost
+  // nothing in the loops: for long runs in production. Needs `phases`.
+  bool jitlog = true;
   std::function<void(const std::string&)> notice;  // one-line messages for the user
 };
 
