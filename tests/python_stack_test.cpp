@@ -196,7 +196,8 @@ TEST(PythonStacks, EverySampleOfEveryThreadCarriesExactlyTheStackItBuilt) {
     EXPECT_GE(watched, 50u) << "the thread spins for seconds at 1 kHz";
     EXPECT_LE(before_set_up, 3u);
     if (name != "child") {
-      EXPECT_LE(before_watch, 3u) << "watched right after the events were opened";
+      // Watched right after the events were opened: a few milliseconds at most, however busy the machine.
+      EXPECT_LE(before_watch * 100, samples.samples) << "at most 1% of a thread's samples come before the watch";
     }
     EXPECT_GE(exact * 100, watched * 99) << "at least 99% carry exactly the stack the thread built";
   }

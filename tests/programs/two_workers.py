@@ -42,7 +42,9 @@ def main():
     ready = threading.Barrier(3)
 
     def run(function, name):
-        print(name, threading.get_native_id(), flush=True)
+        # One write per line: two threads printing at once must not interleave.
+        sys.stdout.write(f"{name} {threading.get_native_id()}\n")
+        sys.stdout.flush()
         ready.wait()
         function(seconds)
 
