@@ -24,13 +24,19 @@ struct Closed {
   friend bool operator==(const Closed&, const Closed&) = default;
 };
 
+// Feeds `log` to `reader` `chunk` bytes at a time.
+void feed_in_chunks(jitprof::pypy::DebugLogReader& reader, const std::string& log, std::size_t chunk,
+                    const jitprof::pypy::DebugLogReader::OnClosed& closed) {
+  const auto all = bytes(log);
+  for (std::size_t at = 0; at < all.size(); at += chunk)
+    reader.feed(std::span(all).subspan(at, std::min(chunk, all.size() - at)), closed);
+}
+
 std::vector<Closed> read_in_chunks(const std::string& log, std::size_t chunk) {
   jitprof::pypy::DebugLogReader reader;
   std::vector<Closed> closed;
-  const auto all = bytes(log);
-  for (std::size_t at = 0; at < all.size(); at += chunk)
-    reader.feed(std::span(all).subspan(at, std::min(chunk, all.size() - at)),
-                [&](const auto& section) { closed.push_back({std::string(section.name), section.start, section.end}); });
+  feed_in_chunks(reader, log, chunk,
+                 [&](const auto& section) { closed.push_back({std::string(section.name), section.start, section.end}); });
   return closed;
 }
 
@@ -125,11 +131,9 @@ TEST(DebugLogReader, KeepsTheTextOfTheSectionsAskedForAndTellsWhereLoopsAndBridg
   for (std::size_t chunk : {std::size_t{1}, std::size_t{13}, kBackendAddr.size()}) {
     jitprof::pypy::DebugLogReader reader({"jit-backend-addr"});
     std::vector<jitprof::pypy::BackendAddress> found;
-    const auto all = bytes(kBackendAddr);
-    for (std::size_t at = 0; at < all.size(); at += chunk)
-      reader.feed(std::span(all).subspan(at, std::min(chunk, all.size() - at)), [&](const auto& section) {
-        if (auto code = jitprof::pypy::parse_backend_address(section.text)) found.push_back(*code);
-      });
+    feed_in_chunks(reader, kBackendAddr, chunk, [&](const auto& section) {
+      if (auto code = jitprof::pypy::parse_backend_address(section.text)) found.push_back(*code);
+    });
     ASSERT_EQ(found.size(), 2u) << "chunks of " << chunk;
     EXPECT_FALSE(found[0].bridge);
     EXPECT_EQ(found[0].number, 1u);

@@ -43,12 +43,10 @@ std::uint64_t TscClock::ns(std::uint64_t tsc) const {
 std::vector<RuntimePhase> date_runtime_phases(const bundle::PypyLog& log) {
   const auto clock = TscClock::fit(log.clock);
   if (!clock || log.sections.empty()) return {};
-  auto to_ns = [&](std::uint64_t tsc) { return clock->ns(tsc); };
-
   std::vector<RuntimePhase> phases;
   phases.reserve(log.sections.size());
   for (const bundle::PypyLogSection& section : log.sections)
-    phases.push_back({section.name, to_ns(section.start_tsc), to_ns(section.end_tsc), 0});
+    phases.push_back({section.name, clock->ns(section.start_tsc), clock->ns(section.end_tsc), 0});
   // Outer sections first where two start together.
   std::sort(phases.begin(), phases.end(), [](const RuntimePhase& a, const RuntimePhase& b) {
     return a.start_ns != b.start_ns ? a.start_ns < b.start_ns : a.end_ns > b.end_ns;
