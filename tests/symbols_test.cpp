@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -20,6 +21,7 @@ namespace {
 
 using jitprof::symbols::AddressSpace;
 using jitprof::symbols::ElfImage;
+using jitprof::symbols::kernel_symbols;
 using jitprof::symbols::Mapping;
 
 // The line of native_hot.c that holds `marker`.
@@ -199,6 +201,32 @@ TEST(ElfImage, OpenSaysWhyAFileHasNoImage) {
   error = -1;
   EXPECT_EQ(ElfImage::open(std::string(JITPROF_SOURCE_DIR) + "/tests/symbols_test.cpp", &error), nullptr);
   EXPECT_EQ(error, 0) << "read, but not an ELF file";
+}
+
+TEST(KernelSymbols, NamesEachAddressByTheNearestFunctionAtOrBelowIt) {
+  const std::string path = ::testing::TempDir() + "/kallsyms";
+  std::ofstream(path) << "ffffffff81000000 T _stext\n"
+                         "ffffffff81000100 D some_data\n"          // not a function: skipped
+                         "ffffffff81000200 t do_syscall_64\n"
+                         "ffffffff81000200 T alias_b\n"            // two names at one address: the greater
+                         "0000000000000000 T hidden_by_kptr_restrict\n"
+                         "ffffffffc0000000 t ext4_read\t[ext4]\n"  // a module's: its name without the module
+                         "ffffffff81000050 W weak_one\n";          // out of order, as modules' are
+  const auto named = kernel_symbols({0xffffffff81000010, 0xffffffff81000150, 0xffffffff81000208, 0xffffffff81000204,
+                                     0xffffffffc0000004, 0xffffffff80ffffff, 0xffffffff81000010},
+                                    path);
+  std::map<std::uint64_t, std::string> names;
+  for (const auto& [address, symbol] : named) {
+    EXPECT_EQ(symbol.path, "[kernel.kallsyms]");
+    names[address] = symbol.name + "+" + std::to_string(symbol.offset);
+  }
+  EXPECT_EQ(names, (std::map<std::uint64_t, std::string>{{0xffffffff81000010, "_stext+16"},
+                                                         {0xffffffff81000150, "weak_one+256"},
+                                                         {0xffffffff81000204, "do_syscall_64+4"},
+                                                         {0xffffffff81000208, "do_syscall_64+8"},
+                                                         {0xffffffffc0000004, "ext4_read+4"}}))
+      << "below the first function: no name";
+  EXPECT_TRUE(kernel_symbols({0xffffffff81000010}, ::testing::TempDir() + "/no-such-kallsyms").empty());
 }
 
 }  // namespace

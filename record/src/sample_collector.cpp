@@ -223,16 +223,15 @@ std::map<std::uint32_t, std::vector<std::uint64_t>> SampleCollector::python_jit_
 
 std::size_t SampleCollector::name_kernel_addresses() {
   if (kernel_addresses_.empty()) return 0;
-  const auto kernel = symbols::KernelSymbols::load();
-  std::size_t named = 0;
-  std::lock_guard lock(mutex_);
-  for (std::uint64_t address : kernel_addresses_) {
-    const auto symbol = kernel.symbolize(address);
-    if (!symbol) continue;
-    ++named;
-    symbols_.add(symbol_record(0, address, *symbol));
+  std::vector<std::uint64_t> addresses;
+  {
+    std::lock_guard lock(mutex_);
+    addresses.assign(kernel_addresses_.begin(), kernel_addresses_.end());
   }
-  return named;
+  const auto named = symbols::kernel_symbols(addresses);
+  std::lock_guard lock(mutex_);
+  for (const auto& [address, symbol] : named) symbols_.add(symbol_record(0, address, symbol));
+  return named.size();
 }
 
 std::vector<bundle::CrashFrame> SampleCollector::unwind_fault(std::uint32_t pid, const Fault& fault) {

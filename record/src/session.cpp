@@ -120,6 +120,7 @@ void Session::add_jitlog(std::span<const std::uint8_t> bytes) {
   jitlog_pending_.insert(jitlog_pending_.end(), bytes.begin(), bytes.end());
   jitlog_bytes_ += bytes.size();
   live_jitlog_.feed(bytes);
+  if (jitlog_pending_.size() >= kMaxPendingJitlogBytes) flush();
 }
 
 void Session::date_pypy_log() {

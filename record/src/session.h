@@ -113,6 +113,9 @@ class Session {
   std::vector<std::uint8_t> jitlog_pending_, vmprof_pending_;
   bundle::SectionBuffer<bundle::JitlogArrival> jitlog_arrivals_;
   static constexpr std::uint64_t kJitlogArrivalStepNs = 1'000'000;
+  // A JIT-heavy program writes MiBs of jitlog a second: written out at this
+  // much rather than every half second, it holds jitprof's memory down.
+  static constexpr std::size_t kMaxPendingJitlogBytes = 1 << 20;
   std::uint64_t last_jitlog_arrival_ns_ = 0;
   // jit-backend-addr's text names JIT code when there is no jitlog (record --jit ranges).
   pypy::DebugLogReader pypy_log_{{"jit-backend-addr"}};

@@ -93,17 +93,12 @@ class AddressSpace {
   std::uint64_t generation_ = 0;
 };
 
-// Kernel function names from /proc/kallsyms (empty when the kernel hides
-// addresses from this user: kptr_restrict).
-class KernelSymbols {
- public:
-  static KernelSymbols load(const std::string& path = "/proc/kallsyms");
-  bool empty() const { return names_.empty(); }
-  // Nullopt below the first symbol; otherwise the nearest symbol at or below.
-  std::optional<Symbol> symbolize(std::uint64_t address) const;
-
- private:
-  std::vector<std::pair<std::uint64_t, std::string>> names_;  // sorted by address
-};
+// Kernel function names from /proc/kallsyms for `addresses`: each the
+// nearest function at or below it. Addresses below the first function are
+// left out, and all of them when the kernel hides addresses from this user
+// (kptr_restrict). Keeps one candidate an address, not the kernel's ~100,000
+// names (11 MiB at the end of every recording).
+std::map<std::uint64_t, Symbol> kernel_symbols(const std::vector<std::uint64_t>& addresses,
+                                               const std::string& path = "/proc/kallsyms");
 
 }  // namespace jitprof::symbols
