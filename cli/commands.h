@@ -105,6 +105,13 @@ struct ReportOptions : ViewOptions {
 };
 int run_report(const ReportOptions& options);
 
+struct DiffOptions {
+  std::string old_file, new_file;
+  std::size_t top = 15;
+  bool json = false;
+};
+int run_diff(const DiffOptions& options);
+
 struct TopOptions : ViewOptions {
   std::size_t depth = 12;
   double min_percent = 1.0;

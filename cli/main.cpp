@@ -188,6 +188,22 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--top", report_options.top, "rows per table")->capture_default_str();
   report_cmd->footer("How Python stacks are merged from perf, the jitlog and vmprof: see README, 'Correlation'.");
 
+  DiffOptions diff_options;
+  auto* diff_cmd = app.add_subcommand(
+      "diff", "Compare two recordings of a program: Python functions and JIT traces whose share and time changed");
+  diff_cmd->add_option("OLD", diff_options.old_file, "the earlier bundle (*.jprof), e.g. before an optimization")
+      ->required()
+      ->check(CLI::ExistingFile);
+  diff_cmd->add_option("NEW", diff_options.new_file, "the later bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  diff_cmd->add_option("--top", diff_options.top, "rows per table (the largest changes)")->capture_default_str();
+  diff_cmd->add_flag("--json", diff_options.json,
+                     "print JSON for scripts (with the merged call tree, each frame's old and new samples)");
+  diff_cmd->footer(
+      "Shares are of each run's own samples; time is samples x that run's sampling period, so a function that\n"
+      "got faster shows fewer seconds even when its share stays similar. Traces are matched by what they are\n"
+      "(loop or bridge, function, file and line of their first merge point), since trace ids change between runs.\n"
+      "Example: jitprof diff before.jprof after.jprof --top 20");
+
   ExportOptions export_options;
   auto* export_cmd = app.add_subcommand("export", "Write a bundle's profile, or a jitlog's traces, for other tools");
   export_cmd->add_option("FILE", export_options.file, "bundle (*.jprof); for perf-map also a jitlog")
@@ -235,6 +251,7 @@ int main(int argc, char** argv) {
     if (*report_cmd) return run_report(report_options);
     if (*export_cmd) return run_export(export_options);
     if (*top_cmd) return run_top(top_options);
+    if (*diff_cmd) return run_diff(diff_options);
     if (*query_cmd) return run_query(query_options);
   } catch (const std::exception& error) {
     std::cerr << "jitprof: error: " << error.what() << "\n";

@@ -1,10 +1,7 @@
 // `jitprof report FILE`: the correlated profile of a bundle (views::report_json),
 // as JSON or as text.
 #include <fmt/format.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -17,27 +14,6 @@ namespace jitprof::cli {
 namespace {
 
 using nlohmann::json;
-
-// Bold titles and red shares, on a terminal and unless NO_COLOR is set.
-class Style {
- public:
-  Style() : on_(::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr) {}
-  // A blank line, then the title on a line of its own.
-  void title(const std::string& text) const {
-    std::cout << "\n";
-    write("\033[1m", text);
-    std::cout << "\n";
-  }
-  void hot(const std::string& text) const { write("\033[31m", text); }
-
- private:
-  void write(std::string_view color, const std::string& text) const {
-    if (on_) TerminalText::control(std::cout, color);
-    std::cout << text;
-    if (on_) TerminalText::control(std::cout, "\033[0m");
-  }
-  bool on_;
-};
 
 std::string source_text(const json& source) {
   if (!source.is_object()) return "-";

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "bundle/text.h"
@@ -116,6 +117,23 @@ void TerminalText::flush_tail() {
   append_printable(tail_, out, true, true);
   tail_.clear();
   target_->sputn(out.data(), static_cast<std::streamsize>(out.size()));
+}
+
+Style::Style() : on_(::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr) {}
+
+void Style::title(const std::string& text) const {
+  std::cout << "\n";
+  write("\033[1m", text);
+  std::cout << "\n";
+}
+
+void Style::hot(const std::string& text) const { write("\033[31m", text); }
+void Style::cooler(const std::string& text) const { write("\033[34m", text); }
+
+void Style::write(std::string_view color, const std::string& text) const {
+  if (on_) TerminalText::control(std::cout, color);
+  std::cout << text;
+  if (on_) TerminalText::control(std::cout, "\033[0m");
 }
 
 }  // namespace jitprof::cli

@@ -21,6 +21,21 @@ std::string printable(std::string_view text);
 // A status line on stderr (a terminal), drawn over the previous one; "" clears it.
 void status_line(const std::string& line);
 
+// The look of jitprof's tables on stdout: bold titles and colored figures,
+// on a terminal and unless NO_COLOR is set.
+class Style {
+ public:
+  Style();
+  // A blank line, then the title on a line of its own.
+  void title(const std::string& text) const;
+  void hot(const std::string& text) const;     // red: where time goes, what grew
+  void cooler(const std::string& text) const;  // blue: what shrank
+
+ private:
+  void write(std::string_view color, const std::string& text) const;
+  bool on_;
+};
+
 class TerminalText : public std::streambuf {
  public:
   // Filters `stream` from now on if it writes to a terminal (`terminal_fd`).

@@ -17,7 +17,7 @@ using jitprof::testing::Result;
 
 namespace {
 
-TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
+TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoRunsCompare) {
   const fs::path dir = fs::temp_directory_path() / ("jitprof-browser-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -64,13 +64,19 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
     expected += (expected.empty() ? "" : ",") + std::to_string(row["id"].get<std::uint64_t>());
   ASSERT_FALSE(expected.empty());
 
+  // Two runs of one program, the second with optimized() doing a tenth of its work.
+  const std::string slow = record_web({programs + "two_costs.py", "100000000", "slow"});
+  const std::string fast = record_web({programs + "two_costs.py", "100000000", "fast"});
+  ASSERT_FALSE(slow.empty());
+  ASSERT_FALSE(fast.empty());
+
   const fs::path screenshots = fs::path(JITPROF_BINARY_DIR) / "browser-screenshots";
   fs::create_directories(screenshots);
   const Result browsed = jitprof::testing::run_command(
       {"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/browser-test.mjs", "--server", server.url(), "--bundle",
        hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--query-bundle", queried, "--query",
        query, "--query-expect", expected, "--query-error", "traces.contains('x').hasbrige('*f*')", "--query-error-column",
-       "22", "--out", screenshots.string()},
+       "22", "--diff-old", slow, "--diff-new", fast, "--diff-function", "optimized", "--out", screenshots.string()},
       dir);
   std::cout << browsed.out << browsed.err;
   EXPECT_EQ(browsed.status, 0) << "(tests/js needs 'npm ci --prefix tests/js' and /usr/bin/chromium)";
@@ -79,7 +85,10 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridge) {
   ASSERT_TRUE(std::regex_search(browsed.out, timing, std::regex(R"(trace page of bundle with (\d+) traces loaded in)")));
   EXPECT_GE(std::stoi(timing[1]), 1000);
   EXPECT_NE(browsed.out.find("ok query '" + query + "' in the viewer returns the CLI's"), std::string::npos);
-  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "query.png"})
+  EXPECT_NE(browsed.out.find("ok ticking two uploads in the list offers /diff/" + slow + "/" + fast), std::string::npos);
+  EXPECT_NE(browsed.out.find("ok differential flame graph colours optimized as shrunk"), std::string::npos);
+  EXPECT_NE(browsed.out.find("ok the table of changed functions shows optimized's drop"), std::string::npos);
+  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "query.png", "diff.png"})
     EXPECT_TRUE(fs::exists(screenshots / page)) << page;
   fs::remove_all(dir);
 }

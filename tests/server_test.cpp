@@ -305,6 +305,53 @@ TEST_F(Server, TraceViewsOutsideTheHotListAreComputedWhenFirstAskedFor) {
   EXPECT_EQ(views_stored(trace_id), asked);
 }
 
+TEST_F(Server, TwoUploadsComparedAnswerWhatJitprofDiffPrintsAndTheDiffIsStored) {
+  start();
+  // The second run's optimized() does a tenth of the first's work.
+  std::vector<std::string> ids;
+  for (const char* mode : {"slow", "fast"}) {
+    const fs::path recording = dir_ / (std::string(mode) + ".jprof");
+    const Result recorded = run({JITPROF_BIN, "record", "-q", "-o", recording.string(), "--", JITPROF_PYPY,
+                                 kPrograms + "two_costs.py", "100000000", mode});
+    ASSERT_EQ(recorded.status, 0) << recorded.err;
+    ids.push_back(upload(recording));
+  }
+  const auto diffs_stored = [&] {
+    const Result counted = run({"sqlite3", (dir_ / "data" / "index.sqlite").string(),
+                                "SELECT COUNT(*) FROM views WHERE upload = '" + ids[1] + "' AND name = 'diff/" + ids[0] + "'"});
+    EXPECT_EQ(counted.status, 0) << counted.err;
+    return std::atoi(counted.out.c_str());
+  };
+  EXPECT_EQ(diffs_stored(), 0);
+  const std::string path = "/api/diff/" + ids[0] + "/" + ids[1];
+  const json diff = get_json(path);
+  EXPECT_EQ(diffs_stored(), 1);
+
+  const Result cli = run({JITPROF_BIN, "diff", "--json", "--top", "100", (dir_ / "slow.jprof").string(),
+                          (dir_ / "fast.jprof").string()});
+  ASSERT_EQ(cli.status, 0) << cli.err;
+  json expected = json::parse(cli.out);
+  expected["old"].erase("file");
+  expected["new"].erase("file");
+  EXPECT_EQ(diff, expected);
+  bool dropped = false;
+  for (const json& function : diff["functions"])
+    if (function["name"] == "optimized") dropped = function["self_points"].get<double>() < -30;
+  EXPECT_TRUE(dropped) << diff["functions"].dump();
+  EXPECT_GT(diff["flame"]["old_samples"].get<std::uint64_t>(), diff["flame"]["samples"].get<std::uint64_t>());
+
+  EXPECT_EQ(get_json(path), diff);  // from the stored view
+  EXPECT_EQ(diffs_stored(), 1);
+  const Http unknown = request("GET", "/api/diff/" + ids[0] + "/" + std::string(64, 'a'));
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  const Http malformed = request("GET", "/api/diff/" + ids[0] + "/x");
+  EXPECT_EQ(malformed.status, 400);
+  EXPECT_NE(malformed.body.find("ids are 64 hex digits"), std::string::npos) << malformed.body;
+  const Http page = request("GET", "/diff/" + ids[0] + "/" + ids[1]);
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.body.find("/static/app.js"), std::string::npos);
+}
+
 TEST_F(Server, UploadsNeedAValidTokenWhenTheServerHasATokenFile) {
   std::ofstream(dir_ / "tokens") << "# one token a line\nsecret-one\nsecret-two\n";
   start({"--token-file", (dir_ / "tokens").string()});

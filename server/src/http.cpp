@@ -48,6 +48,8 @@ constexpr std::uint64_t kSmallBodyBytes = 1 << 20;  // JSON requests
 constexpr auto kHeaderTimeout = std::chrono::seconds(10);
 constexpr auto kWriteTimeout = std::chrono::seconds(60);
 constexpr unsigned kBusyRetrySeconds = 5;
+// Rows of each table of a diff view (functions, traces), largest change first.
+constexpr std::size_t kDiffRows = 100;
 // Files the server needs besides its connections: the index, uploads being
 // received and stored, bundles being read.
 constexpr unsigned kFilesBesidesConnections = 64;
@@ -198,6 +200,7 @@ class App {
     if (method == http::verb::get || method == http::verb::head) {
       if (target.is({"api", "p", "*", "query"}) && target.segments.size() == 4) return true;
       try {
+        if (const auto diff = diff_of(target)) return !store_.has_view(diff->new_id, Store::diff_view_name(diff->old_id));
         const auto view = trace_view_of(target);
         return view && !store_.has_view(checked_id(target.segments[2]), view->name());
       } catch (const std::exception&) {
@@ -251,7 +254,7 @@ class App {
     const auto method = request.method();
     const auto& parts = target.segments;
     if (method == http::verb::get || method == http::verb::head) {
-      if (parts.empty() || parts[0] == "p" || parts[0] == "uploads") return page("index.html");
+      if (parts.empty() || parts[0] == "p" || parts[0] == "uploads" || parts[0] == "diff") return page("index.html");
       if (parts[0] == "static" && parts.size() == 2) return page(parts[1]);
       if (parts[0] != "api") throw NotFound("no such page");
       if (target.is({"api", "uploads"}) && parts.size() == 2)
@@ -261,6 +264,14 @@ class App {
         const auto bundle = store_.run_bundle(parts[2]);
         return json_response(http::status::ok, {{"bundle", bundle ? json(*bundle) : json(nullptr)}});
       }
+      if (const auto diff = diff_of(target))
+        return cached(json_response(http::status::ok, store_.diff_view(diff->old_id, diff->new_id, [&] {
+          // Both bundles loaded as for queries: within the memory budget, and kept for the next request.
+          const auto old_run = queries_.get(diff->old_id, store_.bundle_path(diff->old_id));
+          const auto new_run = queries_.get(diff->new_id, store_.bundle_path(diff->new_id));
+          return views::profile_diff_json({old_run->bundle, old_run->profile}, {new_run->bundle, new_run->profile},
+                                          kDiffRows);
+        })));
       if (!target.is({"api", "p", "*"})) throw NotFound("no such API");
       const std::string id = checked_id(parts[2]);
       if (parts.size() == 3) {
@@ -361,6 +372,15 @@ class App {
     if (view.stage != "noopt" && view.stage != "opt" && view.stage != "asm")
       throw BadRequest("stage must be noopt, opt or asm");
     return view;
+  }
+
+  struct Diff {
+    std::string old_id, new_id;
+  };
+  // GET /api/diff/OLD/NEW; BadRequest when an id is malformed.
+  static std::optional<Diff> diff_of(const Target& target) {
+    if (!target.is({"api", "diff"}) || target.segments.size() != 4) return std::nullopt;
+    return Diff{checked_id(target.segments[2]), checked_id(target.segments[3])};
   }
 
   static Response cached(Response response) {

@@ -534,8 +534,23 @@ json Store::trace_view(const std::string& id, std::uint64_t trace, const std::st
     }
     if (!known) throw NotFound(fmt::format("no {} for upload {}", name, id));
   }
+  return store_view(id, name, compute());
+}
+
+json Store::diff_view(const std::string& old_id, const std::string& new_id, const std::function<json()>& compute) {
+  const std::string name = diff_view_name(old_id);
+  if (auto stored = stored_view(new_id, name)) return std::move(*stored);
+  {
+    std::lock_guard lock(mutex_);
+    require_indexed(old_id);
+    require_indexed(new_id);
+  }
+  return store_view(new_id, name, compute());
+}
+
+json Store::store_view(const std::string& id, const std::string& name, const json& view) {
   // Stored as text and answered from that text, as the views computed at upload are.
-  const std::string text = bundle::json_text(compute());
+  const std::string text = bundle::json_text(view);
   {
     std::lock_guard lock(mutex_);
     Statement insert(db_, "INSERT OR IGNORE INTO views(upload, name, size, body) VALUES(?, ?, ?, ?)");

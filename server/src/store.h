@@ -70,6 +70,12 @@ class Store {
   // the upload has no such trace or the trace no such stage.
   nlohmann::json trace_view(const std::string& id, std::uint64_t trace, const std::string& stage,
                             const std::function<nlohmann::json()>& compute);
+  // Two uploads compared (views::profile_diff_json): computed by `compute`
+  // when first asked for, then stored with the new upload's views.
+  // NotFound when either is not an upload.
+  nlohmann::json diff_view(const std::string& old_id, const std::string& new_id,
+                           const std::function<nlohmann::json()>& compute);
+  static std::string diff_view_name(const std::string& old_id) { return "diff/" + old_id; }
   nlohmann::json traces(const std::string& id, std::size_t offset, std::size_t limit, const std::string& sort,
                         const std::string& query);
   nlohmann::json functions(const std::string& id, std::size_t offset, std::size_t limit, const std::string& query);
@@ -88,6 +94,8 @@ class Store {
   std::unique_ptr<Indexed> compute_index(const std::filesystem::path& bundle);
   void write_index(const std::string& id, const Indexed& indexed, const std::string& source, std::uint64_t size);
   std::optional<nlohmann::json> stored_view(const std::string& id, const std::string& name);
+  // Stores `view` as upload `id`'s view `name` (kept if one was stored meanwhile), and answers it as stored.
+  nlohmann::json store_view(const std::string& id, const std::string& name, const nlohmann::json& view);
   void reconcile(const std::function<void(const std::string&)>& notice);
   // Whether `id` is indexed; the caller holds mutex_.
   bool is_indexed(const std::string& id);

@@ -13,6 +13,10 @@
 //        [--big-bundle ID2] [--crash-bundle ID3] [--token TOKEN] [--chromium PATH]
 //        [--query-bundle ID4 (default: --bundle)] [--query TEXT --query-expect LIST [--query-total N]]
 //        [--query-error TEXT --query-error-column N]
+//        [--diff-old ID5 --diff-new ID6 --diff-function NAME]
+// With --diff-old, /diff/ID5/ID6 (reached from ID6's page by "Compare with…")
+// draws a differential flame graph where NAME's frame is coloured as shrunk,
+// its tooltip says so, and the table of changed functions shows NAME's drop.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -25,7 +29,7 @@ for (const required of ["server", "bundle", "function", "out"]) {
     process.exit(2);
   }
 }
-for (const [option, needs] of [["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
+for (const [option, needs] of [["diff-old", "diff-new"], ["diff-new", "diff-function"], ["diff-function", "diff-old"], ["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
   if (options[option] !== undefined && options[needs] === undefined) {
     console.error(`--${option} needs --${needs}`);
     process.exit(2);
@@ -115,6 +119,7 @@ try {
   if (options["crash-bundle"]) await checkCrash(browser, options["crash-bundle"]);
   if (options.query !== undefined) await checkQuery(browser, options["query-bundle"] || bundle);
   if (options["query-error"] !== undefined) await checkQueryError(browser, options["query-bundle"] || bundle);
+  if (options["diff-old"]) await checkDiff(browser, options["diff-old"], options["diff-new"], options["diff-function"]);
 } catch (error) {
   fail(`the test itself stopped: ${error.stack || error}`);
 } finally {
@@ -480,6 +485,66 @@ async function checkQueryError(browser, id) {
     await page.screenshot({ path: join(out, "query-error.png") });
   } catch (error) {
     fail(`query error: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
+}
+
+// i. Two uploads compared: ticking both in the list offers /diff/OLD/NEW (the
+// older as the old run), and so does "Compare with…" the old one on the new
+// one's page; its differential flame graph colours NAME's frame as shrunk
+// (blue), the tooltip gives the drop, and so does the table.
+async function checkDiff(browser, oldId, newId, name) {
+  let page = null;
+  try {
+    page = await newPage(browser);
+    await page.goto(`${server}/`);
+    const compare = page.locator(".compare-selected");
+    await page.check(`tr[data-id="${newId}"] .compare-pick`);
+    const hiddenWithOne = await compare.isHidden();
+    await page.check(`tr[data-id="${oldId}"] .compare-pick`);
+    await compare.waitFor({ state: "visible" });
+    const href = await compare.getAttribute("href");
+    check(hiddenWithOne && href === `/diff/${oldId}/${newId}`, `ticking two uploads in the list offers ${href}`, `hidden with one: ${hiddenWithOne}, href ${href}`);
+    await page.goto(`${server}/p/${newId}`);
+    await page.fill(".compare-with", `${server}/p/${oldId}`);
+    await page.click(".compare-form button");
+    await page.waitForURL(`${server}/diff/${oldId}/${newId}`);
+    check(true, `"Compare with…" on the new upload's page opens /diff/${oldId.slice(0, 8)}/${newId.slice(0, 8)}`);
+    await page.waitForSelector("#flame[data-frames]");
+    const frame = page.locator(`#flame-index li[data-frame^="${name} ("]`).first();
+    await frame.waitFor({ state: "attached" });
+    const data = await frame.evaluate((li) => ({ ...li.dataset }));
+    const [r, g, b] = (/rgb\((\d+), (\d+), (\d+)\)/.exec(data.fill) || []).slice(1).map(Number);
+    check(data.diff === "shrank" && Number(data.change) < -20 && b > r && b > g,
+      `differential flame graph colours ${name} as shrunk (${data.change} points, ${data.fill}; old ${data.oldTotal} samples, new ${data.total})`,
+      JSON.stringify(data));
+    const painted = await page.$eval("#flame", (canvas, at) => {
+      const ratio = window.devicePixelRatio || 1;
+      const pixel = canvas.getContext("2d").getImageData(Math.round(at.x * ratio), Math.round(at.y * ratio), 1, 1).data;
+      return `rgb(${pixel[0]}, ${pixel[1]}, ${pixel[2]})`;
+    }, { x: Number(data.x) + Number(data.w) / 2, y: Number(data.depth) * 18 + 1 });
+    check(painted === data.fill, `the canvas paints ${name}'s frame in that colour (${painted})`, `${painted} vs ${data.fill}`);
+
+    const box = await page.locator("#flame").boundingBox();
+    await page.mouse.move(box.x + Number(data.x) + Number(data.w) / 2, box.y + Number(data.depth) * 18 + 9);
+    const tooltip = page.locator(".flame-graph .tooltip");
+    await tooltip.waitFor({ state: "visible" });
+    const tip = (await tooltip.textContent()).replace(/\s+/g, " ");
+    check(tip.includes(`${name} (`) && /change: −\d/.test(tip) && tip.includes(`old: ${Number(data.oldTotal).toLocaleString("en-US")} samples`),
+      `its tooltip gives old and new samples and the drop (${tip.slice(tip.indexOf("old:"), tip.indexOf("old:") + 120)})`, tip);
+
+    const api = await apiGet(`/api/diff/${oldId}/${newId}`);
+    const expected = api.functions.find((f) => f.name === name);
+    const row = page.locator(`table.diff-functions tr[data-function="${name}"]`);
+    const cells = await row.locator("td").allTextContents();
+    const shrunk = await row.locator("td.shrank").count();
+    check(expected && expected.self_points < -20 && cells[4] === `−${Math.abs(expected.self_points).toFixed(1)} pts` && shrunk >= 2,
+      `the table of changed functions shows ${name}'s drop (${cells.slice(2, 6).join(", ")})`, cells.join(" | "));
+    await page.screenshot({ path: join(out, "diff.png"), fullPage: true });
+  } catch (error) {
+    fail(`diff page: ${error.message}`);
+    if (page) await page.screenshot({ path: join(out, "diff.png") }).catch(() => {});
   } finally {
     if (page) await page.context().close();
   }

@@ -6,10 +6,11 @@ namespace jitprof::views {
 
 using nlohmann::json;
 
-CallTree call_tree(const correlate::Profile& profile) {
+CallTree call_tree(const correlate::Profile& profile,
+                   const std::function<std::string(const correlate::Frame&)>& label) {
   std::vector<std::string> labels;
   labels.reserve(profile.frames.size());
-  for (const auto& frame : profile.frames) labels.push_back(correlate::frame_label(frame));
+  for (const auto& frame : profile.frames) labels.push_back(label(frame));
   CallTree tree;
   for (const auto& sample : profile.samples) {
     CallTree::Node* node = &tree.root;

@@ -11,6 +11,7 @@
 #include "bundle/samples.h"
 #include "bundle/sections.h"
 #include "correlate/jit_code.h"
+#include "summary.h"
 #include "views/views.h"
 
 namespace jitprof::views {
@@ -19,87 +20,6 @@ namespace {
 using correlate::Category;
 using correlate::Profile;
 using nlohmann::json;
-
-struct Count {
-  std::uint64_t self = 0, total = 0;
-};
-
-struct FunctionKey {
-  std::string name, file;
-  auto operator<=>(const FunctionKey&) const = default;
-};
-
-struct NativeFunction {
-  std::uint64_t self = 0;
-  std::map<std::pair<std::string, std::int64_t>, std::uint64_t> lines;  // (source file, line), with debug information
-};
-
-struct Summary {
-  std::size_t samples = 0;
-  std::map<FunctionKey, Count> functions;
-  std::map<FunctionKey, std::int64_t> first_line;
-  std::map<std::uint64_t, std::uint64_t> trace_samples;  // by trace id
-  std::map<std::string, std::uint64_t> leaf_categories;
-  std::map<std::string, std::uint64_t> native_libraries;  // leaf frames outside Python and JIT code
-  std::map<FunctionKey, NativeFunction> native_functions;  // named leaf frames, by name and library
-  std::map<std::uint32_t, std::uint64_t> threads;
-  std::map<std::uint32_t, std::map<FunctionKey, std::uint64_t>> thread_functions;
-};
-
-// A frame of a native binary: libpypy (any of its components) or another library.
-bool is_native_code(const correlate::Frame& frame) {
-  switch (frame.category) {
-    case Category::Python:
-    case Category::JitInlined:
-    case Category::JitTrace:
-    case Category::JitHelper:
-    case Category::JitAnonymous:
-    case Category::Kernel: return false;
-    default: return !correlate::is_runtime_phase(frame);
-  }
-}
-
-Summary summarize(const Profile& profile) {
-  Summary summary;
-  summary.samples = profile.samples.size();
-  for (const auto& sample : profile.samples) {
-    const auto& stack = profile.stacks[sample.stack];
-    ++summary.threads[sample.tid];
-    std::set<FunctionKey> seen;
-    for (std::uint32_t id : stack) {
-      const auto& frame = profile.frames[id];
-      if (frame.category != Category::Python && frame.category != Category::JitInlined) continue;
-      FunctionKey key{frame.name, frame.file};
-      if (seen.insert(key).second) ++summary.functions[key].total;
-      auto [line, fresh] = summary.first_line.try_emplace(key, frame.line);
-      if (!fresh && frame.line > 0 && (line->second == 0 || frame.line < line->second)) line->second = frame.line;
-    }
-    if (auto leaf = profile.python_leaf(sample.stack)) {
-      const auto& frame = profile.frames[*leaf];
-      FunctionKey key{frame.name, frame.file};
-      ++summary.functions[key].self;
-      ++summary.thread_functions[sample.tid][key];
-    }
-    if (sample.trace) ++summary.trace_samples[*sample.trace];
-    if (stack.empty()) {
-      ++summary.leaf_categories["unknown"];
-      continue;
-    }
-    const auto& leaf = profile.frames[stack.back()];
-    ++summary.leaf_categories[correlate::category_name(sample.category)];
-    if (is_native_code(leaf)) {
-      const std::string library = leaf.file.empty() ? "[unknown]" : std::filesystem::path(leaf.file).filename().string();
-      ++summary.native_libraries[library];
-      if (leaf.name != library && !leaf.name.starts_with("0x")) {
-        NativeFunction& function = summary.native_functions[{leaf.name, leaf.file}];
-        ++function.self;
-        if (!leaf.source_file.empty()) ++function.lines[{leaf.source_file, leaf.line}];
-      }
-    }
-    if (leaf.category == Category::Kernel) ++summary.native_libraries["[kernel]"];
-  }
-  return summary;
-}
 
 // The `limit` largest entries of a map by `by(value)`, keeping map order among equals.
 template <class Map>

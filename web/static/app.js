@@ -4,6 +4,7 @@
 //   /p/ID/traces             all traces (?q= &sort= &offset=)
 //   /p/ID/trace/TID          one trace (?stage=noopt|opt|asm, #op-N)
 //   /p/ID/query              the query language of `jitprof query` (?q=)
+//   /diff/OLD/NEW            two uploads compared: differential flame graph, changed functions and traces
 //   /#/RID                   vmprof-python's link: redirects to the run's /p/ID
 import {
   api,
@@ -22,10 +23,12 @@ import {
   debounce,
   fileLine,
   setChildren,
+  table,
 } from "./util.js";
 import { FlameGraph, CATEGORIES, categoryColor } from "./flame.js";
 import { traceView, traceUrl } from "./trace.js";
 import { queryView, queryUrl, queryForm } from "./query.js";
+import { diffView, diffUrl, compareForm } from "./diff.js";
 
 const main = document.getElementById("app");
 const crumbs = document.getElementById("crumbs");
@@ -40,6 +43,7 @@ const ROUTES = [
   [/^\/p\/([0-9a-fA-F]+)\/traces\/?$/, tracesView, ["id"]],
   [/^\/p\/([0-9a-fA-F]+)\/trace\/(\d+)\/?$/, traceView, ["id", "tid"]],
   [/^\/p\/([0-9a-fA-F]+)\/query\/?$/, queryView, ["id"]],
+  [/^\/diff\/([0-9a-fA-F]+)\/([0-9a-fA-F]+)\/?$/, diffView, ["old", "new"]],
 ];
 
 function navigate(url, { replace = false } = {}) {
@@ -209,19 +213,6 @@ function pager(total, offset, limit, go) {
   );
 }
 
-function table(className, columns, rows) {
-  return h(
-    "div",
-    { class: "table-wrap" },
-    h(
-      "table",
-      { class: className },
-      h("thead", {}, h("tr", {}, columns.map(([label, cls]) => h("th", { class: cls }, label)))),
-      h("tbody", {}, rows),
-    ),
-  );
-}
-
 // ---------------------------------------------------------------- uploads
 
 // A search field that reports its trimmed text once typing pauses.
@@ -278,6 +269,16 @@ function pagedList(ctx, { limit, fetchPage, render }) {
 async function uploadsView(ctx) {
   const limit = 50;
   ctx.setTitle("", [{ label: "uploads" }]);
+  // Two uploads ticked (on any page of the list) are compared, the older as the old run.
+  const picked = new Map(); // id → created
+  const compareLink = h("a", { class: "button compare-selected", hidden: true }, "Compare the two selected");
+  const pick = (upload, on) => {
+    if (on) picked.set(upload.id, upload.created);
+    else picked.delete(upload.id);
+    const runs = [...picked.entries()].sort((a, b) => a[1] - b[1]);
+    compareLink.hidden = runs.length !== 2;
+    if (runs.length === 2) compareLink.href = diffUrl(runs[0][0], runs[1][0]);
+  };
   const list = pagedList(ctx, {
     limit,
     fetchPage: ({ query, offset }) => ctx.api(`/api/uploads?q=${encodeURIComponent(query)}&offset=${offset}&limit=${limit}`),
@@ -286,6 +287,17 @@ async function uploadsView(ctx) {
         h(
           "tr",
           { "data-id": upload.id },
+          h(
+            "td",
+            {},
+            h("input", {
+              type: "checkbox",
+              class: "compare-pick",
+              "aria-label": "Select to compare",
+              checked: picked.has(upload.id),
+              onchange: (event) => pick(upload, event.target.checked),
+            }),
+          ),
           h(
             "td",
             { class: "command" },
@@ -305,7 +317,7 @@ async function uploadsView(ctx) {
         ? h("p", { class: "notice" }, query ? `No upload matches “${query}”.` : "No uploads yet. Send one with: jitprof upload FILE.jprof --server URL")
         : table(
             "uploads",
-            [["Command"], ["PyPy"], ["Samples", "num"], ["Traces", "num"], ["Duration", "num"], ["Size", "num"], ["Uploaded"]],
+            [["Compare"], ["Command"], ["PyPy"], ["Samples", "num"], ["Traces", "num"], ["Duration", "num"], ["Size", "num"], ["Uploaded"]],
             rows,
           );
     },
@@ -313,7 +325,7 @@ async function uploadsView(ctx) {
   const search = list.search({ placeholder: "Search command, id or PyPy version", label: "Search uploads" });
   const { results, load } = list;
   await load();
-  ctx.show(h("div", { class: "uploads-page" }, h("div", { class: "page-head" }, h("h1", {}, "Uploads"), search), results));
+  ctx.show(h("div", { class: "uploads-page" }, h("div", { class: "page-head" }, h("h1", {}, "Uploads"), compareLink, search), results));
 }
 
 // ---------------------------------------------------------------- profile
@@ -426,6 +438,7 @@ function profileHeader(summary, command) {
       " ",
       downloadLink(summary.id),
       queryBox(summary.id),
+      compareForm(summary.id, (url) => navigate(url)),
     ),
   );
 }

@@ -1,6 +1,9 @@
 // The flame graph of /api/p/ID/flame, drawn on a <canvas> as an icicle: the
 // root ("all samples") is the top row and each callee hangs below its caller,
 // so deep stacks grow down the page instead of pushing the root off screen.
+// Given a diff's merged tree (/api/diff/OLD/NEW: nodes with old_total too) it
+// is differential: widths are the new run's samples, colours the change in
+// share of each run's samples, red grew and blue shrank.
 import { h, fmtInt, pct } from "./util.js";
 
 // Category → label and colour; the order is the legend's.
@@ -58,6 +61,26 @@ function shade(category, label) {
   return color;
 }
 
+// The change of a frame's share, in percentage points, as a colour: white
+// for none, to full red (grew) or blue (shrank) at `scale` points.
+const NO_CHANGE = 0.05; // points: less is noise of rounding
+function diffColor(points, scale) {
+  if (Math.abs(points) < NO_CHANGE) return "rgb(231, 229, 228)";
+  const strength = 0.25 + 0.75 * Math.min(1, Math.abs(points) / scale);
+  const fade = (c) => Math.round(255 - (255 - c) * strength);
+  return points > 0 ? `rgb(${fade(220)}, ${fade(38)}, ${fade(38)})` : `rgb(${fade(37)}, ${fade(99)}, ${fade(235)})`;
+}
+
+function diffLegend() {
+  return h(
+    "ul",
+    { class: "legend" },
+    h("li", {}, h("span", { class: "swatch", style: { background: diffColor(1, 1) } }), "share grew"),
+    h("li", {}, h("span", { class: "swatch", style: { background: diffColor(-1, 1) } }), "share shrank"),
+    h("li", {}, h("span", { class: "swatch", style: { background: diffColor(0, 1) } }), "no change"),
+  );
+}
+
 function adjust(hexColor, amount) {
   const n = parseInt(hexColor.slice(1), 16);
   const channel = (c) => Math.max(0, Math.min(255, Math.round(c + (amount > 0 ? 255 - c : c) * amount)));
@@ -112,11 +135,14 @@ function mayBacktrack(source) {
 }
 
 export class FlameGraph {
-  // tree: {samples, children}; options: {zoom: "0.1.2", search, traceHref(id),
-  // openTrace(url, newTab), onChange({zoom, search})}
+  // tree: {samples, children}, or a diff's {samples, old_samples, children};
+  // options: {zoom: "0.1.2", search, traceHref(id), openTrace(url, newTab),
+  // onChange({zoom, search}), secondsPerSample: {old, new} (diffs)}
   constructor(tree, options = {}) {
     this.options = options;
     this.root = { frame: "all samples", category: "root", total: tree.samples, self: 0, children: tree.children || [] };
+    this.diff = tree.old_samples === undefined ? null : { oldAll: tree.old_samples, scale: 1 };
+    if (this.diff) Object.assign(this.root, { old_total: tree.old_samples, old_self: 0 });
     this.categories = new Set();
     this.link(this.root, null, -1);
     this.zoomed = this.resolve(options.zoom || "");
@@ -131,7 +157,15 @@ export class FlameGraph {
     node.parent = parent;
     node.index = index;
     if (node.category !== "root") this.categories.add(node.category);
+    // Colours are scaled to the largest change, so that it shows at full strength.
+    if (this.diff && parent) this.diff.scale = Math.max(this.diff.scale, Math.abs(this.change(node)));
     node.children.forEach((child, i) => this.link(child, node, i));
+  }
+
+  // Diffs: the change of a frame's share of its run's samples, in percentage points.
+  change(node) {
+    const share = (n, all) => (all ? (100 * n) / all : 0);
+    return share(node.total, this.root.total) - share(node.old_total, this.diff.oldAll);
   }
 
   // "0.3.1": child indexes from the root; a stale path falls back to the root.
@@ -171,7 +205,7 @@ export class FlameGraph {
       "div",
       { class: "flame-graph" },
       h("div", { class: "flame-toolbar" }, this.searchInput, this.resetButton, this.zoomInfo, this.matchInfo),
-      legend([...Object.keys(CATEGORIES)].filter((c) => this.categories.has(c))),
+      this.diff ? diffLegend() : legend([...Object.keys(CATEGORIES)].filter((c) => this.categories.has(c))),
       h("div", { class: "flame-canvas" }, this.canvas, this.tooltip),
       this.index,
     );
@@ -259,6 +293,8 @@ export class FlameGraph {
         frame.matched = matched;
         const ancestor = depth < zoomDepth;
         let fill = node.category === "root" ? "#e4e4e7" : shade(node.category, node.frame);
+        if (this.diff) fill = diffColor(this.change(node), this.diff.scale);
+        frame.fill = fill;
         ctx.globalAlpha = ancestor || (match && !matched) ? 0.35 : 1;
         ctx.fillStyle = matched ? "#d946ef" : fill;
         ctx.fillRect(x, y, Math.max(w - 1, 0.5), ROW - 1);
@@ -280,7 +316,7 @@ export class FlameGraph {
 
   updateIndex(items) {
     const fragment = document.createDocumentFragment();
-    for (const { node, depth, matched } of items) {
+    for (const { node, depth, matched, fill, x, w } of items) {
       const li = document.createElement("li");
       li.textContent = node.frame;
       li.dataset.frame = node.frame;
@@ -288,7 +324,16 @@ export class FlameGraph {
       li.dataset.total = node.total;
       li.dataset.self = node.self;
       li.dataset.depth = depth;
+      li.dataset.x = x.toFixed(1); // where it is drawn, in CSS pixels of the canvas
+      li.dataset.w = w.toFixed(1);
       if (matched) li.dataset.matched = "true";
+      if (this.diff) {
+        const points = this.change(node);
+        li.dataset.oldTotal = node.old_total;
+        li.dataset.change = points.toFixed(2);
+        li.dataset.diff = Math.abs(points) < NO_CHANGE ? "same" : points > 0 ? "grew" : "shrank";
+        li.dataset.fill = fill;
+      }
       fragment.append(li);
     }
     this.index.replaceChildren(fragment);
@@ -360,9 +405,13 @@ export class FlameGraph {
     const lines = [
       h("div", { class: "tt-frame" }, node.category === "root" ? "all samples" : node.frame),
       h("div", { class: "muted" }, (CATEGORIES[node.category] || { label: "" }).label),
-      h("div", {}, `total: ${fmtInt(node.total)} samples (${pct(node.total, all)})`),
-      h("div", {}, `self: ${fmtInt(node.self)} samples (${pct(node.self, all)})`),
     ];
+    if (this.diff) lines.push(...this.diffLines(node));
+    else
+      lines.push(
+        h("div", {}, `total: ${fmtInt(node.total)} samples (${pct(node.total, all)})`),
+        h("div", {}, `self: ${fmtInt(node.self)} samples (${pct(node.self, all)})`),
+      );
     if (this.zoomed !== this.root && this.zoomed.total)
       lines.push(h("div", { class: "muted" }, `${pct(node.total, this.zoomed.total)} of the zoomed frame`));
     lines.push(h("div", { class: "tt-hint" }, trace !== undefined ? `click: open trace ${trace} · shift-click: zoom` : "click: zoom"));
@@ -376,6 +425,25 @@ export class FlameGraph {
     const tipWidth = this.tooltip.offsetWidth;
     this.tooltip.style.left = `${left + tipWidth > box.width ? Math.max(0, left - tipWidth - 28) : left}px`;
     this.tooltip.style.top = `${top}px`;
+  }
+
+  // Tooltip lines of a diff's frame: both runs' samples, shares and time, and the change.
+  diffLines(node) {
+    const { oldAll } = this.diff;
+    const seconds = this.options.secondsPerSample || { old: 0, new: 0 };
+    const time = (n, period) => (period ? ` · ${(n * period).toFixed(3)} s` : "");
+    const points = this.change(node);
+    const deltaSeconds = node.total * seconds.new - node.old_total * seconds.old;
+    return [
+      h("div", {}, `old: ${fmtInt(node.old_total)} samples (${pct(node.old_total, oldAll)})${time(node.old_total, seconds.old)}`),
+      h("div", {}, `new: ${fmtInt(node.total)} samples (${pct(node.total, this.root.total)})${time(node.total, seconds.new)}`),
+      h(
+        "div",
+        { class: `tt-change ${points > 0 ? "grew" : points < 0 ? "shrank" : ""}` },
+        `change: ${points >= 0 ? "+" : "−"}${Math.abs(points).toFixed(1)} points of share` +
+          (seconds.new || seconds.old ? `, ${deltaSeconds >= 0 ? "+" : "−"}${Math.abs(deltaSeconds).toFixed(3)} s` : ""),
+      ),
+    ];
   }
 
   click(event) {

@@ -149,3 +149,17 @@ export function fileLine(file, line) {
   if (!file) return h("span", { class: "muted" }, "–");
   return h("span", { class: "loc", title: `${file}${line ? `:${line}` : ""}` }, `${basename(file)}${line ? `:${line}` : ""}`);
 }
+
+// A table under a scrolling wrapper: columns are [label, class] pairs.
+export function table(className, columns, rows) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: className },
+      h("thead", {}, h("tr", {}, columns.map(([label, cls]) => h("th", { class: cls }, label)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}

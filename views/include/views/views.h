@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -112,10 +113,42 @@ struct CallTree {
   };
   Node root;
 };
-CallTree call_tree(const correlate::Profile& profile);
+// `label` names each frame; frames of one name merge.
+CallTree call_tree(const correlate::Profile& profile,
+                   const std::function<std::string(const correlate::Frame&)>& label = correlate::frame_label);
 // Children of `node` as [{frame, category, total, self, children}, trace
 // for JIT trace frames], largest
 // first, down to `depth` levels, leaving out branches below `minimum` samples.
 nlohmann::json call_tree_json(const CallTree::Node& node, std::size_t depth, std::uint64_t minimum);
+
+
+// --- two runs compared (`jitprof diff`, the viewer's /diff/OLD/NEW page) -----
+
+// A trace by what it is, since trace numbers do not carry over from one run
+// to the next: loop or bridge, and the function, file and line of its first
+// merge point (jitlog::Trace::source). A trace the jitlog does not hold is
+// {"unknown", "", "", 0}.
+struct TraceIdentity {
+  std::string type, function, file;
+  std::int64_t line = 0;
+  auto operator<=>(const TraceIdentity&) const = default;
+};
+TraceIdentity trace_identity(const jitlog::Forest& forest, std::uint64_t id);
+
+// One recorded run: a bundle and its correlated profile.
+struct Run {
+  const bundle::Bundle& bundle;
+  const correlate::Profile& profile;
+};
+// `jitprof diff OLD NEW`: "old" and "new" (each run's samples, CPU seconds,
+// duration, command); "functions" (Python functions, self and total) and
+// "traces" (summed by TraceIdentity) whose share changed, each with both
+// runs' samples, shares and seconds (samples x that run's sampling period),
+// the change in percentage points and in seconds, and "status" new, vanished
+// or changed; largest change in points first, `top` of each (with how many
+// changed in all); "flame": the call trees of both runs merged, each node
+// with "total"/"self" (the new run's samples) and "old_total"/"old_self",
+// trace frames named by identity so that they meet across runs.
+nlohmann::json profile_diff_json(const Run& old_run, const Run& new_run, std::size_t top);
 
 }  // namespace jitprof::views
