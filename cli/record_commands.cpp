@@ -180,14 +180,20 @@ void print_samples(const json& samples) {
 }  // namespace
 
 int run_info(const ViewOptions& options) {
-  const bundle::Bundle read = bundle::read_bundle(options.file);
+  const OpenedFile opened = open_file(options.file);
+  const bundle::Bundle& read = opened.bundle;
   const correlate::Profile profile = correlate::correlate(read);
   json info = views::info_json(read, profile);
   if (options.json) {
     print_json(std::move(info), options.file);
     return report_diagnostics(options.file, read.warnings, read.error);
   }
-  std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read), read.version);
+  if (opened.format.kind == bundle::FileKind::Bundle)
+    std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read), read.version);
+  else
+    std::cout << fmt::format("{}: {}{} ({} bytes), read as a bundle holding it\n", options.file,
+                             bundle::file_kind_name(opened.format.kind), opened.format.gzipped ? ", gzipped" : "",
+                             with_commas(read.bytes_read));
   const bundle::ManifestRead manifest = bundle::read_manifest(read);
   if (manifest.manifest)
     print_manifest(*manifest.manifest, info);
