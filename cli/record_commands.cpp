@@ -140,14 +140,23 @@ void print_manifest(const bundle::Manifest& manifest, const json& info) {
   for (const auto& word : manifest.command) command += word + " ";
   std::cout << fmt::format("command: {}\n", command);
   if (!manifest.pypy_version.value_or("").empty()) std::cout << fmt::format("interpreter: {}\n", *manifest.pypy_version);
+  else if (manifest.vm) std::cout << fmt::format("interpreter: {} (its version not in the files)\n", *manifest.vm);
+  // PyPy's own files, uploaded or read here: no recording, no host.
+  const bool recorded = !manifest.mode || manifest.mode == "attach";
   const bundle::Manifest::Host host = manifest.host.value_or(bundle::Manifest::Host{"?", "?", "?", "?"});
-  std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n",
-                           manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, host.name, host.system,
-                           host.release);
+  if (recorded)
+    std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n",
+                             manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, host.name, host.system,
+                             host.release);
+  else
+    std::cout << fmt::format("made by jitprof {} from PyPy's own files ({})\n",
+                             manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, *manifest.mode);
   if (!manifest.complete())
     std::cout << "state: INCOMPLETE (the recording did not finish; what was written before is below)\n";
-  else
+  else if (manifest.duration_s || recorded)
     std::cout << fmt::format("duration: {:.3f} s\n", manifest.duration_s.value_or(0.0));
+  else
+    std::cout << "duration: unknown (only a vmprof profile's start and end times give it)\n";
   if (manifest.recorder_cpu_s && manifest.recorder_peak_rss_kib)
     std::cout << fmt::format("jitprof itself: {:.3f} s of CPU, peak memory {:.1f} MiB\n", *manifest.recorder_cpu_s,
                              double(*manifest.recorder_peak_rss_kib) / 1024);
