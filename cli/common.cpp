@@ -71,9 +71,14 @@ OpenedFile open_file(const std::string& file) {
 namespace {
 
 // True for PyPy's own file of the kind wanted, false for a bundle; PyPy's
-// file of the other kind holds nothing wanted: said at once.
+// file of the other kind holds nothing wanted: said at once. A file of no
+// known kind is read as the kind wanted: its reader names the bad byte.
 bool is_pypy_file(const std::string& file, bundle::FileKind wanted) {
-  const bundle::FileKind kind = bundle::identify_file(file).kind;
+  bundle::FileKind kind = wanted;
+  try {
+    kind = bundle::identify_file(file).kind;
+  } catch (const bundle::UnknownFile&) {
+  }
   if (kind == bundle::FileKind::Bundle) return false;
   if (kind != wanted)
     throw std::runtime_error(fmt::format("{} is {}, not {}: give {} or a bundle (jitprof record)", file,
