@@ -69,7 +69,7 @@ int run_attach(const AttachOptions& options);
 // --- sharing -----------------------------------------------------------------
 
 struct UploadOptions {
-  std::string file;
+  std::vector<std::string> files;  // a bundle, or PyPy's jitlog and/or vmprof profile
   std::string server;
   std::string token;
   std::string token_file;

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -50,41 +51,89 @@ int report_diagnostics(const std::string& file, const nlohmann::json& diagnostic
   return 1;
 }
 
+OpenedFile open_file(const std::string& file) {
+  const bundle::FileFormat format = bundle::identify_file(file);
+  if (format.kind == bundle::FileKind::Bundle) {
+    if (!format.gzipped) return {bundle::read_bundle(file), format};
+    std::vector<std::uint8_t> bytes;
+    binio::read_file_chunks(file, [&](std::span<const std::uint8_t> chunk) { bytes.insert(bytes.end(), chunk.begin(), chunk.end()); });
+    return {bundle::parse_bundle(bytes), format};
+  }
+  bundle::PypyFiles files;
+  (format.kind == bundle::FileKind::Jitlog ? files.jitlog : files.profile) = file;
+  bundle::PypyRun run;
+  run.mode = "PyPy files";
+  run.command = {std::filesystem::path(file).filename().string()};
+  run.check_jitlog = false;  // the views read it whole and say what is wrong with it
+  return {bundle::pypy_bundle(files, run), format};
+}
+
 namespace {
+
+// True for PyPy's own file of the kind wanted, false for a bundle; PyPy's
+// file of the other kind holds nothing wanted: said at once. A file of no
+// known kind is read as the kind wanted: its reader names the bad byte.
+bool is_pypy_file(const std::string& file, bundle::FileKind wanted) {
+  bundle::FileKind kind = wanted;
+  try {
+    kind = bundle::identify_file(file).kind;
+  } catch (const bundle::UnknownFile&) {
+  }
+  if (kind == bundle::FileKind::Bundle) return false;
+  if (kind != wanted)
+    throw std::runtime_error(fmt::format("{} is {}, not {}: give {} or a bundle (jitprof record)", file,
+                                         bundle::file_kind_name(kind), bundle::file_kind_name(wanted),
+                                         bundle::file_kind_name(wanted)));
+  return true;
+}
 
 // The bundle's own problems are reported here; the section's by the caller.
 std::vector<std::uint8_t> bundle_section(const std::string& file, bundle::SectionType type) {
-  const bundle::Bundle read = bundle::read_bundle(file);
-  report_diagnostics(file, read.warnings, read.error);
-  return read.stream(type);
+  const OpenedFile opened = open_file(file);
+  report_diagnostics(file, opened.bundle.warnings, opened.bundle.error);
+  return opened.bundle.stream(type);
 }
 
 }  // namespace
 
 jitlog::Forest load_jitlog(const std::string& file) {
-  if (bundle::is_bundle(file)) return jitlog::parse_jitlog(bundle_section(file, bundle::sections::kJitlog));
-  return jitlog::read_jitlog(file);
+  if (is_pypy_file(file, bundle::FileKind::Jitlog)) return jitlog::read_jitlog(file);
+  return jitlog::parse_jitlog(bundle_section(file, bundle::sections::kJitlog));
 }
 
 vmprof::Profile load_profile(const std::string& file) {
-  if (bundle::is_bundle(file)) return vmprof::parse_profile(bundle_section(file, bundle::sections::kVmprof));
-  return vmprof::read_profile(file);
+  if (is_pypy_file(file, bundle::FileKind::Profile)) return vmprof::read_profile(file);
+  return vmprof::parse_profile(bundle_section(file, bundle::sections::kVmprof));
 }
 
 std::optional<Correlated> load_correlated(const std::string& file, const std::string& purpose) {
   Correlated result;
-  result.bundle = bundle::read_bundle(file);
+  OpenedFile opened = open_file(file);
+  result.bundle = std::move(opened.bundle);
+  result.format = opened.format;
   result.status = report_diagnostics(file, result.bundle.warnings, result.bundle.error);
   result.profile = correlate::correlate(result.bundle);
   // An absent jitlog is no error: PyPy compiled nothing, or its logs were off.
   const jitlog::Forest& forest = result.profile.forest;
+  const bool raw = result.format.kind != bundle::FileKind::Bundle;
   if (result.bundle.has(bundle::sections::kJitlog))
-    result.status = std::max(result.status, report_diagnostics(file + " (jitlog section)", forest.warnings, forest.error));
+    result.status =
+        std::max(result.status, report_diagnostics(raw ? file : file + " (jitlog section)", forest.warnings, forest.error));
+  if (result.bundle.has(bundle::sections::kVmprof) && raw) {
+    const vmprof::Profile profile = vmprof::parse_profile(result.bundle.stream(bundle::sections::kVmprof));
+    result.status = std::max(result.status, report_diagnostics(file, profile.warnings, profile.error));
+  }
   if (result.profile.samples.empty()) {
-    std::cerr << fmt::format("jitprof: error: {} has no samples {}: neither perf's nor PyPy's own\n", file, purpose);
+    if (result.format.kind == bundle::FileKind::Jitlog)
+      std::cerr << fmt::format("jitprof: error: {0} is a PyPy jitlog, which holds no samples {1}: 'jitprof jitlog {0}' "
+                               "and 'jitprof trace {0} ID' show its traces; 'jitprof record -- pypy3 app.py' records "
+                               "samples with the jitlog\n",
+                               file, purpose);
+    else
+      std::cerr << fmt::format("jitprof: error: {} has no samples {}: neither perf's nor PyPy's own\n", file, purpose);
     return std::nullopt;
   }
-  if (result.profile.samples_from_vmprof)
+  if (result.profile.samples_from_vmprof && !raw)
     std::cerr << fmt::format("jitprof: note: {} has no perf samples (recorded with --no-perf, or perf was refused): "
                              "showing PyPy's own samples, which name a JIT sample's trace but not its instruction\n",
                              file);

@@ -12,6 +12,7 @@
 
 #include "binio/binio.h"
 #include "bundle/bundle.h"
+#include "bundle/pypy_files.h"
 #include "commands.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
@@ -37,13 +38,22 @@ void show(const ViewOptions& options, nlohmann::json view, Text print_text) {
   else print_text(view);
 }
 
+// A bundle, or PyPy's own jitlog or vmprof profile read as a bundle holding
+// it (gzipped or not, told apart by content). Throws bundle::UnknownFile.
+struct OpenedFile {
+  bundle::Bundle bundle;
+  bundle::FileFormat format;
+};
+OpenedFile open_file(const std::string& file);
+
 // Reads a jitlog or vmprof profile from its own file or from a bundle's section.
 jitlog::Forest load_jitlog(const std::string& file);
 vmprof::Profile load_profile(const std::string& file);
 
-// A bundle's correlated profile, with the exit status its reading earned.
+// A bundle's (or PyPy's file's) correlated profile, with the exit status its reading earned.
 struct Correlated {
   bundle::Bundle bundle;
+  bundle::FileFormat format;
   correlate::Profile profile;
   int status = 0;
 };

@@ -60,11 +60,6 @@ int run_export(const ExportOptions& options) {
     return status;
   }
 
-  if (!bundle::is_bundle(options.file)) {
-    std::cerr << fmt::format("jitprof: error: {} is not a bundle; --format {} needs the samples of 'jitprof record'\n",
-                             options.file, options.format);
-    return 1;
-  }
   const auto correlated = load_correlated(options.file, "to export");
   if (!correlated) return 1;
   const correlate::Profile& profile = correlated->profile;

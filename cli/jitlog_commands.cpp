@@ -114,8 +114,8 @@ struct LoadedTrace {
 
 LoadedTrace load_trace_source(const std::string& file) {
   LoadedTrace loaded;
-  if (bundle::is_bundle(file)) {
-    loaded.read = bundle::read_bundle(file);
+  if (bundle::identify_file(file).kind == bundle::FileKind::Bundle) {
+    loaded.read = open_file(file).bundle;
     report_diagnostics(file, loaded.read.warnings, loaded.read.error);
     loaded.profile = correlate::correlate(loaded.read);
   } else {

@@ -117,8 +117,15 @@ int main(int argc, char** argv) {
       "Example: jitprof attach 1234 --duration 10 -o service.jprof");
 
   UploadOptions upload_options;
-  auto* upload_cmd = app.add_subcommand("upload", "Send a bundle to a jitprof server and print its share link");
-  upload_cmd->add_option("FILE", upload_options.file, "bundle (*.jprof)")->required()->check(CLI::ExistingFile);
+  auto* upload_cmd = app.add_subcommand(
+      "upload", "Send a bundle, or PyPy's own jitlog and vmprof profile, to a jitprof server and print its share link");
+  upload_cmd
+      ->add_option("FILE", upload_options.files,
+                   "a bundle (*.jprof); or a PyPy jitlog, a vmprof profile, or one of each from the same run "
+                   "(gzipped or not, told apart by their content)")
+      ->required()
+      ->expected(1, 2)
+      ->check(CLI::ExistingFile);
   upload_cmd->add_option("-s,--server", upload_options.server, "the server, e.g. https://jitprof.example.org")
       ->required();
   upload_cmd->add_option("--token", upload_options.token, "upload token, if the server wants one");

@@ -140,14 +140,23 @@ void print_manifest(const bundle::Manifest& manifest, const json& info) {
   for (const auto& word : manifest.command) command += word + " ";
   std::cout << fmt::format("command: {}\n", command);
   if (!manifest.pypy_version.value_or("").empty()) std::cout << fmt::format("interpreter: {}\n", *manifest.pypy_version);
+  else if (manifest.vm) std::cout << fmt::format("interpreter: {} (its version not in the files)\n", *manifest.vm);
+  // PyPy's own files, uploaded or read here: no recording, no host.
+  const bool recorded = !manifest.mode || manifest.mode == "attach";
   const bundle::Manifest::Host host = manifest.host.value_or(bundle::Manifest::Host{"?", "?", "?", "?"});
-  std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n",
-                           manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, host.name, host.system,
-                           host.release);
+  if (recorded)
+    std::cout << fmt::format("recorded by jitprof {} on {} ({} {})\n",
+                             manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, host.name, host.system,
+                             host.release);
+  else
+    std::cout << fmt::format("made by jitprof {} from PyPy's own files ({})\n",
+                             manifest.jitprof_version.empty() ? "?" : manifest.jitprof_version, *manifest.mode);
   if (!manifest.complete())
     std::cout << "state: INCOMPLETE (the recording did not finish; what was written before is below)\n";
-  else
+  else if (manifest.duration_s || recorded)
     std::cout << fmt::format("duration: {:.3f} s\n", manifest.duration_s.value_or(0.0));
+  else
+    std::cout << "duration: unknown (only a vmprof profile's start and end times give it)\n";
   if (manifest.recorder_cpu_s && manifest.recorder_peak_rss_kib)
     std::cout << fmt::format("jitprof itself: {:.3f} s of CPU, peak memory {:.1f} MiB\n", *manifest.recorder_cpu_s,
                              double(*manifest.recorder_peak_rss_kib) / 1024);
@@ -180,14 +189,20 @@ void print_samples(const json& samples) {
 }  // namespace
 
 int run_info(const ViewOptions& options) {
-  const bundle::Bundle read = bundle::read_bundle(options.file);
+  const OpenedFile opened = open_file(options.file);
+  const bundle::Bundle& read = opened.bundle;
   const correlate::Profile profile = correlate::correlate(read);
   json info = views::info_json(read, profile);
   if (options.json) {
     print_json(std::move(info), options.file);
     return report_diagnostics(options.file, read.warnings, read.error);
   }
-  std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read), read.version);
+  if (opened.format.kind == bundle::FileKind::Bundle)
+    std::cout << fmt::format("bundle {} ({} bytes, format {})\n", options.file, with_commas(read.bytes_read), read.version);
+  else
+    std::cout << fmt::format("{}: {}{} ({} bytes), read as a bundle holding it\n", options.file,
+                             bundle::file_kind_name(opened.format.kind), opened.format.gzipped ? ", gzipped" : "",
+                             with_commas(read.bytes_read));
   const bundle::ManifestRead manifest = bundle::read_manifest(read);
   if (manifest.manifest)
     print_manifest(*manifest.manifest, info);

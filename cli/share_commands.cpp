@@ -1,5 +1,6 @@
 // `jitprof upload` and `jitprof serve`.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -14,8 +15,10 @@
 
 namespace jitprof::cli {
 
-int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet,
-                  const std::string& ca_file) {
+namespace {
+
+int upload_with(const std::vector<std::string>& files, const std::string& server, const std::string& token, bool quiet,
+                const std::string& ca_file) {
   uploader::Options options;
   options.server = server;
   options.token = token;
@@ -31,10 +34,11 @@ int upload_bundle(const std::string& file, const std::string& server, const std:
     std::cerr << "jitprof: " << message << "\n";
   };
   try {
-    const uploader::Result result = uploader::upload(file, options);
+    const uploader::Result result = uploader::upload_files({files.begin(), files.end()}, options);
     if (bar) status_line("");
     if (!quiet)
-      std::cerr << fmt::format("jitprof: {} {}\n", result.existed ? "already on the server:" : "uploaded:", file);
+      std::cerr << fmt::format("jitprof: {} {}\n", result.existed ? "already on the server:" : "uploaded:",
+                               fmt::join(files, " and "));
     std::cout << result.url << "\n";
     return 0;
   } catch (const uploader::UploadError& error) {
@@ -44,13 +48,20 @@ int upload_bundle(const std::string& file, const std::string& server, const std:
   }
 }
 
+}  // namespace
+
+int upload_bundle(const std::string& file, const std::string& server, const std::string& token, bool quiet,
+                  const std::string& ca_file) {
+  return upload_with({file}, server, token, quiet, ca_file);
+}
+
 int run_upload(const UploadOptions& options) {
   std::string token = options.token;
   if (!options.token_file.empty()) {
     std::ifstream in(options.token_file);
     std::getline(in, token);
   }
-  return upload_bundle(options.file, options.server, token, options.quiet, options.ca_file);
+  return upload_with(options.files, options.server, token, options.quiet, options.ca_file);
 }
 
 int run_serve(const ServeOptions& options) {

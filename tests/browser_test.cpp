@@ -70,13 +70,33 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoR
   ASSERT_FALSE(slow.empty());
   ASSERT_FALSE(fast.empty());
 
+  // vmprof-python's four calls (vmshare/service.py) with the files of a real hotloop.py run.
+  const auto post = [&](const std::string& path, const std::vector<std::string>& body) {
+    std::vector<std::string> argv = {"curl", "-s", "-f", "-X", "POST"};
+    argv.insert(argv.end(), body.begin(), body.end());
+    argv.push_back(server.url() + path);
+    const Result answer = jitprof::testing::run_command(argv, dir);
+    EXPECT_EQ(answer.status, 0) << path << ": " << answer.out << answer.err;
+    return nlohmann::json::parse(answer.out, nullptr, false);
+  };
+  const std::string fixtures = JITPROF_FIXTURES;
+  const std::string rid =
+      post("/api/runtime/new", {"-H", "Content-Type: application/json", "--data", R"({"argv": "hotloop.py", "VM": "PyPy"})"})
+          .value("runtime_id", "");
+  ASSERT_FALSE(rid.empty());
+  post("/api/runtime/upload/cpu/" + rid + "/add", {"--data-binary", "@" + fixtures + "/hotloop.prof.gz"});
+  post("/api/runtime/upload/jit/" + rid + "/add", {"--data-binary", "@" + fixtures + "/hotloop.jitlog.gz"});
+  const std::string run_bundle = post("/api/runtime/" + rid + "/freeze/", {}).value("bundle", "");
+  ASSERT_FALSE(run_bundle.empty());
+
   const fs::path screenshots = fs::path(JITPROF_BINARY_DIR) / "browser-screenshots";
   fs::create_directories(screenshots);
   const Result browsed = jitprof::testing::run_command(
       {"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/browser-test.mjs", "--server", server.url(), "--bundle",
        hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--query-bundle", queried, "--query",
        query, "--query-expect", expected, "--query-error", "traces.contains('x').hasbrige('*f*')", "--query-error-column",
-       "22", "--diff-old", slow, "--diff-new", fast, "--diff-function", "optimized", "--out", screenshots.string()},
+       "22", "--diff-old", slow, "--diff-new", fast, "--diff-function", "optimized", "--runtime", rid, "--runtime-bundle", run_bundle,
+       "--runtime-function", "f", "--out", screenshots.string()},
       dir);
   std::cout << browsed.out << browsed.err;
   EXPECT_EQ(browsed.status, 0) << "(tests/js needs 'npm ci --prefix tests/js' and /usr/bin/chromium)";
@@ -88,7 +108,9 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoR
   EXPECT_NE(browsed.out.find("ok ticking two uploads in the list offers /diff/" + slow + "/" + fast), std::string::npos);
   EXPECT_NE(browsed.out.find("ok differential flame graph colours optimized as shrunk"), std::string::npos);
   EXPECT_NE(browsed.out.find("ok the table of changed functions shows optimized's drop"), std::string::npos);
-  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "query.png", "diff.png"})
+  EXPECT_NE(browsed.out.find("/traces opens the run's traces"), std::string::npos);
+  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "query.png",
+                           "diff.png", "runtime-traces.png"})
     EXPECT_TRUE(fs::exists(screenshots / page)) << page;
   fs::remove_all(dir);
 }

@@ -452,11 +452,33 @@ TEST_F(Server, AVmprofPythonUploadBecomesAViewableBundle) {
 
   // A frozen run takes no more files.
   EXPECT_EQ(post_file("/api/runtime/upload/cpu/" + rid + "/add", dir_ / "hotloop.prof").status, 400);
+  // The links the client prints: URL/#/RID for the profile, URL/#/RID/traces
+  // for the jitlog (its jid is the run's id). The fragment stays in the
+  // browser: the viewer, served at /, asks /api/runtime/RID for the bundle
+  // and opens /p/ID or /p/ID/traces (the browser test follows both links).
+  EXPECT_EQ(json::parse(jit.body)["jid"], rid);
   const std::string id = get_json("/api/runtime/" + rid)["bundle"];
+  EXPECT_EQ(json::parse(frozen.body)["bundle"], id);
+  for (const std::string& page : {std::string("/"), "/p/" + id, "/p/" + id + "/traces"}) {
+    const Http viewer = request("GET", page);
+    EXPECT_EQ(viewer.status, 200) << page;
+    EXPECT_NE(viewer.body.find("/static/app.js"), std::string::npos) << page;
+  }
   const json summary = get_json("/api/p/" + id);
   EXPECT_EQ(summary["sample_source"], "vmprof");
   const Result profile = run({JITPROF_BIN, "profile", "--json", fixtures + "/hotloop.prof.gz"});
   EXPECT_EQ(summary["samples"], json::parse(profile.out)["samples"]);
+  // What the upload carries: the run's duration in the profile (its start and
+  // trailer times), the interpreter in the run's VM field (vmprof-python
+  // sends no version, nor does either file hold one).
+  const double duration = json::parse(profile.out)["duration_s"].get<double>();
+  EXPECT_GT(duration, 0.1);
+  EXPECT_NEAR(summary["manifest"]["duration_s"].get<double>(), duration, 1e-3);
+  EXPECT_EQ(summary["manifest"]["vm"], "PyPy");
+  const json listed = get_json("/api/uploads?q=" + id)["uploads"];
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_NEAR(listed[0]["duration"].get<double>(), duration, 1e-3);
+  EXPECT_EQ(listed[0]["pypy_version"], "PyPy");
   EXPECT_EQ(summary["manifest"]["command"][0], "hotloop.py 3000000");
   bool f_seen = false;
   for (const auto& function : summary["functions"]) f_seen |= function["name"] == "f";
@@ -471,11 +493,147 @@ TEST_F(Server, AVmprofPythonUploadBecomesAViewableBundle) {
     f_loop |= trace["type"] == "loop" && trace["function"] == "f";
   EXPECT_TRUE(f_loop);
 
+  // `pypy -m jitlog --upload`: a run of a jitlog alone. Its traces are there;
+  // its duration is unknown (null, shown as "–"), not 0 s.
+  const std::string jit_run =
+      json::parse(request("POST", "/api/runtime/new", {"--data", R"({"argv": "app.py", "VM": "PyPy"})"}).body)["runtime_id"];
+  EXPECT_EQ(post_file("/api/runtime/upload/jit/" + jit_run + "/add", fixtures + "/hotloop.jitlog.gz").status, 200);
+  const Http jit_frozen = request("POST", "/api/runtime/" + jit_run + "/freeze/");
+  ASSERT_EQ(jit_frozen.status, 200) << jit_frozen.body;
+  const std::string jit_id = json::parse(jit_frozen.body)["bundle"];
+  const json jit_listed = get_json("/api/uploads?q=" + jit_id)["uploads"];
+  ASSERT_EQ(jit_listed.size(), 1u);
+  EXPECT_TRUE(jit_listed[0]["duration"].is_null()) << jit_listed[0].dump();
+  EXPECT_EQ(jit_listed[0]["pypy_version"], "PyPy");
+  EXPECT_EQ(jit_listed[0]["traces"], summary["trace_count"]);
+  bool jit_f_loop = false;
+  const json jit_traces = get_json("/api/p/" + jit_id + "/traces?limit=500");
+  for (const auto& trace : jit_traces["traces"])
+    jit_f_loop |= trace["type"] == "loop" && trace["function"] == "f";
+  EXPECT_TRUE(jit_f_loop);
+
   // Not a profile, not a jitlog: refused with the reader's reason.
   const std::string other = json::parse(request("POST", "/api/runtime/new", {"--data", "{}"}).body)["runtime_id"];
   const Http junk = post_file("/api/runtime/upload/jit/" + other + "/add", bundle());
   EXPECT_EQ(junk.status, 400);
   EXPECT_NE(junk.body.find("not a jitlog"), std::string::npos) << junk.body;
+}
+
+TEST_F(Server, PyPysOwnFilesUploadAsBundlesAndTheCommandsReadThem) {
+  // One real run writes both of PyPy's files: JITLOG=... for the jitlog, and
+  // _vmprof.enable in a wrapper (vmprof-python is not needed) for the profile,
+  // in native mode: JIT samples are then placed by the signal's PC, in the
+  // trace that ran (without it PyPy takes a stale return address).
+  std::ofstream(dir_ / "vmprof_run.py") << "import os, runpy, sys, _vmprof\n"
+                                           "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n"
+                                           "_vmprof.enable(fd, 0.0005, 0, 0, 1, 0)\n"
+                                           "sys.argv = sys.argv[2:]\n"
+                                           "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+                                           "_vmprof.disable()\n";
+  const std::string jitlog = (dir_ / "app.jitlog").string(), profile = (dir_ / "app.prof").string();
+  const Result ran = run({"env", "JITLOG=" + jitlog, JITPROF_PYPY, (dir_ / "vmprof_run.py").string(), profile,
+                          kPrograms + "hotloop.py", "30000000"});
+  ASSERT_EQ(ran.status, 0) << ran.err;
+  ASSERT_EQ(run({"sh", "-c", "gzip -k " + shell_quote(jitlog) + " " + shell_quote(profile)}).status, 0);
+  const json jitlog_view = json::parse(run({JITPROF_BIN, "jitlog", "--json", jitlog}).out);
+  const int traces = jitlog_view["loops"].get<int>() + jitlog_view["bridges"].get<int>();
+  const json profile_view = json::parse(run({JITPROF_BIN, "profile", "--json", profile}).out);
+  const std::uint64_t samples = profile_view["samples"];
+  ASSERT_GT(traces, 0);
+  ASSERT_GT(samples, 100u);
+  start();
+
+  // The link of each upload; its id.
+  const auto upload_files = [&](const std::vector<std::string>& files) {
+    std::vector<std::string> argv = {JITPROF_BIN, "upload", "-q"};
+    argv.insert(argv.end(), files.begin(), files.end());
+    argv.insert(argv.end(), {"--server", url_});
+    const Result uploaded = run(argv);
+    EXPECT_EQ(uploaded.status, 0) << uploaded.err;
+    return uploaded.out;
+  };
+  const std::regex link("/p/([0-9a-f]{64})(/traces)?\n$");
+  const auto f_loop = [&](const std::string& id) {
+    const json listed = get_json("/api/p/" + id + "/traces?limit=500");
+    for (const auto& trace : listed["traces"])
+      if (trace["type"] == "loop" && trace["function"] == "f") return true;
+    return false;
+  };
+  // A jitlog alone, gzipped or not: its link opens its traces, f's loop among them.
+  for (const std::string& file : {jitlog, jitlog + ".gz"}) {
+    std::smatch match;
+    const std::string printed = upload_files({file});
+    ASSERT_TRUE(std::regex_search(printed, match, link)) << printed;
+    EXPECT_EQ(match[2], "/traces") << printed;
+    EXPECT_TRUE(f_loop(match[1])) << file;
+    const json listed = get_json("/api/uploads?q=" + match[1].str())["uploads"].at(0);
+    EXPECT_EQ(listed["traces"], traces);
+    EXPECT_EQ(listed["samples"], 0);
+    EXPECT_EQ(listed["pypy_version"], "PyPy");
+    EXPECT_TRUE(listed["duration"].is_null());
+  }
+  // A profile alone: its link opens the profile, whose functions put f first.
+  for (const std::string& file : {profile, profile + ".gz"}) {
+    std::smatch match;
+    const std::string printed = upload_files({file});
+    ASSERT_TRUE(std::regex_search(printed, match, link)) << printed;
+    EXPECT_EQ(match[2], "") << printed;
+    const json functions = get_json("/api/p/" + match[1].str() + "/functions");
+    ASSERT_FALSE(functions["functions"].empty());
+    EXPECT_EQ(functions["functions"][0]["name"], "f") << functions.dump();
+    const json listed = get_json("/api/uploads?q=" + match[1].str())["uploads"].at(0);
+    EXPECT_EQ(listed["samples"], samples);
+    EXPECT_NEAR(listed["duration"].get<double>(), profile_view["duration_s"].get<double>(), 1e-3);
+  }
+  // The pair of one run: both in one upload, its samples joined with the traces.
+  {
+    std::smatch match;
+    const std::string printed = upload_files({jitlog + ".gz", profile});
+    ASSERT_TRUE(std::regex_search(printed, match, link)) << printed;
+    const json summary = get_json("/api/p/" + match[1].str());
+    EXPECT_EQ(summary["trace_count"], traces);
+    EXPECT_EQ(summary["samples"], samples);
+    EXPECT_EQ(summary["functions"][0]["name"], "f");
+    EXPECT_TRUE(f_loop(match[1]));
+    std::uint64_t in_traces = 0;
+    for (const auto& trace : summary["traces"]) in_traces += trace.value("samples", std::uint64_t{0});
+    EXPECT_GT(in_traces, samples / 2) << "the profile's JIT samples land in the jitlog's traces";
+  }
+  // What is not one file of each kind is refused, saying why.
+  const Result two_jitlogs = run({JITPROF_BIN, "upload", jitlog, jitlog + ".gz", "--server", url_});
+  EXPECT_EQ(two_jitlogs.status, 1);
+  EXPECT_NE(two_jitlogs.err.find("are both PyPy jitlogs: upload one PyPy jitlog and one vmprof profile"), std::string::npos)
+      << two_jitlogs.err;
+  const Result source = run({JITPROF_BIN, "upload", kPrograms + "hotloop.py", "--server", url_});
+  EXPECT_EQ(source.status, 1);
+  EXPECT_NE(source.err.find("hotloop.py is text starting \"# A hot loop in \": jitprof reads a jitprof bundle"),
+            std::string::npos)
+      << source.err;
+
+  // The read commands take the same files.
+  const Result report = run({JITPROF_BIN, "report", "--json", profile + ".gz"});
+  ASSERT_EQ(report.status, 0) << report.err;
+  EXPECT_EQ(json::parse(report.out)["functions"][0]["name"], "f");
+  EXPECT_EQ(json::parse(report.out)["samples"], samples);
+  const Result no_samples = run({JITPROF_BIN, "report", jitlog});
+  EXPECT_EQ(no_samples.status, 1);
+  EXPECT_NE(no_samples.err.find("is a PyPy jitlog, which holds no samples to report: 'jitprof jitlog"), std::string::npos)
+      << no_samples.err;
+  const Result info = run({JITPROF_BIN, "info", jitlog + ".gz"});
+  ASSERT_EQ(info.status, 0) << info.err;
+  EXPECT_NE(info.out.find("app.jitlog.gz: a PyPy jitlog, gzipped"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("jitlog: " + std::to_string(traces) + " traces"), std::string::npos) << info.out;
+  std::string f_id;
+  for (const auto& trace : jitlog_view["hottest"])
+    if (trace["type"] == "loop" && trace["source"].is_object() && trace["source"].value("function", "") == "f" && f_id.empty())
+      f_id = std::to_string(trace["id"].get<std::uint64_t>());
+  ASSERT_FALSE(f_id.empty()) << jitlog_view.dump();
+  const Result trace = run({JITPROF_BIN, "trace", jitlog, f_id});
+  ASSERT_EQ(trace.status, 0) << trace.err;
+  EXPECT_NE(trace.out.find("hotloop.py"), std::string::npos);
+  const Result wrong_kind = run({JITPROF_BIN, "trace", profile, f_id});
+  EXPECT_EQ(wrong_kind.status, 1);
+  EXPECT_NE(wrong_kind.err.find("app.prof is a vmprof profile, not a PyPy jitlog"), std::string::npos) << wrong_kind.err;
 }
 
 TEST_F(Server, UploadsRetryWithBackoffWhileNoServerAnswers) {

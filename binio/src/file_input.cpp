@@ -103,4 +103,35 @@ std::uint64_t read_file_chunks(const std::filesystem::path& path,
   return delivered;
 }
 
+FileStart read_file_start(const std::filesystem::path& path, std::size_t max_bytes) {
+  FilePtr file(std::fopen(path.c_str(), "rb"));
+  if (!file) throw InputError(fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)));
+  FileStart start;
+  // Small reads: a gzip file that inflates enormously is never inflated past what is asked.
+  std::array<std::uint8_t, 4096> chunk{};
+  std::unique_ptr<GzipInflater> inflater;
+  bool first = true;
+  while (start.bytes.size() < max_bytes) {
+    const std::size_t got = std::fread(chunk.data(), 1, chunk.size(), file.get());
+    if (got == 0) {
+      if (std::ferror(file.get()))
+        throw InputError(fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
+      break;
+    }
+    std::span<const std::uint8_t> data(chunk.data(), got);
+    if (first) {
+      first = false;
+      start.gzipped = got >= 2 && data[0] == 0x1f && data[1] == 0x8b;
+      if (start.gzipped) inflater = std::make_unique<GzipInflater>();
+    }
+    const auto keep = [&](std::span<const std::uint8_t> bytes) {
+      const std::size_t wanted = std::min(bytes.size(), max_bytes - start.bytes.size());
+      start.bytes.insert(start.bytes.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(wanted));
+    };
+    if (inflater) inflater->feed(data, keep);
+    else keep(data);
+  }
+  return start;
+}
+
 }  // namespace jitprof::binio

@@ -323,11 +323,14 @@ class StreamingReader {
 }  // namespace
 
 bool is_bundle(const std::filesystem::path& path) {
-  std::array<char, kMagic.size()> head{};
+  std::array<std::uint8_t, kMagic.size()> head{};
   std::ifstream in(path, std::ios::binary);
-  if (!in.read(head.data(), head.size())) return false;
-  return std::equal(head.begin(), head.end(), kMagic.begin(),
-                    [](char c, std::uint8_t m) { return static_cast<std::uint8_t>(c) == m; });
+  if (!in.read(reinterpret_cast<char*>(head.data()), head.size())) return false;
+  return starts_as_bundle(head);
+}
+
+bool starts_as_bundle(std::span<const std::uint8_t> start) {
+  return start.size() >= kMagic.size() && std::equal(kMagic.begin(), kMagic.end(), start.begin());
 }
 
 Bundle parse_bundle(std::span<const std::uint8_t> bytes) {

@@ -22,6 +22,7 @@
 #include "binio/binio.h"
 #include "bundle/bundle.h"
 #include "bundle/manifest.h"
+#include "bundle/pypy_files.h"
 #include "bundle/text.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
@@ -127,6 +128,11 @@ class Statement {
   }
   Statement& bind(int index, double value) {
     sqlite3_bind_double(statement_, index, value);
+    return *this;
+  }
+  Statement& bind(int index, const std::optional<double>& value) {
+    if (value) return bind(index, *value);
+    sqlite3_bind_null(statement_, index);
     return *this;
   }
   Statement& bind_blob(int index, const std::string& bytes) {
@@ -424,11 +430,14 @@ void Store::write_index(const std::string& id, const Indexed& indexed, const std
     upload.bind(1, id)
         .bind(2, unix_now())
         .bind(3, command_text(manifest))
-        .bind(4, manifest.value("pypy_version", std::string()))
+        // PyPy's own files carry no version: the interpreter they name stands for it.
+        .bind(4, manifest.value("pypy_version", manifest.value("vm", std::string())))
         .bind(5, static_cast<std::int64_t>(size))
         .bind(6, static_cast<std::int64_t>(indexed.samples))
         .bind(7, static_cast<std::int64_t>(indexed.traces.size()))
-        .bind(8, manifest.value("duration_s", 0.0))
+        // Unknown (a jitlog alone, a recording cut short) stays unknown, not 0 s.
+        .bind(8, manifest.value("duration_s", json()).is_number() ? std::optional(manifest["duration_s"].get<double>())
+                                                                  : std::nullopt)
         .bind(9, std::int64_t{indexed.crashed})
         .bind(10, source)
         .run();
@@ -490,7 +499,7 @@ json Store::list(const std::string& query, std::size_t offset, std::size_t limit
                               {"size", rows.integer(4)},
                               {"samples", rows.integer(5)},
                               {"traces", rows.integer(6)},
-                              {"duration", rows.real(7)},
+                              {"duration", rows.is_null(7) ? json(nullptr) : json(rows.real(7))},
                               {"crashed", rows.integer(8) != 0},
                               {"source", rows.text(9)}});
   return out;
@@ -686,23 +695,18 @@ std::string Store::freeze_run(const std::string& run) {
   if (!fs::exists(cpu) && !fs::exists(jit)) throw BadRequest("the run has no profile and no jitlog to freeze");
   const fs::path assembled = temp_path();
   {
-    bundle::BundleWriter writer(assembled);
-    bundle::Manifest manifest;
-    manifest.jitprof_version = JITPROF_VERSION;
-    manifest.mode = "vmprof upload";
-    manifest.command = {argv};
-    manifest.vm = vm;
-    manifest.start_time = unix_now();
-    manifest.state = "complete";
-    writer.append(bundle::sections::kManifest, bundle::encode(manifest));
-    // A section is a stream of frames: each file goes in pieces, never whole in memory.
-    std::vector<std::uint8_t> piece(16 << 20);
-    for (const auto& [path, section] : {std::pair{cpu, bundle::sections::kVmprof}, std::pair{jit, bundle::sections::kJitlog}}) {
-      std::ifstream in(path, std::ios::binary);
-      while (in.read(reinterpret_cast<char*>(piece.data()), static_cast<std::streamsize>(piece.size())) || in.gcount() > 0)
-        writer.append(section, std::span(piece).first(static_cast<std::size_t>(in.gcount())));
-    }
-    writer.sync();
+    bundle::PypyFiles files;
+    if (fs::exists(cpu)) files.profile = cpu;
+    if (fs::exists(jit)) files.jitlog = jit;
+    bundle::PypyRun from;
+    from.mode = "vmprof upload";
+    from.command = {argv};
+    if (!vm.empty()) from.vm = vm;
+    from.start_time = unix_now();
+    from.check_jitlog = false;  // add_run_file checked it
+    MemoryBudget::Lease lease(budget_);  // for the profile's reader, which gives the run's times
+    from.before_reading = [&](std::uint64_t bytes) { lease.take(bytes); };
+    bundle::write_pypy_bundle(files, from, assembled);
   }
   const Added added = add_bundle(assembled, "vmprof-python");
   std::lock_guard lock(mutex_);

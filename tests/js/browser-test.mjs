@@ -4,6 +4,9 @@
 // bundle with many traces loads. Prints one line per check ("ok ...", "FAIL ...",
 // "skip ..."), the browser console errors it saw, and exits 1 if a check failed.
 // With --crash-bundle, a crash recorded in JIT code is shown and links to its trace.
+// With --runtime RID (a vmprof-python upload whose bundle is --runtime-bundle
+// ID7), the links vmprof-python prints, /#/RID and /#/RID/traces, open that
+// bundle's profile and its traces list, which names --runtime-function.
 // With --query, the query page (/p/ID/query) answers what `jitprof query` answers:
 // LIST is the comma-separated trace ids (traces, guards, ops, samples: one per
 // row the CLI returned) or method names (methods); the page's total must be the
@@ -14,6 +17,7 @@
 //        [--query-bundle ID4 (default: --bundle)] [--query TEXT --query-expect LIST [--query-total N]]
 //        [--query-error TEXT --query-error-column N]
 //        [--diff-old ID5 --diff-new ID6 --diff-function NAME]
+//        [--runtime RID --runtime-bundle ID7 --runtime-function NAME]
 // With --diff-old, /diff/ID5/ID6 (reached from ID6's page by "Compare with…")
 // draws a differential flame graph where NAME's frame is coloured as shrunk,
 // its tooltip says so, and the table of changed functions shows NAME's drop.
@@ -29,7 +33,7 @@ for (const required of ["server", "bundle", "function", "out"]) {
     process.exit(2);
   }
 }
-for (const [option, needs] of [["diff-old", "diff-new"], ["diff-new", "diff-function"], ["diff-function", "diff-old"], ["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
+for (const [option, needs] of [["diff-old", "diff-new"], ["diff-new", "diff-function"], ["diff-function", "diff-old"], ["runtime", "runtime-bundle"], ["runtime-bundle", "runtime-function"], ["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
   if (options[option] !== undefined && options[needs] === undefined) {
     console.error(`--${option} needs --${needs}`);
     process.exit(2);
@@ -120,6 +124,7 @@ try {
   if (options.query !== undefined) await checkQuery(browser, options["query-bundle"] || bundle);
   if (options["query-error"] !== undefined) await checkQueryError(browser, options["query-bundle"] || bundle);
   if (options["diff-old"]) await checkDiff(browser, options["diff-old"], options["diff-new"], options["diff-function"]);
+  if (options.runtime) await checkRuntimeLinks(browser, options.runtime, options["runtime-bundle"], options["runtime-function"]);
 } catch (error) {
   fail(`the test itself stopped: ${error.stack || error}`);
 } finally {
@@ -447,6 +452,32 @@ async function checkQuery(browser, id) {
   } catch (error) {
     fail(`query page: ${error.message}`);
     if (page) await page.screenshot({ path: join(out, "query.png") }).catch(() => {});
+  } finally {
+    if (page) await page.context().close();
+  }
+}
+
+// i. vmprof-python's printed links: /#/RID leads to the run's profile,
+// /#/RID/traces to its traces list, with the hot function's loop in it.
+async function checkRuntimeLinks(browser, rid, id, name) {
+  let page = null;
+  try {
+    page = await newPage(browser);
+    await page.goto(`${server}/#/${rid}`);
+    await page.waitForURL(`${server}/p/${id}`);
+    check(true, `/#/${rid.slice(0, 8)}… opens the run's profile /p/${id.slice(0, 12)}…`);
+    await page.goto(`${server}/#/${rid}/traces`);
+    await page.waitForURL(`${server}/p/${id}/traces`);
+    await page.locator("tr[data-trace-id]").first().waitFor();
+    const names = await page.$$eval("tr[data-trace-id] td.name", (cells) => cells.map((cell) => cell.textContent.trim()));
+    const total = (await apiGet(`/api/p/${id}/traces?limit=1`)).total;
+    check(names.includes(name),
+      `/#/${rid.slice(0, 8)}…/traces opens the run's traces: ${names.length} rows of ${total}, ${name}'s among them`,
+      `rows name ${brief(names)}`);
+    await page.screenshot({ path: join(out, "runtime-traces.png") });
+  } catch (error) {
+    fail(`vmprof-python links: ${error.message}`);
+    if (page) await page.screenshot({ path: join(out, "runtime-traces.png") }).catch(() => {});
   } finally {
     if (page) await page.context().close();
   }

@@ -10,6 +10,9 @@
 #include <openssl/ssl.h>
 
 #include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "bundle/pypy_files.h"
 
 #include <chrono>
 #include <fstream>
@@ -193,6 +196,89 @@ Result upload(const std::filesystem::path& bundle, const Options& options) {
     return {body.value("id", ""), body.value("url", ""), body.value("existed", false)};
   }
   throw UploadError(last_problem);
+}
+
+namespace {
+
+// A file made for one upload, removed however the upload ends.
+struct TemporaryFile {
+  std::filesystem::path path;
+  ~TemporaryFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+};
+
+std::filesystem::path temporary_bundle_path() {
+  static unsigned counter = 0;
+  return std::filesystem::temp_directory_path() / fmt::format("jitprof-upload-{}-{}.jprof", ::getpid(), ++counter);
+}
+
+}  // namespace
+
+Result upload_files(const std::vector<std::filesystem::path>& files, const Options& options) {
+  if (files.empty() || files.size() > 2) throw UploadError("upload takes one bundle, or a jitlog and a vmprof profile");
+  bundle::PypyFiles pypy;
+  std::vector<std::string> names;
+  for (const auto& file : files) {
+    bundle::FileFormat format;
+    try {
+      format = bundle::identify_file(file);
+    } catch (const bundle::UnknownFile& error) {
+      throw UploadError(error.what());
+    } catch (const binio::InputError& error) {
+      throw UploadError(error.what());
+    }
+    auto& slot = format.kind == bundle::FileKind::Jitlog ? pypy.jitlog : pypy.profile;
+    if (format.kind == bundle::FileKind::Bundle) {
+      if (files.size() > 1)
+        throw UploadError(fmt::format("{} is a jitprof bundle: upload it alone (a second file goes with PyPy's own "
+                                      "files only: a jitlog and a vmprof profile of one run)",
+                                      file.string()));
+      if (!format.gzipped) return upload(file, options);
+      // Inflated first: the server stores bundles as jitprof writes them.
+      const TemporaryFile inflated{temporary_bundle_path()};
+      std::ofstream out(inflated.path, std::ios::binary);
+      try {
+        binio::read_file_chunks(file, [&](std::span<const std::uint8_t> chunk) {
+          out.write(reinterpret_cast<const char*>(chunk.data()), static_cast<std::streamsize>(chunk.size()));
+        });
+      } catch (const binio::InputError& error) {
+        throw UploadError(error.what());
+      }
+      if (!out.flush()) throw UploadError(fmt::format("cannot write {}", inflated.path.string()));
+      return upload(inflated.path, options);
+    }
+    if (slot)
+      throw UploadError(fmt::format("{} and {} are both {}s: upload one PyPy jitlog and one vmprof profile of the same "
+                                    "run, or each on its own",
+                                    slot->string(), file.string(), std::string(bundle::file_kind_name(format.kind)).substr(2)));
+    slot = file;
+    names.push_back(file.filename().string());
+  }
+
+  bundle::PypyRun run;
+  run.mode = "PyPy files";
+  run.command = names;  // the command line is not in PyPy's files: their names stand for it
+  const TemporaryFile assembled{temporary_bundle_path()};
+  std::vector<bundle::FileCheck> checks;
+  try {
+    checks = bundle::write_pypy_bundle(pypy, run, assembled.path);
+  } catch (const binio::InputError& error) {
+    throw UploadError(error.what());
+  }
+  for (const bundle::FileCheck& check : checks) {
+    if (check.error)
+      throw UploadError(fmt::format("{} is {} malformed at byte offset {}: {}; not uploaded", check.file.string(),
+                                    bundle::file_kind_name(check.kind), check.error->offset, check.error->message));
+    if (options.notice)
+      for (const auto& warning : check.warnings)
+        options.notice(fmt::format("warning: {}: {}; uploading what was read before it", check.file.string(),
+                                   warning.message));
+  }
+  Result result = upload(assembled.path, options);
+  if (!pypy.profile) result.url += "/traces";  // no samples: the traces are what there is to see
+  return result;
 }
 
 }  // namespace jitprof::uploader

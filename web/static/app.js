@@ -6,6 +6,7 @@
 //   /p/ID/query              the query language of `jitprof query` (?q=)
 //   /diff/OLD/NEW            two uploads compared: differential flame graph, changed functions and traces
 //   /#/RID                   vmprof-python's link: redirects to the run's /p/ID
+//   /#/RID/traces            its jitlog link: redirects to the run's /p/ID/traces
 import {
   api,
   h,
@@ -77,8 +78,8 @@ async function route() {
   routed = url.pathname + url.search;
   renderAuthBadge();
 
-  const runtime = /^#\/([\w.-]+)$/.exec(url.hash);
-  if (runtime) return runtimeRedirect(runtime[1], current);
+  const runtime = /^#\/([\w.-]+)(\/traces)?\/?$/.exec(url.hash);
+  if (runtime) return runtimeRedirect(runtime[1], runtime[2] || "", current);
 
   let view = notFoundView;
   let params = {};
@@ -182,12 +183,13 @@ function renderAuthBadge() {
   );
 }
 
-async function runtimeRedirect(runtimeId, current) {
+// `page`: "" for the profile, "/traces" for the traces of the run's jitlog.
+async function runtimeRedirect(runtimeId, page, current) {
   main.replaceChildren(h("p", { class: "loading" }, `Looking up vmprof run ${runtimeId}…`));
   try {
     const answer = await api(`/api/runtime/${encodeURIComponent(runtimeId)}`);
     if (current !== generation) return;
-    if (answer.bundle) return navigate(`/p/${answer.bundle}`, { replace: true });
+    if (answer.bundle) return navigate(`/p/${answer.bundle}${page}`, { replace: true });
     main.replaceChildren(
       h("div", { class: "error-box" }, h("h1", {}, "Profile not ready"), h("p", {}, `The vmprof run ${runtimeId} has not been completed: its profile has no bundle yet.`), h("p", {}, h("a", { href: "/" }, "← all uploads"))),
     );
@@ -414,7 +416,8 @@ function profileHeader(summary, command) {
   let exitText = null;
   if (exit) exitText = exit.signal_name || exit.signal ? `killed by ${exit.signal_name || `signal ${exit.signal}`}` : `exit status ${exit.code}`;
   const facts = [
-    ["PyPy", h("span", { title: manifest.pypy_version || "" }, shortPypyVersion(manifest.pypy_version))],
+    // PyPy's own files carry no version: the interpreter they name stands for it.
+    ["PyPy", h("span", { title: manifest.pypy_version || manifest.vm || "" }, shortPypyVersion(manifest.pypy_version || manifest.vm))],
     ["duration", fmtDuration(manifest.duration_s)],
     ["samples", `${fmtInt(samples)}${samples && summary.seconds_per_sample ? ` (every ${fmtDuration(summary.seconds_per_sample)}, ${summary.sample_source})` : ""}`],
     ["Python stacks", h("span", { class: "python-stacks" }, pythonStacksText(summary.python_stacks, samples))],

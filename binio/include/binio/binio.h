@@ -124,4 +124,12 @@ std::uint64_t read_file_chunks(const std::filesystem::path& path,
                                const std::function<void(std::span<const std::uint8_t>)>& sink,
                                const ReadOptions& options = {});
 
+// The first `max_bytes` of a file, inflated when it is gzip-compressed (as
+// read_file_chunks would deliver them), for telling formats apart.
+struct FileStart {
+  std::vector<std::uint8_t> bytes;
+  bool gzipped = false;
+};
+FileStart read_file_start(const std::filesystem::path& path, std::size_t max_bytes);
+
 }  // namespace jitprof::binio

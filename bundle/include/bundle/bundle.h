@@ -124,6 +124,7 @@ constexpr std::uint64_t kMaxFrameBytes = std::uint64_t{256} << 20;
 
 // True when the file starts with the bundle magic.
 bool is_bundle(const std::filesystem::path& path);
+bool starts_as_bundle(std::span<const std::uint8_t> start);
 
 Bundle parse_bundle(std::span<const std::uint8_t> bytes);
 // Called with each frame's inflated size before its memory is taken; it may

@@ -1,5 +1,7 @@
 // `jitprof upload`: sends a bundle to a `jitprof serve` server over HTTP or
-// HTTPS, streaming it from disk, retrying when the connection fails.
+// HTTPS, streaming it from disk, retrying when the connection fails; PyPy's
+// own files (a jitlog, a vmprof profile, or the two of one run) go as a
+// bundle made of them.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +9,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace jitprof::uploader {
 
@@ -33,5 +36,13 @@ class UploadError : public std::runtime_error {
 };
 
 Result upload(const std::filesystem::path& bundle, const Options& options);
+
+// Uploads one bundle, or PyPy's files of one run (a jitlog, a vmprof profile,
+// or one of each), gzipped or not, told apart by their content. PyPy's files
+// are checked and copied into a bundle in the temporary directory first (a
+// jitlog never whole in memory). The link leads to what the files hold: a
+// jitlog alone to its traces. Throws UploadError naming the file and what
+// is wrong with it.
+Result upload_files(const std::vector<std::filesystem::path>& files, const Options& options);
 
 }  // namespace jitprof::uploader
