@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   TopOptions top_options;
-  auto* top_cmd = app.add_subcommand("top", "A bundle's profile as a call tree, from the outermost frame down");
+  auto* top_cmd = app.add_subcommand("top", "A bundle's profile as a call tree, from the outermost frame down, after its threads by name");
   add_view_options(top_cmd, top_options, "bundle (*.jprof)");
   top_cmd->add_option("--depth", top_options.depth, "levels of the tree to show")->capture_default_str();
   top_cmd->add_option("--min", top_options.min_percent, "leave out branches under this share of samples (%)")

@@ -77,7 +77,8 @@ int run_attach(const AttachOptions& options) {
 namespace {
 
 void print_crash(const json& crash) {
-  std::cout << fmt::format("crash: {} in thread {} at {}", crash.value("signal_name", "?"), crash.value("tid", 0),
+  std::cout << fmt::format("crash: {} in thread {} at {}", crash.value("signal_name", "?"),
+                           crash["thread"].value("label", fmt::format("tid {}", crash.value("tid", 0))),
                            hex(crash["registers"].value("rip", std::uint64_t{0})));
   const std::string name = crash.value("signal_name", "");
   if (name == "SIGSEGV" || name == "SIGBUS")

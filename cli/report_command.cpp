@@ -185,8 +185,8 @@ void print_text(const json& report, const std::string& file, const correlate::Pr
 
   style.title("Threads");
   for (const auto& thread : report["threads"])
-    std::cout << fmt::format("{:>7} {:>8}  thread {}{}\n", share(thread["samples"]), count(thread["samples"]),
-                             thread["tid"].get<std::uint32_t>(),
+    std::cout << fmt::format("{:>7} {:>8}  {}{}\n", share(thread["samples"]), count(thread["samples"]),
+                             thread["label"].get<std::string>(),
                              thread.contains("top_function") ? "  mostly in " + thread["top_function"].get<std::string>()
                                                              : "");
 }

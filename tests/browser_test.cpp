@@ -52,6 +52,9 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoR
                                         "spin()\n";
   const std::string crashed = record_web({(dir / "forever.py").string()}, 128 + 11);
   ASSERT_FALSE(crashed.empty());
+  // Threads named by the program, one of them renamed.
+  const std::string threads = record_web({programs + "named_threads.py", "40000000"});
+  ASSERT_FALSE(threads.empty());
   // The query page must answer what `jitprof query` answers on the same bundle.
   const std::string queried = record_web({programs + "query_targets.py"});
   const std::string query = "traces.contains('call_assembler').hasbridge('*my_func*')";
@@ -93,7 +96,8 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoR
   fs::create_directories(screenshots);
   const Result browsed = jitprof::testing::run_command(
       {"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/browser-test.mjs", "--server", server.url(), "--bundle",
-       hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--query-bundle", queried, "--query",
+       hotloop, "--function", "f", "--big-bundle", many, "--crash-bundle", crashed, "--crash-thread", "MainThread",
+       "--threads-bundle", threads, "--threads", "MainThread,cruncher,hasher-1", "--query-bundle", queried, "--query",
        query, "--query-expect", expected, "--query-error", "traces.contains('x').hasbrige('*f*')", "--query-error-column",
        "22", "--diff-old", slow, "--diff-new", fast, "--diff-function", "optimized", "--runtime", rid, "--runtime-bundle", run_bundle,
        "--runtime-function", "f", "--out", screenshots.string()},
@@ -109,8 +113,11 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoR
   EXPECT_NE(browsed.out.find("ok differential flame graph colours optimized as shrunk"), std::string::npos);
   EXPECT_NE(browsed.out.find("ok the table of changed functions shows optimized's drop"), std::string::npos);
   EXPECT_NE(browsed.out.find("/traces opens the run's traces"), std::string::npos);
-  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "query.png",
-                           "diff.png", "runtime-traces.png"})
+  EXPECT_NE(browsed.out.find("ok the crash names the thread that crashed: MainThread (tid "), std::string::npos);
+  for (const char* name : {"MainThread", "cruncher", "hasher-1"})
+    EXPECT_NE(browsed.out.find(std::string("ok threads card shows ") + name + " (tid "), std::string::npos) << name;
+  for (const char* page : {"list.png", "profile.png", "trace.png", "bridge.png", "big-trace.png", "crash.png", "threads.png",
+                           "query.png", "diff.png", "runtime-traces.png"})
     EXPECT_TRUE(fs::exists(screenshots / page)) << page;
   fs::remove_all(dir);
 }

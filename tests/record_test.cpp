@@ -525,7 +525,7 @@ TEST_F(Record, SegfaultRecordsTheFaultingThreadItsRegistersAndStack) {
                                      "import ctypes, threading\n"
                                      "def crash():\n"
                                      "    ctypes.memset(0, 1, 8)\n"
-                                     "t = threading.Thread(target=crash)\n"
+                                     "t = threading.Thread(target=crash, name='crasher')\n"
                                      "t.start()\n"
                                      "t.join()\n");
   const std::string bundle = path("null.jprof");
@@ -539,6 +539,15 @@ TEST_F(Record, SegfaultRecordsTheFaultingThreadItsRegistersAndStack) {
   // The thread that faulted is the worker, not the main thread (tid == pid).
   ASSERT_TRUE(summary["manifest"]["pid"].is_number());
   EXPECT_NE(crash["tid"], summary["manifest"]["pid"]);
+  // Named as the program knows it, its OS name kept beside.
+  EXPECT_EQ(crash["thread"]["name"], "crasher");
+  EXPECT_EQ(crash["thread"]["tid"], crash["tid"]);
+  EXPECT_EQ(crash["thread"]["pid"], summary["manifest"]["pid"]);
+  EXPECT_EQ(crash["thread"]["os_name"], fs::path(JITPROF_PYPY).filename().string());
+  const Result text = run({JITPROF_BIN, "info", bundle});
+  EXPECT_NE(text.out.find("crash: SIGSEGV in thread crasher (tid " + std::to_string(crash["tid"].get<std::uint32_t>()) + ") at 0x"),
+            std::string::npos)
+      << text.out;
   const auto& frames = crash["frames"];
   ASSERT_GT(frames.size(), 5u);
   EXPECT_EQ(frames[0]["address"], crash["registers"]["rip"]);

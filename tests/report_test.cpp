@@ -8,8 +8,10 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "test_process.h"
 
@@ -262,6 +264,101 @@ TEST_F(Report, PprofDecodesWithProtocAndCountsEverySample) {
   ASSERT_FALSE(strings.empty());
   EXPECT_EQ(strings.front(), "\"\"");  // string_table[0] is the empty string
   EXPECT_NE(std::find(strings.begin(), strings.end(), "\"g (inlined.py)\""), strings.end());
+}
+
+// Threads by their Python names (threading.Thread's, a rename included) in
+// report, top and the exports, their OS name kept beside.
+TEST_F(Report, ThreadsAreShownByTheirPythonNames) {
+  const std::string threads = (dir_ / "named_threads.jprof").string();
+  const Result recorded = run({JITPROF_BIN, "record", "-q", "-o", threads, "--", JITPROF_PYPY,
+                               std::string(JITPROF_SOURCE_DIR) + "/tests/programs/named_threads.py", "40000000"});
+  ASSERT_EQ(recorded.status, 0) << recorded.err;
+
+  const json report = jitprof_json({"report", threads});
+  std::map<std::string, json> by_name;
+  for (const auto& thread : report["threads"])
+    if (thread["name"].is_string()) by_name[thread["name"].get<std::string>()] = thread;
+  for (const char* name : {"MainThread", "cruncher", "hasher-1"}) {
+    ASSERT_TRUE(by_name.count(name)) << name << " in " << report["threads"].dump(1);
+    const json& thread = by_name[name];
+    EXPECT_EQ(thread["python_name"], name);
+    EXPECT_GT(thread["samples"].get<std::uint64_t>(), 10u) << name;
+    EXPECT_FALSE(thread["os_name"].get<std::string>().empty()) << name;
+    EXPECT_NE(thread["os_name"], name) << "the OS never sees a Python thread's name";
+    EXPECT_EQ(thread["label"], std::string(name) + " (tid " + std::to_string(thread["tid"].get<std::uint32_t>()) + ")");
+  }
+  EXPECT_FALSE(by_name.count("hasher-0")) << "a renamed thread goes by its latest name";
+  EXPECT_EQ(by_name["MainThread"]["tid"], by_name["MainThread"]["pid"]);
+  const std::string cruncher = by_name["cruncher"]["label"], hasher = by_name["hasher-1"]["label"],
+                    main = by_name["MainThread"]["label"];
+
+  const Result text = run({JITPROF_BIN, "report", threads});
+  ASSERT_EQ(text.status, 0) << text.err;
+  for (const std::string& label : {main, cruncher, hasher})
+    EXPECT_NE(text.out.find("  " + label + "  mostly in spin"), std::string::npos) << label << "\n" << text.out;
+  const Result top = run({JITPROF_BIN, "top", threads});
+  ASSERT_EQ(top.status, 0) << top.err;
+  std::smatch threads_line;
+  ASSERT_TRUE(std::regex_search(top.out, threads_line, std::regex("\nthreads: [^\n]+"))) << top.out;
+  for (const std::string& label : {main, cruncher, hasher})
+    EXPECT_NE(threads_line.str().find(label + " "), std::string::npos) << threads_line.str();
+
+  // Firefox Profiler: non-main threads named, the main thread's name in its process track's name.
+  const std::string firefox = (dir_ / "named_threads.firefox.json").string();
+  ASSERT_EQ(run({JITPROF_BIN, "export", threads, "-f", "firefox", "-o", firefox}).status, 0);
+  std::set<std::string> tracks;
+  const json firefox_document = json::parse(jitprof::testing::slurp(firefox));
+  for (const auto& thread : firefox_document["threads"]) {
+    tracks.insert(thread["name"].get<std::string>());
+    if (thread["name"] == "GeckoMain") {
+      EXPECT_TRUE(thread["processName"].get<std::string>().ends_with("): MainThread")) << thread["processName"];
+    }
+  }
+  EXPECT_TRUE(tracks.count("GeckoMain") && tracks.count(cruncher) && tracks.count(hasher)) << ::testing::PrintToString(tracks);
+  const Result firefox_valid =
+      run({"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/validate-firefox.mjs", "--strict", firefox});
+  EXPECT_EQ(firefox_valid.status, 0) << firefox_valid.out << firefox_valid.err;
+  EXPECT_TRUE(firefox_valid.out.starts_with("valid\n")) << firefox_valid.out;
+
+  // speedscope: one profile per thread, named by it.
+  const std::string speedscope = (dir_ / "named_threads.speedscope.json").string();
+  ASSERT_EQ(run({JITPROF_BIN, "export", threads, "-f", "speedscope", "-o", speedscope}).status, 0);
+  std::set<std::string> profiles;
+  const json speedscope_document = json::parse(jitprof::testing::slurp(speedscope));
+  for (const auto& profile : speedscope_document["profiles"])
+    profiles.insert(profile["name"].get<std::string>());
+  EXPECT_TRUE(profiles.count(main) && profiles.count(cruncher) && profiles.count(hasher)) << ::testing::PrintToString(profiles);
+  const Result speedscope_valid =
+      run({"node", std::string(JITPROF_SOURCE_DIR) + "/tests/js/validate-speedscope.mjs", speedscope});
+  EXPECT_EQ(speedscope_valid.out, "valid\n") << speedscope_valid.err;
+
+  // pprof: every sample labelled with its thread.
+  const std::string pprof = (dir_ / "named_threads.pb.gz").string();
+  ASSERT_EQ(run({JITPROF_BIN, "export", threads, "-f", "pprof", "-o", pprof}).status, 0);
+  const Result decoded = run({"sh", "-c", "gzip -dc " + jitprof::testing::shell_quote(pprof) +
+                                              " | protoc --decode=perftools.profiles.Profile --proto_path=" +
+                                              jitprof::testing::shell_quote(std::string(JITPROF_SOURCE_DIR) + "/tests/support") +
+                                              " profile.proto"});
+  ASSERT_EQ(decoded.status, 0) << decoded.err;
+  // Each sample: location ids, value: count, value: nanoseconds, label { key: K str: S } (string table indexes).
+  std::vector<std::string> strings;
+  std::vector<std::tuple<std::uint64_t, std::size_t, std::size_t>> samples;  // (count, key, str)
+  std::istringstream lines(decoded.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "sample {") samples.emplace_back(0, 0, 0);
+    else if (line.starts_with("  value: ") && std::get<0>(samples.back()) == 0) std::get<0>(samples.back()) = std::stoull(line.substr(9));
+    else if (line.starts_with("    key: ")) std::get<1>(samples.back()) = std::stoull(line.substr(9));
+    else if (line.starts_with("    str: ")) std::get<2>(samples.back()) = std::stoull(line.substr(9));
+    else if (line.starts_with("string_table: ")) strings.push_back(json::parse(line.substr(14)).get<std::string>());
+  }
+  std::map<std::string, std::uint64_t> by_label;
+  for (const auto& [count, key, str] : samples) {
+    ASSERT_LT(std::max(key, str), strings.size());
+    EXPECT_EQ(strings[key], "thread");
+    by_label[strings[str]] += count;
+  }
+  for (const char* name : {"MainThread", "cruncher", "hasher-1"})
+    EXPECT_EQ(by_label[by_name[name]["label"]], by_name[name]["samples"].get<std::uint64_t>()) << name;
 }
 
 TEST_F(Report, PerfMapNamesEveryTraceAtItsAddress) {

@@ -120,6 +120,17 @@ TEST(Sections, JitlogArrivalsOfFormatOneReadAndMalformedLinesAreSkipped) {
   EXPECT_EQ(arrivals, (std::vector<bundle::JitlogArrival>{{1, 10}, {2, 20}}));
 }
 
+TEST(Sections, PythonThreadNamesComeBackAsWritten) {
+  // What record's sitecustomize said of a thread: its threading.Thread name, then a rename.
+  const bundle::TaskRecord started{bundle::TaskRecord::Kind::PythonName, 7, 4242, 4243, 0, 0, "worker-1"};
+  const bundle::TaskRecord renamed{bundle::TaskRecord::Kind::PythonName, 9, 4242, 4243, 0, 0, "caf\xe9 worker"};
+  std::string line;
+  bundle::encode(started, line);
+  EXPECT_NE(line.find(R"("kind":"python-name")"), std::string::npos) << line;
+  EXPECT_EQ(bundle::read_tasks(bundle_of(frames_of<bundle::TaskRecord>({{started}, {renamed}}))),
+            (std::vector{started, renamed}));
+}
+
 TEST(Sections, ATaskOfAnUnknownKindIsSkipped) {
   // A task of a kind this version does not know is skipped, not misread.
   const auto tasks = bundle::read_tasks(bundle_of({{bundle::sections::kTasks, R"({"kind":"teleport","pid":1})"

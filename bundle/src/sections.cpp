@@ -52,7 +52,7 @@ T field(const json& line, const char* key, T fallback = T{}) {
   }
 }
 
-constexpr std::array<const char*, 4> kTaskKinds = {"fork", "exit", "comm", "exec"};
+constexpr std::array<const char*, 5> kTaskKinds = {"fork", "exit", "comm", "exec", "python-name"};
 
 json source_json(const std::vector<SourceLocation>& source) {
   json frames = json::array();

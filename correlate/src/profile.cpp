@@ -165,6 +165,7 @@ class Builder {
     load_mappings();
     traces_ = trace_resolver(read_, profile_.forest);
     load_vmprof();
+    profile_.threads = thread_names(bundle::read_tasks(read_));
     for (bundle::JitCodemapRecord& record : bundle::read_jit_codemap(read_))
       jit_codemap_.try_emplace({record.pid, record.address}, std::move(record.unique_ids));
     for (bundle::CodeNameRecord& code : bundle::read_code_names(read_))

@@ -58,10 +58,11 @@ void write_speedscope(const correlate::Profile& profile, const std::string& name
     }
     index_of_frame[i] = it->second;
   }
-  std::map<std::uint32_t, std::vector<const correlate::Sample*>> by_thread;
-  for (const auto& sample : profile.samples) by_thread[sample.tid].push_back(&sample);
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::vector<const correlate::Sample*>> by_thread;
+  for (const auto& sample : profile.samples) by_thread[{sample.pid, sample.tid}].push_back(&sample);
   json profiles = json::array();
-  for (const auto& [tid, samples] : by_thread) {
+  for (const auto& [ids, samples] : by_thread) {
+    const auto [pid, tid] = ids;
     json stacks = json::array(), weights = json::array();
     for (const correlate::Sample* sample : samples) {
       json stack = json::array();
@@ -71,7 +72,7 @@ void write_speedscope(const correlate::Profile& profile, const std::string& name
     }
     const double end = double(samples.size()) * profile.seconds_per_sample;
     profiles.push_back({{"type", "sampled"},
-                        {"name", fmt::format("thread {}", tid)},
+                        {"name", correlate::thread_label(profile.thread(pid, tid), tid)},
                         {"unit", "seconds"},
                         {"startValue", 0},
                         {"endValue", end},

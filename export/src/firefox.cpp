@@ -209,9 +209,13 @@ void write_firefox(const correlate::Profile& profile, const std::string& name, s
       rows.push_back(json::array({tables.stack(sample->stack), double(sample->time_ns - first_ns) / 1e6, 0}));
     const double last_ms = samples.empty() ? 0.0 : double(samples.back()->time_ns - first_ns) / 1e6;
     json thread = std::move(tables).to_json(std::move(rows));
-    // The process's main thread gets the profiler's main-thread name, so it heads its process track.
-    thread["name"] = tid == pid ? "GeckoMain" : fmt::format("thread {}", tid);
-    thread["processName"] = fmt::format("{} (pid {})", name, pid);
+    // The process's main thread gets the profiler's main-thread name, so it
+    // heads its process track; that track shows the process name, which
+    // carries the main thread's own name ("MainThread") instead.
+    thread["name"] = tid == pid ? "GeckoMain" : correlate::thread_label(profile.thread(pid, tid), tid);
+    const correlate::ThreadName* main = profile.thread(pid, pid);
+    thread["processName"] = main && !main->shown().empty() ? fmt::format("{} (pid {}): {}", name, pid, main->shown())
+                                                           : fmt::format("{} (pid {})", name, pid);
     thread["processType"] = "default";
     thread["pid"] = pid;
     thread["tid"] = tid;

@@ -5,6 +5,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "export/export.h"
@@ -16,7 +17,8 @@ namespace {
 enum ProfileField { kSampleType = 1, kSample = 2, kLocation = 4, kFunction = 5, kStringTable = 6,
                     kDurationNanos = 10, kPeriodType = 11, kPeriod = 12 };
 enum ValueTypeField { kType = 1, kUnit = 2 };
-enum SampleField { kLocationId = 1, kValue = 2 };
+enum SampleField { kLocationId = 1, kValue = 2, kLabel = 3 };
+enum LabelField { kKey = 1, kStr = 2 };
 enum LocationField { kLocationIdField = 1, kLine = 4 };
 enum LineField { kFunctionId = 1, kLineNumber = 2 };
 enum FunctionField { kFunctionIdField = 1, kName = 2, kSystemName = 3, kFilename = 4 };
@@ -99,16 +101,22 @@ void write_pprof(const correlate::Profile& profile, std::ostream& out) {
   document.message_field(kSampleType, value_type(strings, "samples", "count"));
   document.message_field(kSampleType, value_type(strings, "cpu", "nanoseconds"));
 
-  std::vector<std::uint64_t> counts(profile.stacks.size(), 0);
-  for (const auto& sample : profile.samples) ++counts[sample.stack];
-  for (std::size_t stack = 0; stack < profile.stacks.size(); ++stack) {
-    if (counts[stack] == 0) continue;
+  // One sample per stack and thread, labelled with the thread ("worker-1 (tid 4243)": pprof -tagfocus).
+  std::map<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>, std::uint64_t> counts;  // (stack, pid, tid)
+  for (const auto& sample : profile.samples) ++counts[{sample.stack, sample.pid, sample.tid}];
+  const std::uint64_t thread_key = strings.index("thread");
+  for (const auto& [key, count] : counts) {
+    const auto [stack, pid, tid] = key;
     const auto& ids = profile.stacks[stack];
     std::vector<std::uint64_t> locations;  // leaf first; location id = frame id + 1
     for (auto it = ids.rbegin(); it != ids.rend(); ++it) locations.push_back(std::uint64_t{*it} + 1);
+    Message label;
+    label.varint_field(kKey, thread_key);
+    label.varint_field(kStr, strings.index(correlate::thread_label(profile.thread(pid, tid), tid)));
     Message sample;
     sample.packed_field(kLocationId, locations);
-    sample.packed_field(kValue, {counts[stack], counts[stack] * period_ns});
+    sample.packed_field(kValue, {count, count * period_ns});
+    sample.message_field(kLabel, label);
     document.message_field(kSample, sample);
   }
 

@@ -47,6 +47,7 @@ def _jitprof_start():
     # Off when jitprof reads the Python stacks itself: vmprof then only names code objects.
     sampling = env.pop("JITPROF_VMPROF_SAMPLING") == "1"
     native = int(env.pop("JITPROF_VMPROF_NATIVE"))
+    threads_fd = int(env.pop("JITPROF_THREADS_FD"))
     # PyPy opened its debug log (PYPYLOG, GC and JIT sections) at start-up;
     # the programs this one starts must not write into jitprof's pipe.
     pypylog_fd = env.pop("JITPROF_PYPYLOG_FD", None)
@@ -73,10 +74,12 @@ def _jitprof_start():
         if not sampling:
             _vmprof.stop_sampling()
     vmprof_on()
-    # A program this one execs gets neither pipe.
+    # A program this one execs gets none of the pipes.
     if jitlog_fd is not None:
         os.set_inheritable(jitlog_fd, False)
     os.set_inheritable(vmprof_fd, False)
+    os.set_inheritable(threads_fd, False)
+    _jitprof_tell_thread_names(threads_fd)
 
     def stop():
         try:
@@ -115,8 +118,69 @@ def _jitprof_start():
             spec.loader.exec_module(module)
 
 
+# Python threads are known by their threading.Thread names, which the OS
+# never sees: each thread's name goes to jitprof with its native id when it
+# starts and when it is renamed. threading is not imported for this (the
+# program may never import it, or patch it first): its start_new_thread is
+# wrapped, and threading's Thread is hooked when it starts its first thread.
+def _jitprof_tell_thread_names(fd):
+    import _thread
+    import atexit
+
+    def tell(native_id, name):
+        raw = str(name).encode("utf-8", "backslashreplace")[:1024]
+        try:  # one write: names told by several threads at once do not interleave
+            os.write(fd, os.getpid().to_bytes(4, "little") + native_id.to_bytes(4, "little") +
+                     len(raw).to_bytes(2, "little") + raw)
+        except OSError:  # jitprof is gone: the program runs on
+            pass
+
+    hooked = []
+
+    def hook_threading():
+        threading = sys.modules.get("threading")
+        if hooked or threading is None:
+            return
+        hooked.append(True)
+        Thread = threading.Thread
+        set_native_id = Thread._set_native_id
+        name_property = Thread.name
+
+        def set_native_id_and_tell(self):  # on the new thread, before its target runs
+            set_native_id(self)
+            tell(self._native_id, self._name)
+
+        def set_name_and_tell(self, name):
+            name_property.fset(self, name)
+            if self._native_id is not None:
+                tell(self._native_id, self._name)
+        Thread._set_native_id = set_native_id_and_tell
+        Thread.name = property(name_property.fget, set_name_and_tell, name_property.fdel, name_property.__doc__)
+        for thread in threading.enumerate():  # the main thread may have been renamed already
+            if thread._native_id is not None:
+                tell(thread._native_id, thread._name)
+
+    start_new_thread = _thread.start_new_thread
+
+    def start_new_thread_hooking(function, args, *kwargs):
+        hook_threading()
+        return start_new_thread(function, args, *kwargs)
+    _thread.start_new_thread = start_new_thread_hooking
+
+    # The name threading gives the main thread; a program that renames it
+    # and starts no thread is told at its exit.
+    tell(_thread.get_native_id(), "MainThread")
+
+    def tell_main_thread():
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            main = threading.main_thread()
+            tell(main._native_id, main._name)
+    atexit.register(tell_main_thread)
+
+
 _jitprof_start()
-del _jitprof_start
+del _jitprof_start, _jitprof_tell_thread_names
 )PY";
 
 class Pipe {
@@ -343,6 +407,9 @@ class Recorder {
       }
       ::fcntl(vmprof_fd, F_SETFD, 0);
       ::setenv("JITPROF_VMPROF_FD", std::to_string(vmprof_fd).c_str(), 1);
+      const int threads_fd = logs_[kThreadNames].pipe.write_end;
+      ::fcntl(threads_fd, F_SETFD, 0);
+      ::setenv("JITPROF_THREADS_FD", std::to_string(threads_fd).c_str(), 1);
       ::setenv("JITPROF_VMPROF_PERIOD", fmt::format("{:.9f}", 1.0 / options_.rate_hz).c_str(), 1);
       ::setenv("JITPROF_VMPROF_NATIVE", native_ ? "1" : "0", 1);
       ::setenv("JITPROF_VMPROF_SAMPLING", vmprof_sampling ? "1" : "0", 1);
@@ -396,6 +463,7 @@ class Recorder {
           const auto bytes = std::span(chunk).first(static_cast<std::size_t>(got));
           if (polled[i] == kJitlog) session_.add_jitlog(bytes);
           else if (polled[i] == kVmprof) session_.add_vmprof(bytes);
+          else if (polled[i] == kThreadNames) session_.add_python_thread_names(bytes);
           else session_.add_pypy_log(bytes);
         } else if (got == 0 || errno != EINTR) {
           logs_[polled[i]].open = false;
@@ -495,7 +563,8 @@ class Recorder {
     session_.flush();
   }
 
-  static constexpr std::size_t kJitlog = 0, kVmprof = 1, kPypyLog = 2, kLogs = 3;
+  // kThreadNames: the names of Python threads, from the sitecustomize.
+  static constexpr std::size_t kJitlog = 0, kVmprof = 1, kPypyLog = 2, kThreadNames = 3, kLogs = 4;
   const Options& options_;
   Session session_;
   std::optional<CrashWatcher> watcher_;

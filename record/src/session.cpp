@@ -144,6 +144,18 @@ void Session::add_pypy_log(std::span<const std::uint8_t> bytes) {
   });
 }
 
+void Session::add_python_thread_names(std::span<const std::uint8_t> bytes) {
+  const std::uint64_t now = monotonic_ns();
+  python_thread_names_in_.append(bytes);
+  python_thread_names_in_.drain([&](binio::ByteCursor& in) {
+    bundle::TaskRecord name{bundle::TaskRecord::Kind::PythonName, now, 0, 0, 0, 0, ""};
+    name.pid = in.u32le();
+    name.tid = in.u32le();
+    name.comm = in.string(in.u16le());
+    python_thread_names_.add(name);
+  });
+}
+
 void Session::add_vmprof(std::span<const std::uint8_t> bytes) {
   vmprof_pending_.insert(vmprof_pending_.end(), bytes.begin(), bytes.end());
   vmprof_bytes_ += bytes.size();
@@ -171,6 +183,7 @@ void Session::flush() {
   jitlog_arrivals_.flush_into(writer_);
   if (dating_pypy_log_) pypy_log_pending_.add(timestamp_pair());
   pypy_log_pending_.flush_into(writer_);
+  python_thread_names_.flush_into(writer_);
   for (auto [section, pending] : {std::pair{bundle::sections::kJitlog, &jitlog_pending_},
                                   std::pair{bundle::sections::kVmprof, &vmprof_pending_}}) {
     if (pending->empty()) continue;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "binio/binio.h"
 #include "bundle/bundle.h"
 #include "bundle/manifest.h"
 #include "bundle/pypy_log.h"
@@ -83,6 +84,11 @@ class Session {
   void date_pypy_log();
   void add_pypy_log(std::span<const std::uint8_t> bytes);
   std::uint64_t pypy_log_sections() const { return pypy_log_sections_; }
+  // The names record's sitecustomize sends as Python threads start or are
+  // renamed, each as a record: pid and native thread id (u32 each), the
+  // name's length (u16) and its UTF-8 bytes, little-endian. Kept in TASK as
+  // PythonName records, dated when they arrive.
+  void add_python_thread_names(std::span<const std::uint8_t> bytes);
   std::uint64_t jitlog_bytes() const { return jitlog_bytes_; }
   std::uint64_t vmprof_bytes() const { return vmprof_bytes_; }
 
@@ -121,6 +127,8 @@ class Session {
   pypy::DebugLogReader pypy_log_{{"jit-backend-addr"}};
   bundle::PypyLogBuffer pypy_log_pending_;
   bool dating_pypy_log_ = false;
+  binio::RecordBuffer python_thread_names_in_;
+  bundle::SectionBuffer<bundle::TaskRecord> python_thread_names_;
   std::uint64_t pypy_log_sections_ = 0;
   std::uint64_t jitlog_bytes_ = 0, vmprof_bytes_ = 0;
   const Clock::time_point started_ = Clock::now();

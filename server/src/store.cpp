@@ -358,7 +358,7 @@ std::unique_ptr<Store::Indexed> Store::compute_index(const fs::path& path) {
   for (const char* list : {"functions", "traces", "native_functions"})
     if (summary[list].size() > 50) summary[list].erase(summary[list].begin() + 50, summary[list].end());
   summary["manifest"] = manifest;
-  summary["crash"] = views::crash_json(read, correlate::trace_resolver(read, profile.forest));
+  summary["crash"] = views::crash_json(read, correlate::trace_resolver(read, profile.forest), profile.threads);
   summary["trace_count"] = profile.forest.traces.size();
   summary["has_samples"] = !profile.samples.empty();
 

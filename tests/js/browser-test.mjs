@@ -3,7 +3,10 @@
 // heat, a guard's bridge, and (with --big-bundle) how fast a trace page of a
 // bundle with many traces loads. Prints one line per check ("ok ...", "FAIL ...",
 // "skip ..."), the browser console errors it saw, and exits 1 if a check failed.
-// With --crash-bundle, a crash recorded in JIT code is shown and links to its trace.
+// With --crash-bundle, a crash recorded in JIT code is shown and links to its
+// trace; with --crash-thread NAME, the crashed thread is named NAME.
+// With --threads-bundle, its profile page lists the threads of --threads
+// (comma-separated Python names) as "NAME (tid N)", their OS name on hover.
 // With --runtime RID (a vmprof-python upload whose bundle is --runtime-bundle
 // ID7), the links vmprof-python prints, /#/RID and /#/RID/traces, open that
 // bundle's profile and its traces list, which names --runtime-function.
@@ -13,7 +16,8 @@
 // number of items in LIST, or N of --query-total. With --query-error, a malformed
 // query shows its error with a caret under column N.
 // Usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR
-//        [--big-bundle ID2] [--crash-bundle ID3] [--token TOKEN] [--chromium PATH]
+//        [--big-bundle ID2] [--crash-bundle ID3 [--crash-thread NAME]] [--token TOKEN] [--chromium PATH]
+//        [--threads-bundle ID5 --threads NAMES]
 //        [--query-bundle ID4 (default: --bundle)] [--query TEXT --query-expect LIST [--query-total N]]
 //        [--query-error TEXT --query-error-column N]
 //        [--diff-old ID5 --diff-new ID6 --diff-function NAME]
@@ -28,12 +32,13 @@ import { chromium } from "playwright-core";
 const options = parseArgs(process.argv.slice(2));
 for (const required of ["server", "bundle", "function", "out"]) {
   if (!options[required]) {
-    console.error("usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR [--big-bundle ID2] [--crash-bundle ID3] [--token TOKEN]");
+    console.error("usage: node browser-test.mjs --server URL --bundle ID --function NAME --out DIR [--big-bundle ID2] [--crash-bundle ID3 [--crash-thread NAME]] [--token TOKEN]");
+    console.error("       [--threads-bundle ID5 --threads NAMES]");
     console.error("       [--query-bundle ID4] [--query TEXT --query-expect LIST [--query-total N]] [--query-error TEXT --query-error-column N]");
     process.exit(2);
   }
 }
-for (const [option, needs] of [["diff-old", "diff-new"], ["diff-new", "diff-function"], ["diff-function", "diff-old"], ["runtime", "runtime-bundle"], ["runtime-bundle", "runtime-function"], ["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
+for (const [option, needs] of [["threads-bundle", "threads"], ["threads", "threads-bundle"], ["crash-thread", "crash-bundle"], ["diff-old", "diff-new"], ["diff-new", "diff-function"], ["diff-function", "diff-old"], ["runtime", "runtime-bundle"], ["runtime-bundle", "runtime-function"], ["query", "query-expect"], ["query-expect", "query"], ["query-error", "query-error-column"], ["query-error-column", "query-error"]]) {
   if (options[option] !== undefined && options[needs] === undefined) {
     console.error(`--${option} needs --${needs}`);
     process.exit(2);
@@ -121,6 +126,7 @@ try {
   await checkBridge(page, trace);
   if (options["big-bundle"]) await checkBigTrace(browser, options["big-bundle"]);
   if (options["crash-bundle"]) await checkCrash(browser, options["crash-bundle"]);
+  if (options["threads-bundle"]) await checkThreads(browser, options["threads-bundle"], options.threads.split(","));
   if (options.query !== undefined) await checkQuery(browser, options["query-bundle"] || bundle);
   if (options["query-error"] !== undefined) await checkQueryError(browser, options["query-bundle"] || bundle);
   if (options["diff-old"]) await checkDiff(browser, options["diff-old"], options["diff-new"], options["diff-function"]);
@@ -303,6 +309,12 @@ async function checkCrash(browser, id) {
     const text = (await card.textContent()) || "";
     check(text.includes(summary.crash.signal_name) && text.includes(summary.crash.fault_address_hex || ""),
       `crash record shows ${summary.crash.signal_name} and its JIT frames`);
+    if (options["crash-thread"]) {
+      const thread = `${options["crash-thread"]} (tid ${summary.crash.tid})`;
+      const banner = (await page.locator(".crash-banner").textContent()) || "";
+      check(banner.includes(`in thread ${thread}`) && text.includes(thread), `the crash names the thread that crashed: ${thread}`,
+        `banner "${banner}"`);
+    }
     await page.screenshot({ path: join(out, "crash.png") });
     const link = card.locator(`a[data-trace-id="${expected.id}"]`).first();
     await link.click();
@@ -317,13 +329,45 @@ async function checkCrash(browser, id) {
   await checkMistypedCrash(browser, id);
 }
 
+// g. A program's threads by their Python names: the profile page's threads
+// card lists each as "NAME (tid N)", with its OS name on hover.
+async function checkThreads(browser, id, names) {
+  let page = null;
+  try {
+    const summary = await apiGet(`/api/p/${id}`);
+    page = await newPage(browser);
+    await page.goto(`${server}/p/${id}`);
+    const rows = page.locator(".card.threads tbody tr");
+    await rows.first().waitFor();
+    const shown = await rows.evaluateAll((trs) => trs.map((tr) => {
+      const cell = tr.querySelector(".thread-name");
+      return { tid: tr.dataset.tid, text: cell ? cell.textContent : "", title: cell ? cell.getAttribute("title") : null };
+    }));
+    for (const name of names) {
+      const thread = (summary.threads || []).find((t) => t.name === name);
+      if (!thread) {
+        fail(`thread ${name}: not in the summary's threads (${JSON.stringify(summary.threads)})`);
+        continue;
+      }
+      const row = shown.find((r) => r.tid === String(thread.tid));
+      check(row && row.text === `${name} (tid ${thread.tid})` && row.title === `OS name: ${thread.os_name}`,
+        `threads card shows ${name} (tid ${thread.tid}), OS name ${thread.os_name} on hover`, JSON.stringify(row));
+    }
+    await page.locator(".card.threads").screenshot({ path: join(out, "threads.png") });
+  } catch (error) {
+    fail(`threads card: ${error.message}`);
+  } finally {
+    if (page) await page.context().close();
+  }
+}
+
 // A crash record whose fields have the wrong types (a hand-made bundle's)
 // leaves them out: the profile page still renders, crash card included.
 async function checkMistypedCrash(browser, id) {
   let page = null;
   try {
     const summary = await apiGet(`/api/p/${id}`);
-    summary.crash = { ...summary.crash, signal: "SEGV?", tid: [1], registers_hex: "rip", trace: { id: "x" },
+    summary.crash = { ...summary.crash, signal: "SEGV?", tid: [1], thread: { label: 7 }, registers_hex: "rip", trace: { id: "x" },
       frames: [7, { jit: "yes", address: "0x1", source: "f.py", path: 3 }, ...summary.crash.frames.slice(0, 2)] };
     page = await newPage(browser);
     await page.route(`${server}/api/p/${id}`, (route) => route.fulfill({ json: summary }));

@@ -145,7 +145,7 @@ json info_json(const bundle::Bundle& read, const correlate::Profile& profile) {
                    {"diagnostics", diagnostics_json(vm.warnings, vm.error)}};
   out["samples"] = samples_json(read, profile);
   out["python_stacks"] = python_stacks_json(profile.stats);
-  out["crash"] = crash_json(read, correlate::trace_resolver(read, forest));
+  out["crash"] = crash_json(read, correlate::trace_resolver(read, forest), profile.threads);
   out.update(diagnostics_json(read.warnings, read.error));
   return out;
 }

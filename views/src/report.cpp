@@ -85,15 +85,38 @@ json region_json(const correlate::JitCodeRegion& region) {
           {"instructions", std::move(instructions)}};
 }
 
-std::optional<FunctionKey> busiest_function(const Summary& summary, std::uint32_t tid) {
-  auto functions = summary.thread_functions.find(tid);
+std::optional<FunctionKey> busiest_function(const Summary& summary, ThreadKey thread) {
+  auto functions = summary.thread_functions.find(thread);
   if (functions == summary.thread_functions.end() || functions->second.empty()) return std::nullopt;
   return largest(functions->second, 1, [](std::uint64_t n) { return n; }).front().first;
 }
 
 }  // namespace
 
-json crash_json(const bundle::Bundle& read, const jitlog::TraceResolver& resolver) {
+json thread_json(const correlate::ThreadName* name, std::uint32_t pid, std::uint32_t tid) {
+  json thread = {{"tid", tid}, {"label", correlate::thread_label(name, tid)}};
+  if (pid != 0) thread["pid"] = pid;
+  thread["name"] = name && !name->shown().empty() ? json(name->shown()) : json(nullptr);
+  if (name && !name->python.empty()) thread["python_name"] = name->python;
+  if (name && !name->os.empty()) thread["os_name"] = name->os;
+  return thread;
+}
+
+json threads_json(const Profile& profile) {
+  std::map<ThreadKey, std::uint64_t> samples;
+  for (const auto& sample : profile.samples) ++samples[{sample.pid, sample.tid}];
+  json threads = json::array();
+  for (const auto& [key, count] : samples) {
+    json thread = thread_json(profile.thread(key.first, key.second), key.first, key.second);
+    thread["pid"] = key.first;  // a sample always knows its process
+    thread["samples"] = count;
+    thread["share"] = double(count) / double(profile.samples.size());
+    threads.push_back(std::move(thread));
+  }
+  return threads;
+}
+
+json crash_json(const bundle::Bundle& read, const jitlog::TraceResolver& resolver, const correlate::ThreadNames& threads) {
   const std::optional<bundle::CrashRecord> crash = bundle::read_crash(read);
   if (!crash) return nullptr;
   const auto hex = [](std::uint64_t value) { return fmt::format("{:#x}", value); };
@@ -103,9 +126,14 @@ json crash_json(const bundle::Bundle& read, const jitlog::TraceResolver& resolve
               {"fault_address", crash->fault_address},
               {"fault_address_hex", hex(crash->fault_address)},
               {"tid", crash->tid},
+              {"thread", nullptr},
               {"registers", json::object()},
               {"registers_hex", json::object()},
               {"frames", json::array()}};
+  // The crash record names no process: a tid is the target's, or a child's (--children).
+  for (const auto& [key, name] : threads)
+    if (key.second == crash->tid) out["thread"] = thread_json(&name, key.first, key.second);
+  if (out["thread"].is_null()) out["thread"] = thread_json(nullptr, 0, crash->tid);
   for (const auto& [name, value] : crash->registers) {
     out["registers"][name] = value;
     out["registers_hex"][name] = hex(value);
@@ -189,12 +217,10 @@ json report_json(const Profile& profile, const bundle::Bundle& bundle, std::size
     out["native_functions"].push_back(
         {{"name", key.name}, {"library", key.file}, {"self", function.self}, {"lines", std::move(lines)}});
   }
-  out["threads"] = json::array();
-  for (const auto& [tid, count] : summary.threads) {
-    json thread = {{"tid", tid}, {"samples", count}};
-    if (auto function = busiest_function(summary, tid)) thread["top_function"] = function->name;
-    out["threads"].push_back(std::move(thread));
-  }
+  out["threads"] = threads_json(profile);
+  for (json& thread : out["threads"])
+    if (auto function = busiest_function(summary, {thread["pid"].get<std::uint32_t>(), thread["tid"].get<std::uint32_t>()}))
+      thread["top_function"] = function->name;
   out["attach"] = attach_json(bundle);
   if (const auto manifest = bundle::read_manifest(bundle).manifest; manifest && manifest->jit == "ranges")
     out["jit"]["names_from"] =

@@ -29,7 +29,6 @@ Summary summarize(const Profile& profile) {
   summary.samples = profile.samples.size();
   for (const auto& sample : profile.samples) {
     const auto& stack = profile.stacks[sample.stack];
-    ++summary.threads[sample.tid];
     std::set<FunctionKey> seen;
     for (std::uint32_t id : stack) {
       const auto& frame = profile.frames[id];
@@ -43,7 +42,7 @@ Summary summarize(const Profile& profile) {
       const auto& frame = profile.frames[*leaf];
       FunctionKey key{frame.name, frame.file};
       ++summary.functions[key].self;
-      ++summary.thread_functions[sample.tid][key];
+      ++summary.thread_functions[{sample.pid, sample.tid}][key];
     }
     if (sample.trace) ++summary.trace_samples[*sample.trace];
     if (stack.empty()) {

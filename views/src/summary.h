@@ -20,6 +20,8 @@ struct FunctionKey {
   auto operator<=>(const FunctionKey&) const = default;
 };
 
+using ThreadKey = std::pair<std::uint32_t, std::uint32_t>;  // (pid, tid)
+
 struct NativeFunction {
   std::uint64_t self = 0;
   std::map<std::pair<std::string, std::int64_t>, std::uint64_t> lines;  // (source file, line), with debug information
@@ -33,8 +35,7 @@ struct Summary {
   std::map<std::string, std::uint64_t> leaf_categories;
   std::map<std::string, std::uint64_t> native_libraries;  // leaf frames outside Python and JIT code
   std::map<FunctionKey, NativeFunction> native_functions;  // named leaf frames, by name and library
-  std::map<std::uint32_t, std::uint64_t> threads;
-  std::map<std::uint32_t, std::map<FunctionKey, std::uint64_t>> thread_functions;
+  std::map<ThreadKey, std::map<FunctionKey, std::uint64_t>> thread_functions;
 };
 
 Summary summarize(const correlate::Profile& profile);

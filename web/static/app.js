@@ -496,6 +496,8 @@ function crashRecord(raw) {
     signal: number(raw.signal),
     signal_name: text(raw.signal_name),
     tid: number(raw.tid),
+    // "worker-1 (tid 1234)": summaries stored before threads had names have none.
+    thread: text(object(raw.thread)?.label),
     fault_address: number(raw.fault_address),
     fault_address_hex: text(raw.fault_address_hex),
     registers_hex: Object.fromEntries(Object.entries(object(raw.registers_hex) || {}).filter(([, v]) => typeof v === "string")),
@@ -520,7 +522,7 @@ function crashSummary(crash) {
     "div",
     { class: "crash-banner", role: "alert" },
     h("strong", {}, `Crashed: ${crash.signal_name || `signal ${crash.signal ?? "?"}`}`),
-    ` in thread ${crash.tid ?? "?"}`,
+    ` in thread ${crash.thread ?? crash.tid ?? "?"}`,
     crash.fault_address !== undefined ? ` at address ${hex(crash.fault_address)}` : "",
     top ? [" — in ", h("code", {}, frameName(top) || `${basename(top.path)}+${hex(top.offset)}`)] : "",
     " · ",
@@ -752,6 +754,13 @@ function tracesByEntriesCard(ctx, id, summary) {
   return card;
 }
 
+// "worker-1 (tid 1234)", its OS name on hover when it has a Python name too.
+function threadCell(thread) {
+  const label = typeof thread.label === "string" ? thread.label : `tid ${thread.tid}`;
+  const os = typeof thread.python_name === "string" && typeof thread.os_name === "string" ? `OS name: ${thread.os_name}` : undefined;
+  return h("td", { class: "thread-name", title: os }, label);
+}
+
 function threadsCard(summary) {
   const threads = summary.threads || [];
   return h(
@@ -762,7 +771,7 @@ function threadsCard(summary) {
       ? table(
           "threads",
           [["Thread"], ["Samples", "num"], ["%", "num"], ["Busiest function"]],
-          threads.map((t) => h("tr", { "data-tid": t.tid }, h("td", {}, String(t.tid)), h("td", { class: "num" }, fmtInt(t.samples)), h("td", { class: "num" }, pct(t.samples, summary.samples)), h("td", {}, t.top_function || h("span", { class: "muted" }, "–")))),
+          threads.map((t) => h("tr", { "data-tid": t.tid }, threadCell(t), h("td", { class: "num" }, fmtInt(t.samples)), h("td", { class: "num" }, pct(t.samples, summary.samples)), h("td", {}, t.top_function || h("span", { class: "muted" }, "–")))),
         )
       : h("p", { class: "notice" }, "No thread was sampled."),
   );
@@ -850,7 +859,7 @@ function crashCard(id, crash) {
     factList(
       [
         ["signal", `${crash.signal_name || ""} (${crash.signal ?? "?"})`],
-        ["thread", String(crash.tid ?? "?")],
+        ["thread", crash.thread ?? String(crash.tid ?? "?")],
         crash.fault_address_hex ? ["fault address", h("code", {}, crash.fault_address_hex)] : null,
         crash.trace ? ["in trace", crashTraceLink(id, crash.trace)] : null,
         ["frames", `${crash.frames.length} (${crash.frames.filter((f) => f.jit).length} in JIT code)`],

@@ -32,14 +32,18 @@ struct MappingRecord {
   friend bool operator==(const MappingRecord&, const MappingRecord&) = default;
 };
 
-// TASK: a process or thread started, ended, renamed itself or exec'ed.
+// TASK: a process or thread started, ended, renamed itself or exec'ed (as
+// perf or /proc tell), or a Python thread said its name (PythonName: the
+// name of its threading.Thread, when it started or was renamed; `record`
+// only). Readers skip kinds they do not know, so older jitprofs read newer
+// bundles.
 struct TaskRecord {
   static constexpr SectionType kSection = sections::kTasks;
-  enum class Kind : std::uint8_t { Fork, Exit, Comm, Exec };
+  enum class Kind : std::uint8_t { Fork, Exit, Comm, Exec, PythonName };
   Kind kind = Kind::Comm;
   std::uint64_t time_ns = 0;
   std::uint32_t pid = 0, tid = 0, parent_pid = 0, parent_tid = 0;
-  std::string comm;  // the thread's name: Comm and Exec
+  std::string comm;  // the thread's name: the OS name (Comm, Exec) or the Python name (PythonName)
   friend bool operator==(const TaskRecord&, const TaskRecord&) = default;
 };
 
@@ -150,7 +154,7 @@ std::vector<JitCodemapRecord> read_jit_codemap(const Bundle& bundle);
 // Nullopt when the bundle has no crash record or it is not a JSON object.
 std::optional<CrashRecord> read_crash(const Bundle& bundle);
 
-const char* task_kind_name(TaskRecord::Kind kind);  // "fork", "exit", "comm", "exec"
+const char* task_kind_name(TaskRecord::Kind kind);  // "fork", "exit", "comm", "exec", "python-name"
 
 // Records of one line section collected between two frames.
 template <class Record>

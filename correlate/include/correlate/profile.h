@@ -46,6 +46,7 @@
 
 #include "bundle/bundle.h"
 #include "bundle/pypy_log.h"
+#include "bundle/sections.h"
 #include "jitlog/jitlog.h"
 #include "jitlog/resolver.h"
 
@@ -135,6 +136,25 @@ struct RuntimePhase {
   std::uint32_t depth = 0;  // 0: not inside another logged section
 };
 
+// A thread's names. A PyPy user knows a thread by its Python name (its
+// threading.Thread's, which only `record`ed programs tell); the OS name
+// (comm) of PyPy's threads is the program's ("pypy3"), but it is all there
+// is for native threads and for `attach`.
+struct ThreadName {
+  std::string python;  // the latest, when the thread was renamed
+  std::string os;
+  // The Python name, else the OS name; empty when neither is known.
+  const std::string& shown() const { return python.empty() ? os : python; }
+};
+using ThreadNames = std::map<std::pair<std::uint32_t, std::uint32_t>, ThreadName>;  // by (pid, tid)
+// The names of each thread from a bundle's TASK records, taken in time
+// order: a new thread starts with its creator's OS name and no Python name;
+// comm and exec records set the OS name (an exec forgets the old program's
+// Python names); Python name records set the Python name.
+ThreadNames thread_names(std::vector<bundle::TaskRecord> tasks);
+// "worker-1 (tid 1234)", or "tid 1234" for a thread without a name.
+std::string thread_label(const ThreadName* name, std::uint32_t tid);
+
 struct Profile {
   std::vector<Frame> frames;
   std::vector<std::vector<std::uint32_t>> stacks;  // frame ids, root first
@@ -156,6 +176,10 @@ struct Profile {
   // No perf samples: vmprof's stand in. They know a JIT sample's trace (by
   // its code block) but not the instruction, op or native frames.
   bool samples_from_vmprof = false;
+
+  ThreadNames threads;
+  // The thread's names, or null when the bundle names it nowhere.
+  const ThreadName* thread(std::uint32_t pid, std::uint32_t tid) const;
 
   // The innermost Python frame (Python or JitInlined) of a stack, if any.
   std::optional<std::uint32_t> python_leaf(std::uint32_t stack) const;

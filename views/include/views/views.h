@@ -76,13 +76,19 @@ SourceFiles source_files(const bundle::Bundle& bundle, const jitlog::Forest& for
 nlohmann::json trace_json(const jitlog::Forest& forest, const jitlog::Trace& trace, jitlog::StageKind stage,
                           const TraceHeat* heat, bool disassemble, const SourceFiles* sources = nullptr);
 
-// The fatal fault a bundle recorded (section CRSH), or null, with the trace,
+// A thread: {pid (when known), tid, name (correlate::ThreadName::shown, or
+// null), python_name, os_name (when known), label ("worker-1 (tid 1234)")}.
+nlohmann::json thread_json(const correlate::ThreadName* name, std::uint32_t pid, std::uint32_t tid);
+
+// The fatal fault a bundle recorded (section CRSH), or null, with the faulting
+// thread (thread_json, named from `threads`) and the trace,
 // op and source line of the innermost JIT frame on the faulting thread's
 // stack: the faulting instruction itself, or the call from which the trace
 // reached the native code that faulted. Registers and addresses also come as
 // "0x..." strings ("registers_hex", frames' "address_hex"): JavaScript
 // numbers cannot hold 64-bit values.
-nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::TraceResolver& resolver);
+nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::TraceResolver& resolver,
+                          const correlate::ThreadNames& threads);
 
 // --- the correlated profile --------------------------------------------------
 
@@ -90,6 +96,10 @@ nlohmann::json crash_json(const bundle::Bundle& bundle, const jitlog::TraceResol
 // leaf categories, native libraries and functions, threads, attach details,
 // JIT code without a jitlog. `top` limits each list.
 nlohmann::json report_json(const correlate::Profile& profile, const bundle::Bundle& bundle, std::size_t top);
+// The sampled threads, by process and thread id: thread_json with their
+// samples and share. report_json's "threads" (with each one's busiest Python
+// function), `top`'s threads line.
+nlohmann::json threads_json(const correlate::Profile& profile);
 // Where the samples' Python frames came from (exact from PyPy's shadow stack,
 // joined with vmprof, none), the shadow-stack reads by status, and the code
 // objects nothing named: report_json's "python_stacks", also in info_json.
