@@ -185,12 +185,15 @@ class Builder {
 
   // The next frames of a recording that is still running (LiveCorrelator):
   // `jit` holds its jitlog and PyPy's log so far, read again when `jit_grew`.
+  const std::vector<std::pair<Frame, Frame>>& renamed() const { return renamed_; }
+
   void add(const bundle::Bundle& fresh, const bundle::Bundle& jit, bool jit_grew, bundle::SampleDecoder& samples) {
     if (jit_grew) {
       load_jit(jit);
       jit_parts_.clear();  // a trace's merge points may have arrived since
     }
     if (fresh.has(bundle::sections::kManifest)) load_manifest(fresh);
+    renamed_.clear();
     // Native parts name addresses by the symbols and mappings known when first built.
     if (fresh.has(bundle::sections::kSymbols) || fresh.has(bundle::sections::kMaps)) native_parts_.clear();
     load_names(fresh);
@@ -216,8 +219,12 @@ class Builder {
       if (!code_names_.try_emplace(key, CodeName{std::move(code.name), std::move(code.file), code.line}).second) continue;
       // Shown as "code #ID" so far: named from now on.
       if (unnamed_codes_.erase(key) == 0) continue;
+      const CodeName& name = code_names_.at(key);
       std::erase_if(code_frames_, [&](const auto& cached) {
-        return std::get<0>(cached.first) == key.first && std::get<1>(cached.first) == key.second;
+        if (std::get<0>(cached.first) != key.first || std::get<1>(cached.first) != key.second) return false;
+        renamed_.emplace_back(profile_.frames[cached.second],
+                              Frame{std::get<2>(cached.first), name.name, name.file, name.line, std::nullopt, "", ""});
+        return true;
       });
     }
     profile_.stats.unnamed_code_objects = unnamed_codes_.size();
@@ -820,6 +827,7 @@ class Builder {
   static constexpr std::uint32_t kNoPart = 0xffffffff;
   Profile& profile_;
   bool has_jitlog_ = false;
+  std::vector<std::pair<Frame, Frame>> renamed_;  // (unnamed, named): code objects named by the last add
   jitlog::TraceResolver traces_;
   std::unordered_map<std::string, std::uint32_t> frame_ids_;
   std::unordered_map<std::string, std::uint32_t> stack_ids_;
@@ -900,5 +908,7 @@ const Profile& LiveCorrelator::add(const bundle::Bundle& frames) {
   state_->builder.add(frames, state_->jit, jit_grew || std::exchange(state_->first, false), state_->samples);
   return state_->profile;
 }
+
+const std::vector<std::pair<Frame, Frame>>& LiveCorrelator::renamed() const { return state_->builder.renamed(); }
 
 }  // namespace jitprof::correlate

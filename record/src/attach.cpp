@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -398,10 +399,12 @@ class Attacher {
   // The code objects on the Python stacks, named from the target's memory:
   // nothing runs in it to ask (PYCN). Without a jitlog, PyPy's JIT codemap
   // names the functions of the JIT code the stacks went through (PYJC).
-  // Each id and address is named once: a live view calls this every
-  // interval, and only what is new since costs a read of the target's
-  // memory; a code object a scan did not find is looked for again only at
-  // the end (`last`), when it is counted.
+  // Each id and address is named once. A live view calls this every
+  // interval: a scan of the target's memory for code objects then runs on a
+  // thread of its own (it takes seconds on a large heap; the view keeps its
+  // pace, and its names arrive with a later interval), started when an id
+  // is new, and an id it did not find is looked for again only at the end
+  // (`last`), when the missing ones are counted.
   void name_python_code(int pid, bool last) {
     if (naming_failed_ && !last) return;
     const auto own_pid = static_cast<std::uint32_t>(pid);
@@ -412,34 +415,25 @@ class Attacher {
         if (!code_names_.contains(id) && (last || !code_ids_missing_.contains(id))) wanted.insert(id);
     try {
       if (!live_) read_jit_codemap(pid, wanted);
+      if (scan_.valid() && (last || scan_.wait_for(std::chrono::seconds(0)) == std::future_status::ready))
+        take_scan(scan_.get());
       bundle::SectionBuffer<bundle::CodeNameRecord> names;
-      // Names found by an earlier scan (a scan names every code object in memory).
-      std::erase_if(wanted, [&](std::uint64_t id) {
-        const auto known = scanned_names_.find(id);
-        if (known == scanned_names_.end()) return false;
-        names.add({own_pid, id, known->second.name, known->second.file, known->second.first_line});
-        code_names_.insert(id);
-        return true;
-      });
-      if (!wanted.empty()) {
-        const auto progress = [this, last](std::uint64_t done, std::uint64_t total) {
-          if (options_.progress && last)
+      name_scanned(own_pid, wanted, names);
+      if (!wanted.empty() && last) {
+        const auto progress = [this](std::uint64_t done, std::uint64_t total) {
+          if (options_.progress)
             options_.progress(fmt::format("jitprof: naming Python functions: {} of {} MiB of memory read", done >> 20,
                                           total >> 20));
         };
-        // Every code object: learning their layout from a few ids can go wrong.
-        pypy::CodeScan scan = pypy::scan_code_objects(pid, {}, progress);
-        for (pypy::CodeName& code : scan.names) scanned_names_.insert_or_assign(code.unique_id, std::move(code));
-        for (const std::uint64_t id : wanted) {
-          const auto found = scanned_names_.find(id);
-          if (found == scanned_names_.end()) {
-            code_ids_missing_.insert(id);
-            continue;
-          }
-          names.add({own_pid, id, found->second.name, found->second.file, found->second.first_line});
-          code_names_.insert(id);
-          code_ids_missing_.erase(id);
-        }
+        take_scan(pypy::scan_code_objects(pid, {}, progress));
+        name_scanned(own_pid, wanted, names);
+      } else if (!wanted.empty() && !scan_.valid()) {
+        scan_asked_ = wanted;
+        // Only the ids asked for, the way a view needs them soon: a scan for
+        // every code object (as at the end) takes seconds more.
+        scan_ = std::async(std::launch::async, [pid, ids = std::vector(wanted.begin(), wanted.end())] {
+          return pypy::scan_code_objects(pid, ids);
+        });
       }
       names.flush_into(session_->writer());
     } catch (const std::exception& error) {
@@ -449,12 +443,34 @@ class Attacher {
       return;
     }
     if (!last) return;
+    code_ids_missing_.insert(wanted.begin(), wanted.end());
     outcome_.code_objects = code_names_.size() + code_ids_missing_.size();
     outcome_.code_objects_named = code_names_.size();
     if (options_.notice && outcome_.code_objects_named < outcome_.code_objects)
       options_.notice(fmt::format("{} of {} Python code objects on the stacks were not found in memory (freed, or moved "
                                   "by the GC): shown as \"code #ID\"",
                                   outcome_.code_objects - outcome_.code_objects_named, outcome_.code_objects));
+  }
+
+  // A scan's names kept (it names every code object in memory); the ids it
+  // was started for and did not find are missing.
+  void take_scan(pypy::CodeScan scan) {
+    for (pypy::CodeName& code : scan.names) scanned_names_.insert_or_assign(code.unique_id, std::move(code));
+    for (const std::uint64_t id : scan_asked_)
+      if (!scanned_names_.contains(id)) code_ids_missing_.insert(id);
+    scan_asked_.clear();
+  }
+
+  // Names the ids of `wanted` that a scan found, and takes them out of it.
+  void name_scanned(std::uint32_t pid, std::set<std::uint64_t>& wanted, bundle::SectionBuffer<bundle::CodeNameRecord>& names) {
+    std::erase_if(wanted, [&](std::uint64_t id) {
+      const auto known = scanned_names_.find(id);
+      if (known == scanned_names_.end()) return false;
+      names.add({pid, id, known->second.name, known->second.file, known->second.first_line});
+      code_names_.insert(id);
+      code_ids_missing_.erase(id);
+      return true;
+    });
   }
 
   // The code objects at each JIT address the stacks went through that was
@@ -495,6 +511,8 @@ class Attacher {
   // looked up in the codemap.
   std::set<std::uint64_t> code_names_, code_ids_missing_;
   std::map<std::uint64_t, pypy::CodeName> scanned_names_;
+  std::future<pypy::CodeScan> scan_;  // running beside a live view
+  std::set<std::uint64_t> scan_asked_;  // the ids it was started for
   std::set<std::uint64_t> jit_addresses_looked_up_;
   bool naming_failed_ = false;
 };

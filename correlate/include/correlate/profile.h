@@ -183,6 +183,9 @@ class LiveCorrelator {
 
   // `frames`: the frames appended since the last call, in order.
   const Profile& add(const bundle::Bundle& frames);
+  // The frames of code objects shown as "code #ID" until the last add named
+  // them, with the frames that name them now: (unnamed, named).
+  const std::vector<std::pair<Frame, Frame>>& renamed() const;
 
  private:
   struct State;
