@@ -5,7 +5,6 @@
 // plain-text snapshot per second for pipes and files.
 #include <fmt/chrono.h>
 #include <fmt/format.h>
-#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <termios.h>
