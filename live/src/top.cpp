@@ -101,7 +101,7 @@ std::size_t Top::jit_index(const std::string& label) {
   return found->second;
 }
 
-const Top::StackCounts& Top::counts_of(const correlate::Profile& profile, std::uint32_t stack) {
+Top::StackCounts& Top::counts_of(const correlate::Profile& profile, std::uint32_t stack) {
   if (stacks_.size() <= stack) stacks_.resize(stack + 1);
   std::optional<StackCounts>& counts = stacks_[stack];
   if (counts) return *counts;
@@ -122,7 +122,19 @@ void Top::rename(const correlate::Frame& unnamed, const correlate::Frame& named)
   if (const auto old = function_ids_.find({unnamed.name, unnamed.file}); old != function_ids_.end()) {
     const std::size_t from = old->second, into = function_index(named);
     merge(functions_[into].self, functions_[from].self);
-    merge(functions_[into].total, functions_[from].total);
+    // A stack may hold both (the call named by a jitlog's merge point, its
+    // code object unnamed): its samples count once toward the total.
+    functions_[from].total = {};
+    functions_[into].total.all = 0;
+    for (std::optional<StackCounts>& stack : stacks_) {
+      if (!stack) continue;
+      auto& ids = stack->functions;
+      const bool had_from = std::erase(ids, from) > 0;
+      const bool had_into = std::find(ids.begin(), ids.end(), into) != ids.end();
+      if (had_from && !had_into) ids.push_back(into);
+      if (had_from || had_into) functions_[into].total.all += stack->samples;
+      if (stack->self == from) stack->self = into;
+    }
   }
   if (unnamed.category != Category::Python) return;
   const std::string prefix = kCompiledPrefix;
@@ -159,7 +171,8 @@ void Top::add(const bundle::Bundle& frames, double elapsed_s) {
   const correlate::Profile& profile = correlator_.add(frames);
   for (const auto& [unnamed, named] : correlator_.renamed()) rename(unnamed, named);
   for (const correlate::Sample& sample : profile.samples) {
-    const StackCounts& counts = counts_of(profile, sample.stack);
+    StackCounts& counts = counts_of(profile, sample.stack);
+    ++counts.samples;
     for (const std::size_t function : counts.functions) count(functions_[function].total);
     if (counts.self) count(functions_[*counts.self].self);
     if (counts.jit) count(jit_[*counts.jit].samples);

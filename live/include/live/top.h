@@ -81,8 +81,9 @@ class Top {
     std::vector<std::size_t> functions;  // into functions_
     std::optional<std::size_t> self;     // into functions_
     std::optional<std::size_t> jit;      // into jit_
+    std::uint64_t samples = 0;           // since the start
   };
-  const StackCounts& counts_of(const correlate::Profile& profile, std::uint32_t stack);
+  StackCounts& counts_of(const correlate::Profile& profile, std::uint32_t stack);
   std::size_t function_index(const correlate::Frame& frame);
   std::size_t jit_index(const std::string& label);
   void start_interval();
