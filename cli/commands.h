@@ -115,8 +115,17 @@ int run_diff(const DiffOptions& options);
 struct TopOptions : ViewOptions {
   std::size_t depth = 12;
   double min_percent = 1.0;
+  // A running process instead of a bundle (live view): run_live_top.
+  int pid = 0;
+  unsigned rate_hz = 1000;
+  double duration_s = 0;
+  std::string output;  // the bundle of the whole session; none when empty
+  std::size_t rows = 15;  // without a terminal: functions, JIT rows and threads per snapshot
 };
 int run_top(const TopOptions& options);
+// `top --pid`: a view of a running PyPy process refreshed every second (on a
+// terminal), or one plain-text snapshot per second.
+int run_live_top(const TopOptions& options);
 
 struct QueryOptions : ViewOptions {
   std::string text;

@@ -190,4 +190,19 @@ std::string python_stacks_line(const nlohmann::json& stacks, std::uint64_t sampl
   return line;
 }
 
+void print_attach_summary(const record::AttachOutcome& outcome, const std::string& output) {
+  std::cerr << fmt::format("jitprof: sampled {:.2f} s: {} samples from {} threads ({} lost)", outcome.seconds,
+                           with_commas(outcome.samples), outcome.threads, with_commas(outcome.lost));
+  if (outcome.jit_names == record::JitNames::LiveJitlog)
+    std::cerr << fmt::format("; jitlog {} bytes from {}", with_commas(outcome.jitlog_bytes), outcome.jitlog_path);
+  else
+    std::cerr << fmt::format("; no jitlog, {} bytes of hot JIT code read", with_commas(outcome.jit_code_bytes));
+  if (outcome.code_objects > 0)
+    std::cerr << fmt::format("; {} of {} Python functions on the stacks named", with_commas(outcome.code_objects_named),
+                             with_commas(outcome.code_objects));
+  if (outcome.target_exited) std::cerr << "; the process exited";
+  std::cerr << "\n";
+  if (!output.empty()) std::cerr << fmt::format("jitprof: bundle written to {}\n", output);
+}
+
 }  // namespace jitprof::cli

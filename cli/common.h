@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "correlate/profile.h"
 #include "jitlog/jitlog.h"
+#include "record/record.h"
 #include "vmprof/profile.h"
 
 namespace jitprof::cli {
@@ -67,6 +68,10 @@ int report_diagnostics(const std::string& file, const std::vector<binio::Diagnos
                        const std::optional<binio::Diagnostic>& error);
 // The same from a view's "diagnostics" (views::diagnostics_json).
 int report_diagnostics(const std::string& file, const nlohmann::json& diagnostics);
+
+// `jitprof attach` and `top --pid` at their end, on stderr: what was sampled,
+// how JIT code and Python functions were named, and the bundle written (when `output` is not empty).
+void print_attach_summary(const record::AttachOutcome& outcome, const std::string& output);
 
 // Reads Python source files on demand to show the line a merge point names.
 class SourceCache {

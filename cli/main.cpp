@@ -226,12 +226,43 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   TopOptions top_options;
-  auto* top_cmd = app.add_subcommand("top", "A bundle's profile as a call tree, from the outermost frame down, after its threads by name");
-  add_view_options(top_cmd, top_options, "bundle (*.jprof)");
-  top_cmd->add_option("--depth", top_options.depth, "levels of the tree to show")->capture_default_str();
-  top_cmd->add_option("--min", top_options.min_percent, "leave out branches under this share of samples (%)")
+  auto* top_cmd = app.add_subcommand(
+      "top", "A bundle's profile as a call tree, from the outermost frame down, after its threads by name; with --pid, a live view of a running "
+             "PyPy process");
+  auto* top_file = top_cmd->add_option("FILE", top_options.file, "bundle (*.jprof)")->check(CLI::ExistingFile);
+  auto* top_json = top_cmd->add_flag("--json", top_options.json, "print JSON for scripts");
+  auto* top_depth = top_cmd->add_option("--depth", top_options.depth, "levels of the tree to show")->capture_default_str();
+  auto* top_min = top_cmd->add_option("--min", top_options.min_percent, "leave out branches under this share of samples (%)")
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
+  auto* top_pid = top_cmd->add_option("-p,--pid", top_options.pid,
+                                      "sample this running PyPy process (as attach does, never stopping it) and show "
+                                      "its Python functions, hot JIT code, where the time goes and threads, refreshed "
+                                      "every second");
+  top_pid->excludes(top_file)->excludes(top_json)->excludes(top_depth)->excludes(top_min);
+  top_cmd->add_option("--rate", top_options.rate_hz, "--pid: samples per second of CPU time, per thread")
+      ->check(CLI::Range(2u, 1000000u))
+      ->capture_default_str()
+      ->needs(top_pid);
+  top_cmd->add_option("-d,--duration", top_options.duration_s,
+                      "--pid: seconds to watch (default: until q, Ctrl-C or the process exits)")
+      ->check(CLI::NonNegativeNumber)
+      ->needs(top_pid);
+  top_cmd->add_option("-o,--output", top_options.output,
+                      "--pid: also write the bundle of the whole session to this file (for info, report, export)")
+      ->needs(top_pid);
+  top_cmd->add_option("--rows", top_options.rows,
+                      "--pid without a terminal: functions, JIT code and threads per snapshot (a terminal shows what fits)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str()
+      ->needs(top_pid);
+  top_cmd->footer(
+      "With --pid: on a terminal the view is redrawn every second (q or Ctrl-C ends it; the process keeps running);\n"
+      "otherwise one snapshot is printed per second, each headed by the time and the seconds since the start.\n"
+      "%Own/%Total: share of the last second's samples in a function / in it and what it called; OwnTime and\n"
+      "TotalTime: CPU seconds since the start.\n"
+      "Examples: jitprof top app.jprof --depth 8\n"
+      "          jitprof top --pid 1234 -o service.jprof");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -257,7 +288,14 @@ int main(int argc, char** argv) {
     if (*info_cmd) return run_info(info_options);
     if (*report_cmd) return run_report(report_options);
     if (*export_cmd) return run_export(export_options);
-    if (*top_cmd) return run_top(top_options);
+    if (*top_cmd) {
+      if (top_options.pid != 0 || top_cmd->count("--pid") > 0) return run_live_top(top_options);
+      if (top_options.file.empty()) {
+        std::cerr << "jitprof: error: top needs a bundle FILE or --pid PID\n";
+        return 2;
+      }
+      return run_top(top_options);
+    }
     if (*diff_cmd) return run_diff(diff_options);
     if (*query_cmd) return run_query(query_options);
   } catch (const std::exception& error) {

@@ -58,19 +58,7 @@ int run_attach(const AttachOptions& options) {
   if (::isatty(STDERR_FILENO) && !options.quiet) settings.progress = status_line;
   if (!options.quiet) settings.notice = [](const std::string& message) { std::cerr << "jitprof: " << message << "\n"; };
   const record::AttachOutcome outcome = record::attach(settings);
-  if (!options.quiet) {
-    std::cerr << fmt::format("jitprof: sampled {:.2f} s: {} samples from {} threads ({} lost)", outcome.seconds,
-                             with_commas(outcome.samples), outcome.threads, with_commas(outcome.lost));
-    if (outcome.jit_names == record::JitNames::LiveJitlog)
-      std::cerr << fmt::format("; jitlog {} bytes from {}", with_commas(outcome.jitlog_bytes), outcome.jitlog_path);
-    else
-      std::cerr << fmt::format("; no jitlog, {} bytes of hot JIT code read", with_commas(outcome.jit_code_bytes));
-    if (outcome.code_objects > 0)
-      std::cerr << fmt::format("; {} of {} Python functions on the stacks named", with_commas(outcome.code_objects_named),
-                               with_commas(outcome.code_objects));
-    if (outcome.target_exited) std::cerr << "; the process exited";
-    std::cerr << fmt::format("\njitprof: bundle written to {}\n", options.output);
-  }
+  if (!options.quiet) print_attach_summary(outcome, options.output);
   return 0;
 }
 

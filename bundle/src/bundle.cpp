@@ -92,6 +92,8 @@ BundleWriter::BundleWriter(const std::filesystem::path& path, int compression_le
   offset_ = header.size();
 }
 
+BundleWriter::BundleWriter(FrameSink sink) : level_(0), sink_(std::move(sink)) {}
+
 struct BundleWriter::SectionStream {
   struct Free {
     void operator()(ZSTD_CCtx* context) const { ZSTD_freeCCtx(context); }
@@ -149,6 +151,8 @@ std::vector<std::uint8_t> BundleWriter::compress_frame(SectionType type, std::sp
 }
 
 void BundleWriter::append(SectionType type, std::span<const std::uint8_t> data) {
+  if (sink_) sink_(type, data);
+  if (fd_ < 0) return;
   std::uint32_t flags = 0;
   const std::vector<std::uint8_t> stored = compress_frame(type, data, flags);
   // Header and payload go out in one buffer: a frame is never half-announced.
@@ -169,7 +173,7 @@ void BundleWriter::append(SectionType type, const std::string& text) {
 }
 
 void BundleWriter::sync() {
-  if (::fsync(fd_) != 0) throw binio::InputError(fmt::format("cannot sync {}: {}", path_.string(), std::strerror(errno)));
+  if (fd_ >= 0 && ::fsync(fd_) != 0) throw binio::InputError(fmt::format("cannot sync {}: {}", path_.string(), std::strerror(errno)));
 }
 
 namespace {

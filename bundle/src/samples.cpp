@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -21,14 +22,20 @@ constexpr std::uint8_t kLastPythonStatus = static_cast<std::uint8_t>(PythonStack
 std::uint64_t zigzag(std::uint64_t difference) { return (difference << 1) ^ (0 - (difference >> 63)); }
 std::uint64_t unzigzag(std::uint64_t value) { return (value >> 1) ^ (0 - (value & 1)); }
 
-// Decodes into a table; on the first problem records it in table.error and stops.
-class Decoder {
- public:
-  Decoder(std::span<const std::uint8_t> stream, SampleTable& table)
-      : begin_(stream.data()), end_(stream.data() + stream.size()), table_(table) {}
+}  // namespace
 
-  void run() {
-    p_ = begin_;
+// Decodes into a table, chunk after chunk (stack ids and the previous time
+// carry over); on the first problem records it in table.error and stops.
+class SampleDecoder::Decoder {
+ public:
+  explicit Decoder(SampleTable& table) : table_(table) {}
+
+  // `offset`: where the chunk starts in the stream, for error offsets.
+  void run(std::span<const std::uint8_t> chunk, std::uint64_t offset) {
+    begin_ = chunk.data();
+    base_ = offset;
+    end_ = chunk.data() + chunk.size();
+    p_ = chunk.data();
     while (p_ != end_) {
       record_ = p_;
       const std::uint8_t tag = *p_++;
@@ -45,14 +52,14 @@ class Decoder {
 
  private:
   bool fail(const std::uint8_t* at, std::string message) {
-    table_.error = binio::Diagnostic{static_cast<std::uint64_t>(at - begin_), std::move(message)};
+    table_.error = binio::Diagnostic{base_ + static_cast<std::uint64_t>(at - begin_), std::move(message)};
     return false;
   }
 
   bool truncated() {
     const bool is_sample = *record_ != kTagStack;
     return fail(record_, fmt::format("truncated: {} record at offset {} is cut short by the end of the stream",
-                                     is_sample ? "sample" : "stack", record_ - begin_));
+                                     is_sample ? "sample" : "stack", base_ + static_cast<std::uint64_t>(record_ - begin_)));
   }
 
   bool varint(std::uint64_t& out) {
@@ -150,16 +157,15 @@ class Decoder {
     return true;
   }
 
-  const std::uint8_t* begin_;
-  const std::uint8_t* end_;
+  const std::uint8_t* begin_ = nullptr;  // the chunk's start, at `base_` in the stream
+  std::uint64_t base_ = 0;
+  const std::uint8_t* end_ = nullptr;
   const std::uint8_t* p_ = nullptr;
   const std::uint8_t* record_ = nullptr;
   std::uint64_t time_ = 0;
   std::vector<bool> python_checked_stacks_;
   SampleTable& table_;
 };
-
-}  // namespace
 
 const char* unwind_stop_name(UnwindStop stop) {
   switch (stop) {
@@ -286,10 +292,20 @@ std::vector<PythonFrame> SampleTable::python_frames(std::uint32_t stack) const {
   return frames;
 }
 
+SampleDecoder::SampleDecoder() : decoder_(std::make_unique<Decoder>(table_)) {}
+SampleDecoder::~SampleDecoder() = default;
+
+const SampleTable& SampleDecoder::decode(std::span<const std::uint8_t> chunk) {
+  table_.rows.clear();
+  if (!table_.error) decoder_->run(chunk, offset_);
+  offset_ += chunk.size();
+  return table_;
+}
+
 SampleTable decode_samples(std::span<const std::uint8_t> stream) {
-  SampleTable table;
-  Decoder(stream, table).run();
-  return table;
+  SampleDecoder decoder;
+  decoder.decode(stream);
+  return decoder.take();
 }
 
 }  // namespace jitprof::bundle

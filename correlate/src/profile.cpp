@@ -8,6 +8,7 @@
 #include <sstream>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 
 #include "arch/x86_64.h"
 #include "bundle/manifest.h"
@@ -137,6 +138,17 @@ std::optional<std::uint32_t> Profile::python_leaf(std::uint32_t stack) const {
   return std::nullopt;
 }
 
+std::vector<std::uint32_t> Profile::python_functions(std::uint32_t stack) const {
+  std::vector<std::uint32_t> functions;
+  std::set<std::pair<std::string_view, std::string_view>> seen;
+  for (const std::uint32_t id : stacks[stack]) {
+    const Frame& frame = frames[id];
+    if (frame.category != Category::Python && frame.category != Category::JitInlined) continue;
+    if (seen.emplace(frame.name, frame.file).second) functions.push_back(id);
+  }
+  return functions;
+}
+
 namespace {
 
 using FrameIds = std::vector<std::uint32_t>;
@@ -155,32 +167,85 @@ Category libpypy_category(std::string_view component) {
 
 class Builder {
  public:
-  Builder(const bundle::Bundle& read, Profile& profile) : read_(read), profile_(profile) {}
+  explicit Builder(Profile& profile) : profile_(profile) {}
 
-  void run() {
-    load_jitlog();
-    load_manifest();
-    load_phases();
-    load_symbols();
-    load_mappings();
-    traces_ = trace_resolver(read_, profile_.forest);
-    load_vmprof();
-    profile_.threads = thread_names(bundle::read_tasks(read_));
-    for (bundle::JitCodemapRecord& record : bundle::read_jit_codemap(read_))
-      jit_codemap_.try_emplace({record.pid, record.address}, std::move(record.unique_ids));
-    for (bundle::CodeNameRecord& code : bundle::read_code_names(read_))
-      code_names_.try_emplace({code.pid, code.unique_id}, CodeName{std::move(code.name), std::move(code.file), code.line});
-    const auto table = bundle::decode_samples(read_.stream(bundle::sections::kSamples));
+  // A whole bundle.
+  void run(const bundle::Bundle& read) {
+    load_jit(read);
+    load_manifest(read);
+    load_names(read);
+    load_vmprof(read);
+    profile_.threads = thread_names(bundle::read_tasks(read));
+    const auto table = bundle::decode_samples(read.stream(bundle::sections::kSamples));
     profile_.has_perf_samples = !table.rows.empty();
-    profile_.samples.reserve(table.rows.size());
-    for (std::size_t row = 0; row < table.rows.size(); ++row) add_perf_sample(table, row);
+    add_perf_samples(table);
     // Without perf (refused, or --no-perf), PyPy's own samples stand in.
     if (!profile_.has_perf_samples) add_vmprof_samples();
     profile_.stats.samples = profile_.samples.size();
-    profile_.stats.unnamed_code_objects = unnamed_codes_.size();
+  }
+
+  // The next frames of a recording that is still running (LiveCorrelator):
+  // `jit` holds its jitlog and PyPy's log so far, read again when `jit_grew`.
+  const std::vector<std::pair<Frame, Frame>>& renamed() const { return renamed_; }
+
+  void add(const bundle::Bundle& fresh, const bundle::Bundle& jit, bool jit_grew, bundle::SampleDecoder& samples) {
+    if (jit_grew) {
+      load_jit(jit);
+      jit_parts_.clear();  // a trace's merge points may have arrived since
+    }
+    if (fresh.has(bundle::sections::kManifest)) load_manifest(fresh);
+    renamed_.clear();
+    // Native parts name addresses by the symbols and mappings known when first built.
+    if (fresh.has(bundle::sections::kSymbols) || fresh.has(bundle::sections::kMaps)) native_parts_.clear();
+    load_names(fresh);
+    profile_.samples.clear();
+    for (const bundle::Frame& frame : fresh.frames) {
+      if (frame.type != bundle::sections::kSamples) continue;
+      const bundle::SampleTable& table = samples.decode(frame.data);
+      profile_.has_perf_samples = profile_.has_perf_samples || !table.rows.empty();
+      add_perf_samples(table);
+    }
+    profile_.stats.samples += profile_.samples.size();
   }
 
  private:
+  // What names frames; added to what came before (a live recording brings them in batches).
+  void load_names(const bundle::Bundle& read) {
+    load_symbols(read);
+    load_mappings(read);
+    for (bundle::JitCodemapRecord& record : bundle::read_jit_codemap(read))
+      jit_codemap_.try_emplace({record.pid, record.address}, std::move(record.unique_ids));
+    for (bundle::CodeNameRecord& code : bundle::read_code_names(read)) {
+      const std::pair key{code.pid, code.unique_id};
+      if (!code_names_.try_emplace(key, CodeName{std::move(code.name), std::move(code.file), code.line}).second) continue;
+      // Shown as "code #ID" so far: named from now on.
+      if (unnamed_codes_.erase(key) == 0) continue;
+      const CodeName& name = code_names_.at(key);
+      std::erase_if(code_frames_, [&](const auto& cached) {
+        if (std::get<0>(cached.first) != key.first || std::get<1>(cached.first) != key.second) return false;
+        renamed_.emplace_back(profile_.frames[cached.second],
+                              Frame{std::get<2>(cached.first), name.name, name.file, name.line, std::nullopt, "", ""});
+        return true;
+      });
+    }
+    profile_.stats.unnamed_code_objects = unnamed_codes_.size();
+  }
+
+  void add_perf_samples(const bundle::SampleTable& table) {
+    profile_.samples.reserve(profile_.samples.size() + table.rows.size());
+    for (std::size_t row = 0; row < table.rows.size(); ++row) add_perf_sample(table, row);
+  }
+
+  // The jitlog's traces (else the code ranges of PyPy's log), the resolver
+  // of JIT addresses, and PyPy's log sections (the runtime's phases).
+  void load_jit(const bundle::Bundle& read) {
+    has_jitlog_ = read.has(bundle::sections::kJitlog);
+    load_jitlog(read);
+    traces_ = trace_resolver(read, profile_.forest);
+    profile_.phases = date_runtime_phases(bundle::read_pypy_log(read));
+    phase_lookup_.emplace(profile_.phases);
+  }
+
   std::uint32_t frame_id(const Frame& frame) {
     const std::string key =
         fmt::format("{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}\x1f{}", static_cast<int>(frame.category), frame.name, frame.file,
@@ -201,19 +266,19 @@ class Builder {
   std::uint32_t stack_id(FrameIds ids) { return intern(std::move(ids), profile_.stacks, stack_ids_); }
 
   // Frame by frame: a copy of the whole section would double what the jitlog takes.
-  void load_jitlog() {
-    if (!read_.has(bundle::sections::kJitlog)) {
-      profile_.forest = traces_of_code_ranges(bundle::read_pypy_log(read_)).forest;
+  void load_jitlog(const bundle::Bundle& read) {
+    if (!read.has(bundle::sections::kJitlog)) {
+      profile_.forest = traces_of_code_ranges(bundle::read_pypy_log(read)).forest;
       return;
     }
     jitlog::JitlogReader reader;
-    for (const bundle::Frame& frame : read_.frames)
+    for (const bundle::Frame& frame : read.frames)
       if (frame.type == bundle::sections::kJitlog && !reader.feed(frame.data)) break;
     profile_.forest = reader.finish();
   }
 
-  void load_manifest() {
-    const bundle::ManifestRead read = bundle::read_manifest(read_);
+  void load_manifest(const bundle::Bundle& bundle) {
+    const bundle::ManifestRead read = bundle::read_manifest(bundle);
     if (!read.manifest) return;
     const bundle::Manifest& manifest = *read.manifest;
     if (manifest.perf && manifest.perf->state == bundle::Manifest::Perf::State::On && manifest.perf->rate_hz > 0)
@@ -230,18 +295,13 @@ class Builder {
     }
   }
 
-  void load_phases() {
-    profile_.phases = date_runtime_phases(bundle::read_pypy_log(read_));
-    phase_lookup_.emplace(profile_.phases);
-  }
-
-  void load_symbols() {
-    for (bundle::SymbolRecord& symbol : bundle::read_symbols(read_))
+  void load_symbols(const bundle::Bundle& read) {
+    for (bundle::SymbolRecord& symbol : bundle::read_symbols(read))
       symbols_[{symbol.pid, symbol.address}] = std::move(symbol);
   }
 
-  void load_mappings() {
-    for (const bundle::MappingRecord& mapping : bundle::read_mappings(read_)) {
+  void load_mappings(const bundle::Bundle& read) {
+    for (const bundle::MappingRecord& mapping : bundle::read_mappings(read)) {
       if (symbols::is_jit_memory(mapping.path, mapping.prot))
         jit_regions_[mapping.pid].emplace_back(mapping.start, mapping.start + mapping.length);
       else
@@ -287,8 +347,8 @@ class Builder {
     return FrameIds(leaf_first.rbegin(), leaf_first.rend());
   }
 
-  void load_vmprof() {
-    const auto bytes = read_.stream(bundle::sections::kVmprof);
+  void load_vmprof(const bundle::Bundle& read) {
+    const auto bytes = read.stream(bundle::sections::kVmprof);
     if (bytes.empty()) return;
     const vmprof::Profile vm = vmprof::parse_profile(bytes);
     for (const auto& [uid, name] : vm.code_names)
@@ -754,7 +814,7 @@ class Builder {
   }
 
   // Neither a jitlog nor PyPy's log (record --jit ranges) named the JIT code.
-  bool jit_code_unnamed() const { return !read_.has(bundle::sections::kJitlog) && profile_.forest.traces.empty(); }
+  bool jit_code_unnamed() const { return !has_jitlog_ && profile_.forest.traces.empty(); }
 
   std::uint32_t helper_frame() {
     return frame_id({Category::JitHelper, "PyPy JIT helper (not in the jitlog)", "", 0, std::nullopt, "", ""});
@@ -766,8 +826,9 @@ class Builder {
   };
 
   static constexpr std::uint32_t kNoPart = 0xffffffff;
-  const bundle::Bundle& read_;
   Profile& profile_;
+  bool has_jitlog_ = false;
+  std::vector<std::pair<Frame, Frame>> renamed_;  // (unnamed, named): code objects named by the last add
   jitlog::TraceResolver traces_;
   std::unordered_map<std::string, std::uint32_t> frame_ids_;
   std::unordered_map<std::string, std::uint32_t> stack_ids_;
@@ -822,8 +883,33 @@ jitlog::TraceResolver trace_resolver(const bundle::Bundle& bundle, const jitlog:
 
 Profile correlate(const bundle::Bundle& bundle) {
   Profile profile;
-  Builder(bundle, profile).run();
+  Builder(profile).run(bundle);
   return profile;
 }
+
+struct LiveCorrelator::State {
+  Profile profile;
+  Builder builder{profile};
+  bundle::SampleDecoder samples;
+  bundle::Bundle jit;  // the jitlog, its arrival times and PyPy's log so far
+  bool first = true;
+};
+
+LiveCorrelator::LiveCorrelator() : state_(std::make_unique<State>()) {}
+LiveCorrelator::~LiveCorrelator() = default;
+
+const Profile& LiveCorrelator::add(const bundle::Bundle& frames) {
+  bool jit_grew = false;
+  for (const bundle::Frame& frame : frames.frames)
+    if (frame.type == bundle::sections::kJitlog || frame.type == bundle::sections::kJitlogClock ||
+        frame.type == bundle::sections::kPypyLog) {
+      state_->jit.frames.push_back(frame);
+      jit_grew = true;
+    }
+  state_->builder.add(frames, state_->jit, jit_grew || std::exchange(state_->first, false), state_->samples);
+  return state_->profile;
+}
+
+const std::vector<std::pair<Frame, Frame>>& LiveCorrelator::renamed() const { return state_->builder.renamed(); }
 
 }  // namespace jitprof::correlate

@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -228,7 +230,13 @@ class Attacher {
       fail(error.what());
     }
     // Only once sampling is possible: a refusal leaves no empty bundle behind.
-    session_.emplace(options_.output, "attach", target.command);
+    bundle::BundleWriter::FrameSink live;
+    if (options_.on_interval)
+      live = [this](bundle::SectionType type, std::span<const std::uint8_t> data) {
+        fresh_frames_.frames.push_back({type, 0, {data.begin(), data.end()}});
+      };
+    session_.emplace(options_.output.empty() ? std::nullopt : std::optional(options_.output), std::move(live), "attach",
+                     target.command);
     const double start_cpu = cpu_seconds(pid);
     live_ = find_live_jitlog(pid);
     outcome_.jit_names = live_ ? JitNames::LiveJitlog : JitNames::AnonymousCode;
@@ -244,8 +252,8 @@ class Attacher {
         "attach cannot time GC and JIT phases (PyPy's log is chosen when PyPy starts): they are told by the libpypy "
         "function each sample is in; minor and major collections are not told apart",
         std::nullopt, std::nullopt, std::nullopt};
-    session_->write_manifest();
     session_->start_sampling(std::move(sampler), pid, false, options_.rate_hz, settings.python_stacks, options_.notice);
+    session_->write_manifest();  // with the sampling rate, which a live view needs from its first interval
     // Timed and stoppable from before the notice: whoever reacts to "attached to"
     // gets a bundle that covers at least the time since.
     const auto started = Clock::now();
@@ -261,8 +269,10 @@ class Attacher {
     }
     outcome_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
     session_->stop_sampling();
-    if (!live_ && !outcome_.target_exited) read_jit_code(pid);
-    if (session_->reads_python_stacks() && !outcome_.target_exited) name_python_code(pid);
+    // What only the bundle shows (a live view without a file has drawn its last view).
+    const bool keeps_bundle = !options_.output.empty();
+    if (keeps_bundle && !live_ && !outcome_.target_exited) read_jit_code(pid);
+    if (keeps_bundle && session_->reads_python_stacks() && !outcome_.target_exited) name_python_code(pid, true);
     read_jitlog();  // what the target wrote until the end, or until it exited
     if (options_.progress) options_.progress("");
 
@@ -309,11 +319,19 @@ class Attacher {
   }
 
   void pump(Clock::time_point started) {
+    double next_interval = options_.interval_s;
     while (!stop_requested) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+      // The interval that ends with the duration is handed over too.
+      if (options_.on_interval && elapsed >= next_interval) {
+        while (next_interval <= elapsed) next_interval += options_.interval_s;  // late: skip, never bunch up
+        if (!hand_over_interval(elapsed)) break;
+      }
       if (options_.duration_s > 0 && elapsed >= options_.duration_s) break;
+      // Waits at most until the next interval: a live view is drawn on time.
+      const double wait_s = options_.on_interval ? std::clamp(next_interval - elapsed, 0.001, 0.1) : 0.1;
       pollfd exited{pidfd_, POLLIN, 0};
-      const int ready = ::poll(&exited, 1, 100);
+      const int ready = ::poll(&exited, 1, static_cast<int>(std::ceil(wait_s * 1000)));
       if (ready > 0 && (exited.revents & POLLIN)) {
         outcome_.target_exited = true;
         break;
@@ -321,6 +339,16 @@ class Attacher {
       read_jitlog();
       session_->tick(options_.progress, "attached");
     }
+  }
+
+  // A live view's interval: names what the new stacks show, writes every
+  // pending frame and hands them over; whether to go on.
+  bool hand_over_interval(double elapsed_s) {
+    if (session_->reads_python_stacks()) name_python_code(options_.pid, false);
+    session_->flush();
+    const bool go_on = options_.on_interval(fresh_frames_, elapsed_s);
+    fresh_frames_.frames.clear();
+    return go_on;
   }
 
   // Appends what the target added to its jitlog since the last read (the part
@@ -371,53 +399,101 @@ class Attacher {
   // The code objects on the Python stacks, named from the target's memory:
   // nothing runs in it to ask (PYCN). Without a jitlog, PyPy's JIT codemap
   // names the functions of the JIT code the stacks went through (PYJC).
-  void name_python_code(int pid) {
+  // Each id and address is named once. A live view calls this every
+  // interval: a scan of the target's memory for code objects then runs on a
+  // thread of its own (it takes seconds on a large heap; the view keeps its
+  // pace, and its names arrive with a later interval), started when an id
+  // is new, and an id it did not find is looked for again only at the end
+  // (`last`), when the missing ones are counted.
+  void name_python_code(int pid, bool last) {
+    if (naming_failed_ && !last) return;
     const auto own_pid = static_cast<std::uint32_t>(pid);
     const auto code_ids = session_->collector().code_ids();
     std::set<std::uint64_t> wanted;
-    if (const auto own = code_ids.find(own_pid); own != code_ids.end()) wanted.insert(own->second.begin(), own->second.end());
+    if (const auto own = code_ids.find(own_pid); own != code_ids.end())
+      for (const std::uint64_t id : own->second)
+        if (!code_names_.contains(id) && (last || !code_ids_missing_.contains(id))) wanted.insert(id);
     try {
       if (!live_) read_jit_codemap(pid, wanted);
-      if (wanted.empty()) return;
-      const auto progress = [this](std::uint64_t done, std::uint64_t total) {
-        if (options_.progress)
-          options_.progress(fmt::format("jitprof: naming Python functions: {} of {} MiB of memory read", done >> 20,
-                                        total >> 20));
-      };
-      // Every code object: learning their layout from a few ids can go wrong.
-      const pypy::CodeScan scan = pypy::scan_code_objects(pid, {}, progress);
+      if (scan_.valid() && (last || scan_.wait_for(std::chrono::seconds(0)) == std::future_status::ready))
+        take_scan(scan_.get());
       bundle::SectionBuffer<bundle::CodeNameRecord> names;
-      for (const pypy::CodeName& code : scan.names)
-        if (wanted.contains(code.unique_id)) {
-          names.add({own_pid, code.unique_id, code.name, code.file, code.first_line});
-          ++outcome_.code_objects_named;
-        }
+      name_scanned(own_pid, wanted, names);
+      if (!wanted.empty() && last) {
+        const auto progress = [this](std::uint64_t done, std::uint64_t total) {
+          if (options_.progress)
+            options_.progress(fmt::format("jitprof: naming Python functions: {} of {} MiB of memory read", done >> 20,
+                                          total >> 20));
+        };
+        take_scan(pypy::scan_code_objects(pid, {}, progress));
+        name_scanned(own_pid, wanted, names);
+      } else if (!wanted.empty() && !scan_.valid()) {
+        scan_asked_ = wanted;
+        // Only the ids asked for, the way a view needs them soon: a scan for
+        // every code object (as at the end) takes seconds more.
+        scan_ = std::async(std::launch::async, [pid, ids = std::vector(wanted.begin(), wanted.end())] {
+          return pypy::scan_code_objects(pid, ids);
+        });
+      }
       names.flush_into(session_->writer());
-      outcome_.code_objects = wanted.size();
     } catch (const std::exception& error) {
-      if (options_.notice) options_.notice(fmt::format("cannot name Python functions of process {}: {}", pid, error.what()));
+      if (options_.notice && !naming_failed_)
+        options_.notice(fmt::format("cannot name Python functions of process {}: {}", pid, error.what()));
+      naming_failed_ = true;
       return;
     }
+    if (!last) return;
+    code_ids_missing_.insert(wanted.begin(), wanted.end());
+    outcome_.code_objects = code_names_.size() + code_ids_missing_.size();
+    outcome_.code_objects_named = code_names_.size();
     if (options_.notice && outcome_.code_objects_named < outcome_.code_objects)
       options_.notice(fmt::format("{} of {} Python code objects on the stacks were not found in memory (freed, or moved "
                                   "by the GC): shown as \"code #ID\"",
                                   outcome_.code_objects - outcome_.code_objects_named, outcome_.code_objects));
   }
 
-  // The code objects at each JIT address the stacks went through; adds their ids to `wanted`.
+  // A scan's names kept (it names every code object in memory); the ids it
+  // was started for and did not find are missing.
+  void take_scan(pypy::CodeScan scan) {
+    for (pypy::CodeName& code : scan.names) scanned_names_.insert_or_assign(code.unique_id, std::move(code));
+    for (const std::uint64_t id : scan_asked_)
+      if (!scanned_names_.contains(id)) code_ids_missing_.insert(id);
+    scan_asked_.clear();
+  }
+
+  // Names the ids of `wanted` that a scan found, and takes them out of it.
+  void name_scanned(std::uint32_t pid, std::set<std::uint64_t>& wanted, bundle::SectionBuffer<bundle::CodeNameRecord>& names) {
+    std::erase_if(wanted, [&](std::uint64_t id) {
+      const auto known = scanned_names_.find(id);
+      if (known == scanned_names_.end()) return false;
+      names.add({pid, id, known->second.name, known->second.file, known->second.first_line});
+      code_names_.insert(id);
+      code_ids_missing_.erase(id);
+      return true;
+    });
+  }
+
+  // The code objects at each JIT address the stacks went through that was
+  // not looked up yet; adds their ids, unless named already, to `wanted`.
   void read_jit_codemap(int pid, std::set<std::uint64_t>& wanted) {
     const auto addresses = session_->collector().python_jit_addresses();
     const auto own = addresses.find(static_cast<std::uint32_t>(pid));
-    const auto libpypy = pypy::find_libpypy(pid);
-    if (own == addresses.end() || !libpypy) return;
+    if (own == addresses.end()) return;
+    std::vector<std::uint64_t> fresh;
+    for (const std::uint64_t address : own->second)
+      if (!jit_addresses_looked_up_.contains(address)) fresh.push_back(address);
+    const auto libpypy = fresh.empty() ? std::nullopt : pypy::find_libpypy(pid);
+    if (!libpypy) return;
     const auto codemap = pypy::JitCodemap::read(pid, libpypy->path, libpypy->load_bias);
-    if (!codemap) return;
+    if (!codemap) return;  // no JIT code yet: looked up again next time
     bundle::SectionBuffer<bundle::JitCodemapRecord> records;
-    for (const std::uint64_t address : own->second) {
+    for (const std::uint64_t address : fresh) {
+      jit_addresses_looked_up_.insert(address);
       std::vector<std::uint64_t> ids = codemap->unique_ids_at(address);
       std::erase(ids, 0u);  // names nothing
       if (ids.empty()) continue;
-      wanted.insert(ids.begin(), ids.end());
+      for (const std::uint64_t id : ids)
+        if (!code_names_.contains(id)) wanted.insert(id);
       records.add({static_cast<std::uint32_t>(pid), address, std::move(ids)});
     }
     records.flush_into(session_->writer());
@@ -428,6 +504,17 @@ class Attacher {
   std::optional<LiveJitlog> live_;
   AttachOutcome outcome_;
   int pidfd_ = -1;
+  // Frames written since the last interval, for on_interval.
+  bundle::Bundle fresh_frames_;
+  // What name_python_code did so far: code ids named (PYCN written), looked
+  // for and not found, every code object the scans found, JIT addresses
+  // looked up in the codemap.
+  std::set<std::uint64_t> code_names_, code_ids_missing_;
+  std::map<std::uint64_t, pypy::CodeName> scanned_names_;
+  std::future<pypy::CodeScan> scan_;  // running beside a live view
+  std::set<std::uint64_t> scan_asked_;  // the ids it was started for
+  std::set<std::uint64_t> jit_addresses_looked_up_;
+  bool naming_failed_ = false;
 };
 
 }  // namespace
@@ -435,6 +522,7 @@ class Attacher {
 AttachOutcome attach(const AttachOptions& options) {
   check_rate(options.rate_hz);
   if (options.duration_s < 0) fail("--duration must not be negative");
+  if (options.on_interval && options.interval_s <= 0) fail("the interval of a live view must be positive");
   Attacher attacher(options);
   return attacher.run();
 }

@@ -53,8 +53,19 @@ std::string interpreter_version(const std::string& program) {
   return text;
 }
 
+Session::Session(const std::optional<std::filesystem::path>& output, bundle::BundleWriter::FrameSink live,
+                 std::optional<std::string> mode, std::vector<std::string> command)
+    : writer_(output ? bundle::BundleWriter(*output) : bundle::BundleWriter(live)) {
+  if (output && live) writer_.tap(std::move(live));
+  start_manifest(std::move(mode), std::move(command));
+}
+
 Session::Session(const std::filesystem::path& output, std::optional<std::string> mode, std::vector<std::string> command)
     : writer_(output) {
+  start_manifest(std::move(mode), std::move(command));
+}
+
+void Session::start_manifest(std::optional<std::string> mode, std::vector<std::string> command) {
   const double start = unix_now();
   manifest_.jitprof_version = JITPROF_VERSION;
   manifest_.mode = std::move(mode);

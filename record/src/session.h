@@ -53,6 +53,9 @@ class Session {
   // Creates the bundle; the manifest starts with jitprof's version, the host,
   // both clocks and state "recording", and `mode`/`command` as given.
   Session(const std::filesystem::path& output, std::optional<std::string> mode, std::vector<std::string> command);
+  // A session whose frames go to `live` only (no file), or to `output` too.
+  Session(const std::optional<std::filesystem::path>& output, bundle::BundleWriter::FrameSink live,
+          std::optional<std::string> mode, std::vector<std::string> command);
 
   bundle::Manifest& manifest() { return manifest_; }
   void write_manifest();
@@ -105,6 +108,7 @@ class Session {
 
  private:
   using Clock = std::chrono::steady_clock;
+  void start_manifest(std::optional<std::string> mode, std::vector<std::string> command);
   void note_python_stacks();  // the manifest's python_stacks
   void pass_on_notices(const std::function<void(const std::string&)>& progress);
   bundle::BundleWriter writer_;

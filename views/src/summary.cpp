@@ -1,7 +1,6 @@
 #include "summary.h"
 
 #include <filesystem>
-#include <set>
 
 namespace jitprof::views {
 namespace {
@@ -29,13 +28,14 @@ Summary summarize(const Profile& profile) {
   summary.samples = profile.samples.size();
   for (const auto& sample : profile.samples) {
     const auto& stack = profile.stacks[sample.stack];
-    std::set<FunctionKey> seen;
+    for (std::uint32_t id : profile.python_functions(sample.stack)) {
+      const auto& frame = profile.frames[id];
+      ++summary.functions[{frame.name, frame.file}].total;
+    }
     for (std::uint32_t id : stack) {
       const auto& frame = profile.frames[id];
       if (frame.category != Category::Python && frame.category != Category::JitInlined) continue;
-      FunctionKey key{frame.name, frame.file};
-      if (seen.insert(key).second) ++summary.functions[key].total;
-      auto [line, fresh] = summary.first_line.try_emplace(key, frame.line);
+      auto [line, fresh] = summary.first_line.try_emplace({frame.name, frame.file}, frame.line);
       if (!fresh && frame.line > 0 && (line->second == 0 || frame.line < line->second)) line->second = frame.line;
     }
     if (auto leaf = profile.python_leaf(sample.stack)) {

@@ -96,6 +96,11 @@ class BundleWriter {
   // `compression_level`: zstd's; 9 compresses PyPy's jitlog well below
   // gzip -9 and still faster than PyPy writes it.
   explicit BundleWriter(const std::filesystem::path& path, int compression_level = 9);
+  // Each frame's data as appended, before compression: a live view of a
+  // recording (`top --pid`) takes the frames this way.
+  using FrameSink = std::function<void(SectionType, std::span<const std::uint8_t>)>;
+  // A writer whose frames go only to `sink`: a recording no file keeps.
+  explicit BundleWriter(FrameSink sink);
   ~BundleWriter();
   BundleWriter(const BundleWriter&) = delete;
   BundleWriter& operator=(const BundleWriter&) = delete;
@@ -104,6 +109,8 @@ class BundleWriter {
   // the kernel before returning, so that it survives a crash of this process.
   void append(SectionType type, std::span<const std::uint8_t> data);
   void append(SectionType type, const std::string& text);
+  // Frames appended from now on also go to `sink`.
+  void tap(FrameSink sink) { sink_ = std::move(sink); }
   // fsync: the frames written so far survive a crash of the machine too.
   void sync();
   std::uint64_t bytes_written() const { return offset_; }
@@ -117,6 +124,7 @@ class BundleWriter {
   std::unique_ptr<SectionStream> jitlog_stream_;
   std::uint64_t offset_ = 0;
   std::filesystem::path path_;
+  FrameSink sink_;
 };
 
 // Limit on one frame's data, so a corrupt length cannot make the reader allocate much.

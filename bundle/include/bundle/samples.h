@@ -40,6 +40,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <unordered_map>
@@ -155,6 +156,28 @@ struct SampleTable {
   NativeSample sample(std::size_t row) const;
   // The Python frames of a stack, innermost first (the decoder checked every word).
   std::vector<PythonFrame> python_frames(std::uint32_t stack) const;
+};
+
+// Decodes a stream chunk by chunk as it is written (the chunks of
+// SampleEncoder::take(), in order), for a view of a recording that is still
+// running: each decode() replaces `rows` with the chunk's samples, while
+// `stacks` keep every stack defined so far (their ids stay valid). After an
+// error, later chunks decode nothing.
+class SampleDecoder {
+ public:
+  SampleDecoder();
+  ~SampleDecoder();
+  SampleDecoder(const SampleDecoder&) = delete;
+  SampleDecoder& operator=(const SampleDecoder&) = delete;
+
+  const SampleTable& decode(std::span<const std::uint8_t> chunk);
+  SampleTable take() { return std::move(table_); }
+
+ private:
+  class Decoder;
+  SampleTable table_;
+  std::unique_ptr<Decoder> decoder_;
+  std::uint64_t offset_ = 0;
 };
 
 // Decodes a whole SMPL stream (all frames concatenated). Never throws on

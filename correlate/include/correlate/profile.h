@@ -183,9 +183,38 @@ struct Profile {
 
   // The innermost Python frame (Python or JitInlined) of a stack, if any.
   std::optional<std::uint32_t> python_leaf(std::uint32_t stack) const;
+  // The Python frames of a stack, outermost first, one per function (name
+  // and file): what a function's total counts, once per sample even when it recurses.
+  std::vector<std::uint32_t> python_functions(std::uint32_t stack) const;
 };
 
 Profile correlate(const bundle::Bundle& bundle);
+
+// Correlates a recording while it runs (`jitprof top --pid`), a batch of
+// frames at a time, without going over earlier batches again: names
+// (symbols, mappings, code names, the JIT codemap) are added as they come (a
+// code object shown as "code #ID" gets its name from then on), the jitlog and
+// PyPy's log are read again only when they grew, and each batch's samples are
+// correlated alone, with the caches of the batches before. The profile's
+// frames and stacks accumulate; its samples are the last batch's only; its
+// stats count every batch. vmprof's profile is not read (attach writes none).
+class LiveCorrelator {
+ public:
+  LiveCorrelator();
+  ~LiveCorrelator();
+  LiveCorrelator(const LiveCorrelator&) = delete;
+  LiveCorrelator& operator=(const LiveCorrelator&) = delete;
+
+  // `frames`: the frames appended since the last call, in order.
+  const Profile& add(const bundle::Bundle& frames);
+  // The frames of code objects shown as "code #ID" until the last add named
+  // them, with the frames that name them now: (unnamed, named).
+  const std::vector<std::pair<Frame, Frame>>& renamed() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // The resolver of JIT addresses for a bundle's jitlog, with the times its
 // parts arrived (section JLTM).

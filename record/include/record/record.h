@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "bundle/bundle.h"
+
 namespace jitprof::record {
 
 struct Options {
@@ -55,12 +57,19 @@ class RecordError : public std::runtime_error {
 // stopping it, until the duration ends, Ctrl-C/SIGTERM, or the process exits.
 struct AttachOptions {
   int pid = 0;
-  std::filesystem::path output;
+  std::filesystem::path output;  // empty: no file (the frames go to on_interval only)
   double duration_s = 0;     // 0: until interrupted or the target exits
   unsigned rate_hz = 1000;
   bool python_stacks = true;  // as Options::python_stacks; names come from the process's memory
   std::function<void(const std::string&)> progress;  // as Options::progress
   std::function<void(const std::string&)> notice;
+  // A live view (`top --pid`): every `interval_s`, the code objects and JIT
+  // code on the Python stacks seen since the last time are named from the
+  // target's memory, and `on_interval` gets the frames written since its last
+  // call (the first call: the manifest, mappings and threads too), with the
+  // seconds since sampling started. Returning false ends the attachment.
+  std::function<bool(const bundle::Bundle& frames, double elapsed_s)> on_interval;
+  double interval_s = 1;
 };
 
 // How JIT code got its names (the order of preference).
