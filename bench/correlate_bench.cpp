@@ -72,7 +72,7 @@ Workload build(std::size_t sample_count, std::size_t trace_count) {
   work.maps.add({0, kPid, kPid, kLibpypy, 1 << 24, 0, 5, 0, 0, 0, 0, "/usr/lib/libpypy3.9-c.so"});
   for (std::uint64_t i = 0; i < 64; ++i)
     work.symbols.add({kPid, kLibpypy + i * 4096, "/usr/lib/libpypy3.9-c.so", "",
-                      i % 2 ? fmt::format("pypy_function_{}", i) : "", 0, {}});
+                      i % 2 ? fmt::format("pypy_function_{}", i) : "", 0, {}, ""});
 
   std::mt19937_64 random(42);
   bundle::SampleEncoder encoder;

@@ -227,8 +227,8 @@ int main(int argc, char** argv) {
 
   TopOptions top_options;
   auto* top_cmd = app.add_subcommand(
-      "top", "A bundle's profile as a call tree, from the outermost frame down, after its threads by name; with --pid, a live view of a running "
-             "PyPy process");
+      "top", "A bundle's profile as a call tree, from the outermost frame down, after its threads by name; with "
+             "--pid, a live view of a running PyPy process");
   auto* top_file = top_cmd->add_option("FILE", top_options.file, "bundle (*.jprof)")->check(CLI::ExistingFile);
   auto* top_json = top_cmd->add_flag("--json", top_options.json, "print JSON for scripts");
   auto* top_depth = top_cmd->add_option("--depth", top_options.depth, "levels of the tree to show")->capture_default_str();

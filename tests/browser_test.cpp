@@ -78,9 +78,9 @@ TEST(Browser, TheLinkRecordPrintsShowsTheFlameGraphTheHotLoopAndItsBridgeAndTwoR
     std::vector<std::string> argv = {"curl", "-s", "-f", "-X", "POST"};
     argv.insert(argv.end(), body.begin(), body.end());
     argv.push_back(server.url() + path);
-    const Result answer = jitprof::testing::run_command(argv, dir);
-    EXPECT_EQ(answer.status, 0) << path << ": " << answer.out << answer.err;
-    return nlohmann::json::parse(answer.out, nullptr, false);
+    const Result posted = jitprof::testing::run_command(argv, dir);
+    EXPECT_EQ(posted.status, 0) << path << ": " << posted.out << posted.err;
+    return nlohmann::json::parse(posted.out, nullptr, false);
   };
   const std::string fixtures = JITPROF_FIXTURES;
   const std::string rid =

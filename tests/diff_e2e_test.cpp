@@ -121,7 +121,12 @@ TEST_F(Diff, RefusesFilesWithoutSamplesSayingWhich) {
   run({"sh", "-c", "echo not a bundle > " + text_file});
   const Result result = run({JITPROF_BIN, "diff", path("old.jprof"), text_file});
   EXPECT_EQ(result.status, 1);
-  EXPECT_NE(result.err.find(text_file + " has no samples to compare"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find(text_file + " is text starting"), std::string::npos) << result.err;
+  // A jitlog alone reads, but holds no samples.
+  const std::string jitlog = std::string(JITPROF_FIXTURES) + "/hotloop.jitlog.gz";
+  const Result no_samples = run({JITPROF_BIN, "diff", jitlog, path("new.jprof")});
+  EXPECT_EQ(no_samples.status, 1);
+  EXPECT_NE(no_samples.err.find(jitlog + " is a PyPy jitlog, which holds no samples to compare"), std::string::npos) << no_samples.err;
   const Result missing = run({JITPROF_BIN, "diff", path("old.jprof"), path("missing.jprof")});
   EXPECT_NE(missing.status, 0);
   EXPECT_NE(missing.err.find("missing.jprof"), std::string::npos) << missing.err;

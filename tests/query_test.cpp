@@ -119,7 +119,7 @@ TEST_F(Query, QueriesOverTheirLimitsAreRefused) {
 TEST(QueryTime, AQueryStopsAtItsTimeLimit) {
   // 100,000 samples and no time at all: the evaluator gives up with a message.
   jitprof::correlate::Profile profile;
-  profile.frames.push_back({jitprof::correlate::Category::Python, "f", "app.py", 1, std::nullopt, ""});
+  profile.frames.push_back({jitprof::correlate::Category::Python, "f", "app.py", 1, std::nullopt, "", ""});
   profile.stacks.push_back({0});
   profile.samples.resize(100000);
   const jitprof::bundle::Bundle bundle;

@@ -182,6 +182,7 @@ class Builder {
     // Without perf (refused, or --no-perf), PyPy's own samples stand in.
     if (!profile_.has_perf_samples) add_vmprof_samples();
     profile_.stats.samples = profile_.samples.size();
+    profile_.stats.unnamed_code_objects = unnamed_codes_.size();
   }
 
   // The next frames of a recording that is still running (LiveCorrelator):
@@ -206,6 +207,7 @@ class Builder {
       add_perf_samples(table);
     }
     profile_.stats.samples += profile_.samples.size();
+    profile_.stats.unnamed_code_objects = unnamed_codes_.size();
   }
 
  private:
@@ -228,7 +230,6 @@ class Builder {
         return true;
       });
     }
-    profile_.stats.unnamed_code_objects = unnamed_codes_.size();
   }
 
   void add_perf_samples(const bundle::SampleTable& table) {
@@ -615,7 +616,7 @@ class Builder {
     if (fresh) {
       FrameIds ids = python_part == kNoPart ? FrameIds{} : parts_[python_part];
       // The phase's own frame holds what ran in it.
-      if (phase) ids.push_back(frame_id({*phase, phase_name(*phase), "", 0, std::nullopt, ""}));
+      if (phase) ids.push_back(frame_id({*phase, phase_name(*phase), "", 0, std::nullopt, "", ""}));
       const FrameIds& suffix = parts_[native.frames];
       ids.insert(ids.end(), suffix.begin(), suffix.end());
       stack->second = stack_id(std::move(ids));

@@ -164,9 +164,11 @@ void Top::add(const bundle::Bundle& frames, double elapsed_s) {
       header_.pid = read.manifest->pid.value_or(0);
       header_.command = read.manifest->command;
     }
-  for (const bundle::TaskRecord& task : bundle::read_tasks(frames))
-    if (task.kind == bundle::TaskRecord::Kind::Comm || task.kind == bundle::TaskRecord::Kind::Exec)
-      threads_[task.tid].name = task.comm;
+  // Named by the profile's one rule, over every TASK record so far (a few a thread).
+  if (std::vector<bundle::TaskRecord> tasks = bundle::read_tasks(frames); !tasks.empty()) {
+    tasks_.insert(tasks_.end(), std::make_move_iterator(tasks.begin()), std::make_move_iterator(tasks.end()));
+    for (const auto& [thread, names] : correlate::thread_names(tasks_)) threads_[thread.second].name = names.shown();
+  }
 
   const correlate::Profile& profile = correlator_.add(frames);
   for (const auto& [unnamed, named] : correlator_.renamed()) rename(unnamed, named);

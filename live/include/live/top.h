@@ -46,7 +46,7 @@ struct ShareRow {
 
 struct ThreadRow {
   std::uint32_t tid = 0;
-  std::string name;          // the thread's name (comm), when the recording saw it
+  std::string name;          // correlate::ThreadName::shown(), when the recording saw one
   Counts samples;
   std::string top_function;  // the function with the most self samples in the last interval
 };
@@ -104,6 +104,7 @@ class Top {
     std::map<std::size_t, std::uint64_t> self_last;  // function -> self samples in the last interval
   };
   std::map<std::uint32_t, Thread> threads_;
+  std::vector<bundle::TaskRecord> tasks_;
   Snapshot header_;
 };
 
